@@ -1,0 +1,151 @@
+"""Events to Kafka records and back.
+
+`encode` is the only way an event becomes bytes and `decode` the only way
+bytes become an event. `decode` raises nothing but `DecodeError`, whose
+`reason` is machine-readable (it is what a dead letter carries) and whose
+message names what is wrong, with the field's path, but never a field's value:
+values may be personal data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.contracts.envelope import CONTENT_TYPE, SPEC_VERSION, Envelope
+from shared.contracts.events import EVENT_TYPES
+from shared.contracts.topics import Topic
+
+#: Larger values are refused before parsing; Kafka's own default limit is 1 MiB.
+MAX_VALUE_BYTES = 1_048_576
+
+CONTENT_TYPE_HEADER = "content-type"
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    """What goes onto a topic: the base topic (prefix added by the publisher), key, value, headers."""
+
+    topic: Topic
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+
+
+class DecodeError(Exception):
+    """A record that is not an acceptable event; `reason` says which way, machine-readably."""
+
+    reason = "malformed"
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+
+class MalformedRecord(DecodeError):
+    """Not UTF-8, not JSON, not a JSON object, or too large to consider."""
+
+    reason = "malformed"
+
+
+class WrongSpecVersion(DecodeError):
+    """A CloudEvents `specversion` other than 1.0."""
+
+    reason = "wrong-specversion"
+
+
+class UnknownEventType(DecodeError):
+    """A `type` that is not in the catalog of SPEC §6."""
+
+    reason = "unknown-type"
+
+
+class UnexpectedEventType(DecodeError):
+    """A known `type` on a topic that does not carry it (e.g. a forged `qc-passed` on `qc-submissions`)."""
+
+    reason = "unexpected-type"
+
+
+class SchemaInvalid(DecodeError):
+    """A missing or invalid envelope attribute or data field; `path` names it, e.g. `data.rate_idr`."""
+
+    reason = "schema-invalid"
+
+
+def encode(event: Envelope) -> KafkaRecord:
+    """The Kafka record for `event`: its topic, key per SPEC §4, structured-mode JSON value."""
+    value = event.model_dump_json(exclude_none=True).encode("utf-8")
+    return KafkaRecord(
+        topic=event.data.topic,
+        key=event.key.encode("utf-8"),
+        value=value,
+        headers=((CONTENT_TYPE_HEADER, CONTENT_TYPE.encode()),),
+    )
+
+
+def decode(value: bytes | None, *, topic: Topic | None = None) -> Envelope:
+    """The event in a record's `value`; with `topic`, also checks the type belongs on that topic.
+
+    Raises `DecodeError` (one of its subclasses) and nothing else.
+    """
+    document = _parse_json_object(value)
+    specversion = document.get("specversion")
+    if specversion != SPEC_VERSION:
+        raise WrongSpecVersion(
+            f"specversion must be {SPEC_VERSION!r}" + ("" if "specversion" in document else ", and it is missing"),
+            path="specversion",
+        )
+    event_type = document.get("type")
+    if not isinstance(event_type, str):
+        raise SchemaInvalid("the envelope lacks a string `type`", path="type")
+    model = EVENT_TYPES.get(event_type)
+    if model is None:
+        raise UnknownEventType(f"event type {event_type[:80]!r} is not in the catalog", path="type")
+    if topic is not None and model.topic != topic:
+        raise UnexpectedEventType(
+            f"event type {event_type!r} belongs on topic {model.topic.value!r}, not {topic.value!r}", path="type"
+        )
+    raw_data = document.get("data")
+    if not isinstance(raw_data, dict):
+        raise SchemaInvalid("`data` must be a JSON object", path="data")
+    try:
+        data = model.model_validate(raw_data)
+    except ValidationError as exc:
+        raise _schema_invalid(exc, under="data") from None
+    try:
+        return Envelope.model_validate({**document, "data": data})
+    except ValidationError as exc:
+        raise _schema_invalid(exc, under=None) from None
+
+
+def _parse_json_object(value: bytes | None) -> dict[str, Any]:
+    if value is None:
+        raise MalformedRecord("the record has no value (a tombstone), not an event")
+    if len(value) > MAX_VALUE_BYTES:
+        raise MalformedRecord(f"the value is {len(value)} bytes, over the {MAX_VALUE_BYTES}-byte limit")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedRecord(f"the value is not UTF-8 (bad byte at offset {exc.start})") from None
+    try:
+        document = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise MalformedRecord(f"the value is not JSON{where}") from None
+    if not isinstance(document, dict):
+        raise MalformedRecord(f"the value is a JSON {type(document).__name__}, not an object")
+    return document
+
+
+def _schema_invalid(exc: ValidationError, *, under: str | None) -> SchemaInvalid:
+    # Only the first problem is named in full; the input is left out because it may be personal data.
+    first = exc.errors(include_url=False, include_input=False)[0]
+    path = ".".join([*([under] if under else []), *(str(part) for part in first["loc"])])
+    problem = "is missing" if first["type"] == "missing" else f"is invalid: {first['msg']}"
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return SchemaInvalid(f"`{path}` {problem}{suffix}", path=path)

@@ -1,0 +1,283 @@
+"""Every event type of SPEC §6, as frozen pydantic models of the CloudEvent's `data`.
+
+Each model names its CloudEvents `type`, the topic it travels on and the data
+field that is its record key (SPEC §4). Unknown extra fields are kept, not
+rejected: a newer producer may add optional fields (forward compatibility),
+and a signature covers every field the signer sent.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    field_validator,
+)
+
+from shared.contracts.topics import Topic
+from shared.timeutil import to_wib
+
+#: An opaque identifier (SPEC §5): any non-empty string without surrounding space.
+Id = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=False, pattern=r"^\S(.*\S)?$")]
+#: Money: an integer number of rupiah, never negative. Strict: "1000", 1000.0 and true are refused.
+Rupiah = Annotated[int, Strict(), Field(ge=0)]
+Count = Annotated[int, Strict(), Field(gt=0)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+#: A business time: any offset is accepted, and it is kept in WIB so every topic reads the same way.
+WibTime = Annotated[AwareDatetime, AfterValidator(to_wib)]
+Base64 = Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=r"^[A-Za-z0-9+/]+={0,2}$")]
+
+
+class EventData(BaseModel):
+    """The `data` of one event type; subclasses set the three class attributes."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    event_type: ClassVar[str]
+    topic: ClassVar[Topic]
+    key_field: ClassVar[str]
+
+    def record_key(self) -> str:
+        """The Kafka record key of this event (SPEC §4)."""
+        return str(getattr(self, self.key_field))
+
+
+# --- enrollment -----------------------------------------------------------------------------
+
+
+class ResidentRegistered(EventData):
+    event_type: ClassVar[str] = "resident-registered"
+    topic: ClassVar[Topic] = Topic.ENROLLMENT
+    key_field: ClassVar[str] = "resident_id"
+
+    resident_id: Id
+    rusunawa: Text
+    registered_at: WibTime
+
+
+class CohortScheduled(EventData):
+    event_type: ClassVar[str] = "cohort-scheduled"
+    topic: ClassVar[Topic] = Topic.ENROLLMENT
+    # Cohort events have no resident; SPEC §4 keys the topic by resident_id, so a cohort's
+    # own events are keyed by its cohort_id, which keeps them in order on one partition.
+    key_field: ClassVar[str] = "cohort_id"
+
+    cohort_id: Id
+    rusunawa: Text
+    skill: Text
+    product_focus: Text
+    starts_on: date
+    ends_on: date
+    capacity: Count
+
+
+class Enrolled(EventData):
+    event_type: ClassVar[str] = "enrolled"
+    topic: ClassVar[Topic] = Topic.ENROLLMENT
+    key_field: ClassVar[str] = "resident_id"
+
+    resident_id: Id
+    cohort_id: Id
+    enrolled_at: WibTime
+
+
+class TrainingCompleted(EventData):
+    event_type: ClassVar[str] = "training-completed"
+    topic: ClassVar[Topic] = Topic.ENROLLMENT
+    key_field: ClassVar[str] = "resident_id"
+
+    resident_id: Id
+    cohort_id: Id
+    completed_on: date
+
+
+class Withdrawn(EventData):
+    event_type: ClassVar[str] = "withdrawn"
+    topic: ClassVar[Topic] = Topic.ENROLLMENT
+    key_field: ClassVar[str] = "resident_id"
+
+    resident_id: Id
+    cohort_id: Id
+    reason: Text
+
+
+# --- production -----------------------------------------------------------------------------
+
+
+class CollaboratorRegistered(EventData):
+    event_type: ClassVar[str] = "collaborator-registered"
+    topic: ClassVar[Topic] = Topic.PRODUCTION
+    key_field: ClassVar[str] = "collaborator_id"
+
+    collaborator_id: Id
+    name: Text
+    public_key: Base64
+
+    @field_validator("public_key")
+    @classmethod
+    def _is_ed25519_raw_key(cls, value: str) -> str:
+        import base64
+        import binascii
+
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except binascii.Error as exc:
+            raise ValueError("public_key is not valid base64") from exc
+        if len(raw) != 32:
+            raise ValueError(f"public_key must be the 32 raw bytes of an Ed25519 key, got {len(raw)} bytes")
+        return value
+
+
+class PieceRateSet(EventData):
+    event_type: ClassVar[str] = "piece-rate-set"
+    topic: ClassVar[Topic] = Topic.PRODUCTION
+    key_field: ClassVar[str] = "collaborator_id"
+
+    collaborator_id: Id
+    product: Text
+    rate_idr: Rupiah
+    effective_from: WibTime
+
+
+class MaterialsIssued(EventData):
+    event_type: ClassVar[str] = "materials-issued"
+    topic: ClassVar[Topic] = Topic.PRODUCTION
+    key_field: ClassVar[str] = "artisan_id"
+
+    issue_id: Id
+    artisan_id: Id
+    collaborator_id: Id
+    material: Text
+    quantity: Count
+    unit: Text
+
+
+class PieceWoven(EventData):
+    event_type: ClassVar[str] = "piece-woven"
+    topic: ClassVar[Topic] = Topic.PRODUCTION
+    key_field: ClassVar[str] = "artisan_id"
+
+    piece_id: Id
+    artisan_id: Id
+    collaborator_id: Id
+    product: Text
+    rate_idr: Rupiah
+    woven_at: WibTime
+
+
+class QcPassed(EventData):
+    event_type: ClassVar[str] = "qc-passed"
+    topic: ClassVar[Topic] = Topic.PRODUCTION
+    key_field: ClassVar[str] = "artisan_id"
+
+    piece_id: Id
+    artisan_id: Id
+    collaborator_id: Id
+    product: Text
+    amount_idr: Rupiah
+    submission_id: Id
+    inspected_at: WibTime
+    signature: Base64
+
+
+class QcFailed(EventData):
+    event_type: ClassVar[str] = "qc-failed"
+    topic: ClassVar[Topic] = Topic.PRODUCTION
+    key_field: ClassVar[str] = "artisan_id"
+
+    piece_id: Id
+    artisan_id: Id
+    collaborator_id: Id
+    submission_id: Id
+    defects: list[Text]
+    inspected_at: WibTime
+    signature: Base64
+
+
+# --- qc-submissions (untrusted: written by collaborator companies) ------------------------
+
+
+class QcSubmitted(EventData):
+    event_type: ClassVar[str] = "qc-submitted"
+    topic: ClassVar[Topic] = Topic.QC_SUBMISSIONS
+    key_field: ClassVar[str] = "piece_id"
+
+    submission_id: Id
+    piece_id: Id
+    collaborator_id: Id
+    result: Literal["passed", "failed"]
+    inspector: Text
+    # Kept exactly as the collaborator sent it: the signature covers their bytes.
+    inspected_at: AwareDatetime
+    defects: list[Text]
+    signature: Base64
+
+
+# --- payout ---------------------------------------------------------------------------------
+
+
+class PayoutScheduled(EventData):
+    event_type: ClassVar[str] = "payout-scheduled"
+    topic: ClassVar[Topic] = Topic.PAYOUT
+    key_field: ClassVar[str] = "artisan_id"
+
+    payout_id: Id
+    run_id: Id
+    artisan_id: Id
+    amount_idr: Rupiah
+    period_end: WibTime
+
+
+class Paid(EventData):
+    event_type: ClassVar[str] = "paid"
+    topic: ClassVar[Topic] = Topic.PAYOUT
+    key_field: ClassVar[str] = "artisan_id"
+
+    payout_id: Id
+    artisan_id: Id
+    amount_idr: Rupiah
+    method: Text
+    reference: Text
+    paid_at: WibTime
+
+
+class PayoutFailed(EventData):
+    event_type: ClassVar[str] = "payout-failed"
+    topic: ClassVar[Topic] = Topic.PAYOUT
+    key_field: ClassVar[str] = "artisan_id"
+
+    payout_id: Id
+    artisan_id: Id
+    amount_idr: Rupiah
+    reason: Text
+
+
+#: Every event type of the catalog, by its CloudEvents `type`.
+EVENT_TYPES: dict[str, type[EventData]] = {
+    model.event_type: model
+    for model in (
+        ResidentRegistered,
+        CohortScheduled,
+        Enrolled,
+        TrainingCompleted,
+        Withdrawn,
+        CollaboratorRegistered,
+        PieceRateSet,
+        MaterialsIssued,
+        PieceWoven,
+        QcPassed,
+        QcFailed,
+        QcSubmitted,
+        PayoutScheduled,
+        Paid,
+        PayoutFailed,
+    )
+}

@@ -1,0 +1,21 @@
+"""PostgreSQL connection pools for the services and tools."""
+
+from __future__ import annotations
+
+import asyncpg
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DatabaseSettings(BaseSettings):
+    """Where a service's own database is (`ANYAM_DATABASE_URL`); each service has its own."""
+
+    model_config = SettingsConfigDict(env_prefix="ANYAM_", extra="ignore")
+
+    database_url: str = Field(description="asyncpg/libpq URL of this service's own database.")
+    database_pool_size: int = Field(default=10, ge=1, description="Most connections one process opens.")
+
+
+async def create_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:
+    """A connection pool on `url`; connections that break are replaced on next use."""
+    return await asyncpg.create_pool(url, min_size=1, max_size=max_size, command_timeout=60)

@@ -1,0 +1,25 @@
+"""The event store as outbox, the relay, transactional consumers and dead letters (asyncpg + aiokafka)."""
+
+from shared.eventstore.consumer import OffsetBeyondEnd, Reject, TransactionalConsumer
+from shared.eventstore.deadletters import DeadLetter, DeadLetterPublisher
+from shared.eventstore.relay import OutboxRelay
+from shared.eventstore.schema import install
+from shared.eventstore.store import NO_STREAM, ConcurrencyConflict, EventStore, StreamHistory
+from shared.eventstore.tracking import stored_offsets, wait_until_caught_up, wait_until_published
+
+__all__ = [
+    "NO_STREAM",
+    "ConcurrencyConflict",
+    "DeadLetter",
+    "DeadLetterPublisher",
+    "EventStore",
+    "OffsetBeyondEnd",
+    "OutboxRelay",
+    "Reject",
+    "StreamHistory",
+    "TransactionalConsumer",
+    "install",
+    "stored_offsets",
+    "wait_until_caught_up",
+    "wait_until_published",
+]

@@ -1,0 +1,278 @@
+"""Transactional consumers: a projection's rows and its consumed offsets commit in one transaction.
+
+This is the read side of ARCHITECTURE.md. Kafka's own committed offsets are
+only informational here; the truth is the `consumer_offsets` table, written in
+the same PostgreSQL transaction as whatever the handler wrote. On partition
+assignment the consumer seeks to those stored offsets, so a crash, a
+cancellation or a rebalance can neither lose nor repeat an effect:
+
+- each batch first locks its partitions' offset rows (`FOR UPDATE`) and drops
+  records below the stored offset, so two instances that briefly both hold a
+  partition during a rebalance cannot both apply it (trap 3);
+- event ids are recorded too, so the relay's at-least-once duplicates are no-ops;
+- a record that cannot be decoded, or that the handler refuses (`Reject`), is
+  dead-lettered with a machine-readable reason and the offset moves on; a
+  handler that keeps failing is retried a bounded number of times, then
+  dead-lettered as `handler-error` (trap 2). A database outage is not the
+  record's fault: the batch is retried from the stored offsets until it passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+
+from shared.contracts import DecodeError, Envelope, Topic, base_topic, decode, topic_name
+from shared.eventstore.deadletters import DeadLetterPublisher
+from shared.kafka import end_offsets
+from shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+#: Failures of the database itself (not of one record): retry the batch, never dead-letter for them.
+DATABASE_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
+
+
+class Reject(Exception):
+    """Raised by a handler to refuse a record: it is dead-lettered with `reason`, and nothing it wrote stays."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class OffsetBeyondEnd(Exception):
+    """A stored offset lies beyond the topic's end: the log was truncated or replaced under us.
+
+    Carrying on would silently skip whatever is written up to the stored offset
+    (or, resetting, re-apply history); a person has to decide.
+    """
+
+
+Handler = Callable[[asyncpg.Connection, Envelope, ConsumerRecord], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    record: ConsumerRecord
+    reason: str
+    detail: str
+
+
+class TransactionalConsumer:
+    """Consumes `topics` in consumer group `name`, applying `handler` with exactly-once effects."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        topics: Sequence[Topic],
+        pool: asyncpg.Pool,
+        kafka: KafkaSettings,
+        handler: Handler,
+        dead_letters: DeadLetterPublisher,
+        max_batch: int = 500,
+        max_attempts: int = 3,
+        retry_backoff_seconds: float = 0.2,
+    ) -> None:
+        self.name = name
+        self._topics = tuple(topics)
+        self._pool = pool
+        self._kafka = kafka
+        self._handler = handler
+        self._dead_letters = dead_letters
+        self._max_batch = max_batch
+        self._max_attempts = max_attempts
+        self._retry_backoff = retry_backoff_seconds
+        self._fatal: Exception | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def run(self) -> None:
+        """Consume until cancelled; raises `OffsetBeyondEnd` if the log no longer matches the stored offsets."""
+        consumer = AIOKafkaConsumer(
+            **self._kafka.client_options(),
+            group_id=self.name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self._max_batch,
+            fetch_max_wait_ms=100,
+        )
+        self._consumer = consumer
+        consumer.subscribe(
+            [topic_name(topic, self._kafka.topic_prefix) for topic in self._topics],
+            listener=_SeekToStoredOffsets(self),
+        )
+        await consumer.start()
+        try:
+            while True:
+                if self._fatal is not None:
+                    raise self._fatal
+                batch = await consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+                if self._fatal is not None:
+                    raise self._fatal
+                if batch:
+                    await self._process_until_done(consumer, batch)
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    async def _process_until_done(
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
+        while True:
+            try:
+                committed = await self._process(batch)
+                break
+            except DATABASE_UNAVAILABLE as exc:
+                log.warning("%s: database unavailable (%s); retrying the batch", self.name, type(exc).__name__)
+            except Exception as exc:  # noqa: BLE001 - e.g. the broker refused a dead letter: retry, never skip
+                log.warning("%s: batch failed (%s); retrying it", self.name, type(exc).__name__)
+            await asyncio.sleep(self._retry_backoff)
+        # Kafka's committed offsets are informational (lag dashboards); the stored ones rule.
+        try:
+            await consumer.commit({tp: offset for tp, offset in committed.items() if tp in consumer.assignment()})
+        except Exception as exc:  # noqa: BLE001 - a rebalance may have moved the partition; harmless
+            log.debug("%s: informational Kafka commit skipped (%s)", self.name, type(exc).__name__)
+
+    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, int]:
+        refusals: list[_Refusal] = []
+        next_offsets: dict[TopicPartition, int] = {}
+        async with self._pool.acquire() as conn, conn.transaction():
+            stored = await self._lock_offsets(conn, batch)
+            for tp, records in sorted(batch.items(), key=lambda item: (item[0].topic, item[0].partition)):
+                start = stored.get(tp, 0)
+                fresh = [record for record in records if record.offset >= start]
+                decoded = [(record, self._decode(record, refusals)) for record in fresh]
+                new_ids = await self._record_event_ids(conn, [event.id for _, event in decoded if event is not None])
+                for record, event in decoded:
+                    if event is None or event.id not in new_ids:
+                        continue
+                    new_ids.discard(event.id)  # a duplicate inside the batch is applied once
+                    await self._apply(conn, event, record, refusals)
+                next_offsets[tp] = max(start, records[-1].offset + 1)
+            for refusal in refusals:
+                record = refusal.record
+                await self._dead_letters.publish(
+                    reason=refusal.reason,
+                    detail=refusal.detail,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    value=record.value,
+                    headers=list(record.headers or ()),
+                )
+            await conn.executemany(
+                """INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = excluded.next_offset""",
+                [(self.name, tp.topic, tp.partition, offset) for tp, offset in next_offsets.items()],
+            )
+        return next_offsets
+
+    async def _lock_offsets(
+        self, conn: asyncpg.Connection, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> dict[TopicPartition, int]:
+        # Rows must exist to be locked; a missing row means "nothing consumed yet" (offset 0).
+        keys = sorted((tp.topic, tp.partition) for tp in batch)
+        await conn.executemany(
+            """INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) VALUES ($1, $2, $3, 0)
+               ON CONFLICT DO NOTHING""",
+            [(self.name, topic, partition) for topic, partition in keys],
+        )
+        rows = await conn.fetch(
+            """SELECT topic, partition, next_offset FROM consumer_offsets
+               WHERE consumer = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))
+               ORDER BY topic, partition FOR UPDATE""",
+            self.name,
+            [topic for topic, _ in keys],
+            [partition for _, partition in keys],
+        )
+        return {TopicPartition(row["topic"], row["partition"]): row["next_offset"] for row in rows}
+
+    async def _record_event_ids(self, conn: asyncpg.Connection, event_ids: list[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        rows = await conn.fetch(
+            """INSERT INTO consumed_events (consumer, event_id) SELECT $1, unnest($2::text[])
+               ON CONFLICT DO NOTHING RETURNING event_id""",
+            self.name,
+            event_ids,
+        )
+        return {row["event_id"] for row in rows}
+
+    def _decode(self, record: ConsumerRecord, refusals: list[_Refusal]) -> Envelope | None:
+        try:
+            return decode(record.value, topic=base_topic(record.topic, self._kafka.topic_prefix))
+        except DecodeError as exc:
+            refusals.append(_Refusal(record, exc.reason, str(exc)))
+            return None
+
+    async def _apply(
+        self, conn: asyncpg.Connection, event: Envelope, record: ConsumerRecord, refusals: list[_Refusal]
+    ) -> None:
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                async with conn.transaction():  # a savepoint: a refused record leaves nothing behind
+                    await self._handler(conn, event, record)
+                return
+            except Reject as rejection:
+                refusals.append(_Refusal(record, rejection.reason, rejection.detail))
+                return
+            except DATABASE_UNAVAILABLE:
+                raise
+            except Exception as exc:  # noqa: BLE001 - bounded retries, then the record is dead-lettered
+                # Only the type is reported: an exception's text may quote the record's values.
+                log.warning(
+                    "%s: handler failed on %s (%s), attempt %d", self.name, event.id, type(exc).__name__, attempt
+                )
+                if attempt == self._max_attempts:
+                    refusals.append(
+                        _Refusal(record, "handler-error", f"{type(exc).__name__} after {attempt} attempts")
+                    )
+                    return
+                await asyncio.sleep(self._retry_backoff * attempt)
+
+    async def _on_assigned(self, consumer: AIOKafkaConsumer, assigned: Iterable[TopicPartition]) -> None:
+        assigned = list(assigned)
+        if not assigned:
+            return
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1", self.name
+            )
+        stored = {TopicPartition(row["topic"], row["partition"]): row["next_offset"] for row in rows}
+        ends = await end_offsets(self._kafka, {tp.topic for tp in assigned})
+        for tp in assigned:
+            offset = stored.get(tp)
+            if offset is not None and offset > ends[tp]:
+                self._fatal = OffsetBeyondEnd(
+                    f"{self.name}: stored offset {offset} of {tp.topic}[{tp.partition}] is beyond the topic's end "
+                    f"{ends[tp]}; the log was truncated or replaced. Rebuild this projection from the beginning "
+                    "(anyam replay) or restore the topic; refusing to skip or re-read silently."
+                )
+                consumer.pause(*assigned)
+                return
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+
+
+class _SeekToStoredOffsets(ConsumerRebalanceListener):
+    def __init__(self, owner: TransactionalConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Nothing to save: offsets are stored with each batch's effects, never later.
+        return None
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        assert self._owner._consumer is not None
+        await self._owner._on_assigned(self._owner._consumer, assigned)

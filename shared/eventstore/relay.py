@@ -1,0 +1,131 @@
+"""The outbox relay: publishes the event store to Kafka in commit order and records how far it got.
+
+Publishing is at-least-once: the checkpoint moves only after the broker has
+acknowledged a whole batch (acks=all), so a crash or an outage re-sends, never
+skips. Consumers dedupe on the event `id`. Because appends take positions in
+commit order (see schema.APPEND_LOCK_KEY), "every position above the
+checkpoint" is exactly "every event not yet published".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from shared.contracts import CONTENT_TYPE, topic_name
+from shared.contracts.codec import CONTENT_TYPE_HEADER
+from shared.eventstore.schema import OUTBOX_CHANNEL, RELAY_LOCK_KEY
+from shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+_HEADERS = [(CONTENT_TYPE_HEADER, CONTENT_TYPE.encode())]
+
+
+class OutboxRelay:
+    """Moves appended events from one service's event store onto their Kafka topics."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        kafka: KafkaSettings,
+        *,
+        name: str = "kafka",
+        batch_size: int = 500,
+        idle_wait_seconds: float = 1.0,
+        retry_backoff_seconds: float = 0.5,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._prefix = kafka.topic_prefix
+        self._name = name
+        self._batch_size = batch_size
+        self._idle_wait = idle_wait_seconds
+        self._retry_backoff = retry_backoff_seconds
+        self._appended = asyncio.Event()
+        self.published_position = 0
+
+    async def checkpoint(self) -> int:
+        """The position of the last event the broker acknowledged (0 before the first)."""
+        async with self._pool.acquire() as conn:
+            return await conn.fetchval(
+                "SELECT coalesce((SELECT position FROM outbox_checkpoint WHERE relay = $1), 0)", self._name
+            )
+
+    async def publish_pending(self) -> int:
+        """Publish one batch above the checkpoint, advance it; returns how many events went out."""
+        checkpoint = await self.checkpoint()
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """SELECT position, topic, record_key, payload FROM event_store
+                   WHERE position > $1 ORDER BY position LIMIT $2""",
+                checkpoint,
+                self._batch_size,
+            )
+        if not rows:
+            self.published_position = checkpoint
+            return 0
+        # send() only enqueues; the producer keeps one request in flight per partition, so
+        # per-key (per-stream) order on the topic is the position order here.
+        deliveries = [
+            await self._producer.send(
+                topic_name(row["topic"], self._prefix),
+                value=row["payload"],
+                key=row["record_key"].encode(),
+                headers=_HEADERS,
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*deliveries)
+        last = rows[-1]["position"]
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                """INSERT INTO outbox_checkpoint (relay, position) VALUES ($1, $2)
+                   ON CONFLICT (relay) DO UPDATE SET position = greatest(outbox_checkpoint.position, $2)""",
+                self._name,
+                last,
+            )
+        self.published_position = last
+        return len(rows)
+
+    async def run(self) -> None:
+        """Publish forever: wake on each commit's notification, poll as a fallback, retry on failure.
+
+        Only one relay per database publishes at a time (a session advisory lock);
+        a second replica waits, ready to take over if the first dies.
+        """
+        async with self._pool.acquire() as leader:
+            while not await leader.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+                await asyncio.sleep(self._idle_wait)
+            await leader.add_listener(OUTBOX_CHANNEL, self._on_append)
+            try:
+                await self._publish_forever()
+            finally:
+                with contextlib.suppress(Exception):
+                    await leader.remove_listener(OUTBOX_CHANNEL, self._on_append)
+                    await leader.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
+
+    async def _publish_forever(self) -> None:
+        while True:
+            self._appended.clear()
+            try:
+                published = await self.publish_pending()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("outbox relay: database unavailable (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(self._retry_backoff)
+                continue
+            except Exception as exc:  # noqa: BLE001 - any broker failure: keep the events, retry the batch
+                log.warning("outbox relay: publish failed (%s: %s); retrying", type(exc).__name__, exc)
+                await asyncio.sleep(self._retry_backoff)
+                continue
+            if published < self._batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._appended.wait(), self._idle_wait)
+
+    def _on_append(self, *_: object) -> None:
+        self._appended.set()

@@ -1,0 +1,58 @@
+"""Kafka clients built from `ANYAM_*` settings, and where a topic really ends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared.settings import KafkaSettings
+
+
+async def start_producer(kafka: KafkaSettings, **overrides: object) -> AIOKafkaProducer:
+    """A started producer that waits for every in-sync replica (acks=all)."""
+    producer = AIOKafkaProducer(**{**kafka.producer_options(), **overrides})
+    await producer.start()
+    return producer
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of `topics`, refreshing metadata once if the client has none yet."""
+    partitions: list[TopicPartition] = []
+    for name in topics:
+        ids = consumer.partitions_for_topic(name)
+        if not ids:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - a fresh client has no metadata
+            ids = consumer.partitions_for_topic(name) or set()
+        partitions += [TopicPartition(name, p) for p in sorted(ids)]
+    return partitions
+
+
+async def end_offsets(kafka: KafkaSettings, topics: Iterable[str]) -> dict[TopicPartition, int]:
+    """The offset after the last record of every partition of `topics` (full names), as of now.
+
+    ListOffsets alone is not trusted: the embedded broker (tansu 0.6.0) answers it
+    with the base offset of the last record batch plus one, short of the real end
+    whenever that batch holds several records. A fetch from that offset returns
+    the rest of the batch and the true high watermark, so the answer is exact on
+    both tansu and Apache Kafka.
+    """
+    consumer = AIOKafkaConsumer(
+        **kafka.client_options(), group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50
+    )
+    await consumer.start()
+    try:
+        partitions = await partitions_of(consumer, topics)
+        if not partitions:
+            return {}
+        ends = await consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, ends[tp])
+        fetched = await consumer.getmany(*partitions, timeout_ms=200)
+        for tp in partitions:
+            records = fetched.get(tp)
+            ends[tp] = max(ends[tp], records[-1].offset + 1 if records else 0, consumer.highwater(tp) or 0)
+        return ends
+    finally:
+        await consumer.stop()

@@ -1,0 +1,59 @@
+"""Settings every Anyam process reads from `ANYAM_*` environment variables.
+
+The same code runs against the embedded stack and a production Kafka cluster
+and PostgreSQL; only these settings differ.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach the Kafka cluster (`ANYAM_KAFKA_*`, `ANYAM_TOPIC_PREFIX`)."""
+
+    model_config = SettingsConfigDict(env_prefix="ANYAM_", extra="ignore")
+
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092",
+        description="Comma-separated host:port list of the Kafka bootstrap servers.",
+    )
+    topic_prefix: str = Field(default="", description="Common prefix of every topic name.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = Field(default=None, description="CA bundle that signed the brokers' certificates.")
+    kafka_idempotent_producer: bool = Field(
+        default=False,
+        description="Turn on the idempotent producer (real Kafka only; the embedded broker rejects it).",
+    )
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The bootstrap list in the form aiokafka takes (tansu's `tcp://` scheme stripped)."""
+        return ",".join(s.strip().removeprefix("tcp://") for s in self.kafka_bootstrap.split(",") if s.strip())
+
+    def client_options(self) -> dict[str, Any]:
+        """Connection options common to aiokafka producers, consumers and admin clients."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = ssl.create_default_context(cafile=self.kafka_ssl_cafile)
+        if self.kafka_security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism or "SCRAM-SHA-512"
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            )
+        return options
+
+    def producer_options(self) -> dict[str, Any]:
+        """Options for every producer: nothing counts as published until all in-sync replicas have it."""
+        return {**self.client_options(), "acks": "all", "enable_idempotence": self.kafka_idempotent_producer}

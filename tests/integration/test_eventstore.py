@@ -1,0 +1,174 @@
+"""The event store as outbox, on real PostgreSQL and the real broker.
+
+Each test names the trap of ARCHITECTURE.md it guards against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+
+import asyncpg
+import pytest
+
+from shared.contracts import Envelope, Topic, service_source, topic_name
+from shared.contracts.events import Enrolled, PieceWoven
+from shared.eventstore import (
+    NO_STREAM,
+    ConcurrencyConflict,
+    EventStore,
+    OutboxRelay,
+    install,
+    wait_until_published,
+)
+from shared.kafka import start_producer
+from shared.timeutil import wib_now
+from tests.kafka_reader import read_topic, wait_for_records
+
+
+def enrolled(resident: str, n: int = 0) -> Envelope:
+    return Envelope.wrap(
+        Enrolled(resident_id=resident, cohort_id=f"coh_{n}", enrolled_at=wib_now()),
+        source=service_source("enrollment"),
+    )
+
+
+def woven(artisan: str, n: int) -> Envelope:
+    return Envelope.wrap(
+        PieceWoven(piece_id=f"pc_{artisan}_{n}", artisan_id=artisan, collaborator_id="col_1", product="piring",
+                   rate_idr=15_000, woven_at=wib_now()),
+        source=service_source("production"),
+    )
+
+
+@pytest.fixture
+async def pool(database_url):
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+    await install(pool)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def producer(kafka_settings):
+    producer = await start_producer(kafka_settings, request_timeout_ms=60_000)
+    yield producer
+    await producer.stop()
+
+
+@pytest.fixture
+async def relay(pool, producer, kafka_settings):
+    relay = OutboxRelay(pool, producer, kafka_settings, idle_wait_seconds=0.2)
+    task = asyncio.create_task(relay.run())
+    yield relay
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def first_occurrence_order(records) -> dict[str, list[int]]:
+    """Per key, the data versions in the order they first appear on the topic (duplicates allowed)."""
+    seen: set[str] = set()
+    order: dict[str, list[int]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        event = json.loads(record.value)
+        if event["id"] in seen:
+            continue
+        seen.add(event["id"])
+        order[record.key.decode()].append(int(event["data"]["piece_id"].rsplit("_", 1)[1]))
+    return order
+
+
+async def test_a_stream_loads_back_what_was_appended_in_version_order(pool):
+    store = EventStore(pool)
+    events = [woven("res_a", n) for n in range(3)]
+
+    assert await store.append("res_a", NO_STREAM, events[:2]) == 2
+    assert await store.append("res_a", 2, events[2:]) == 3
+
+    history = await store.load("res_a")
+    assert history.version == 3
+    assert [e.id for e in history.events] == [e.id for e in events]
+    assert (await store.load("nobody")).version == NO_STREAM
+
+
+async def test_two_concurrent_appends_at_the_same_expected_version_exactly_one_succeeds(pool):
+    store = EventStore(pool)
+    await store.append("res_b", NO_STREAM, [enrolled("res_b")])
+
+    results = await asyncio.gather(
+        *(store.append("res_b", 1, [enrolled("res_b", n)]) for n in range(2, 10)), return_exceptions=True
+    )
+
+    assert [r for r in results if not isinstance(r, Exception)] == [2]
+    conflicts = [r for r in results if isinstance(r, ConcurrencyConflict)]
+    assert len(conflicts) == 7
+    assert all(c.expected == 1 and c.actual == 2 for c in conflicts)
+    assert (await store.load("res_b")).version == 2
+
+
+async def test_history_cannot_be_edited_or_deleted_in_the_database(pool):
+    store = EventStore(pool)
+    await store.append("res_c", NO_STREAM, [enrolled("res_c")])
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.PostgresError, match="append-only"):
+            await conn.execute("UPDATE event_store SET record_key = 'someone-else'")
+        with pytest.raises(asyncpg.PostgresError, match="append-only"):
+            await conn.execute("DELETE FROM event_store")
+
+
+async def test_commit_order_gap_an_open_append_is_not_skipped_by_a_later_commit(pool, relay, kafka_settings, broker):
+    """Trap 1: a transaction holding position N commits after one that took N+1 -- nothing may be skipped."""
+    store = EventStore(pool)
+    await store.append("res_d", NO_STREAM, [woven("res_d", 1)])
+    await wait_until_published(pool, timeout=30)
+
+    slow = await pool.acquire()
+    open_tx = slow.transaction()
+    await open_tx.start()
+    await store.append("res_d", 1, [woven("res_d", 2)], connection=slow)  # holds its position, uncommitted
+
+    later = asyncio.create_task(store.append("res_e", NO_STREAM, [woven("res_e", 1)]))
+    # The later append cannot take a position ahead of the open one: it waits for it.
+    done, _ = await asyncio.wait({later}, timeout=1.0)
+    assert not done, "a later append committed while an earlier one held its position open"
+    assert await relay.checkpoint() == 1
+
+    await open_tx.commit()
+    await pool.release(slow)
+    await later
+    await wait_until_published(pool, timeout=30)
+
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT stream_id, version, position FROM event_store ORDER BY position")
+    assert [(r["stream_id"], r["version"]) for r in rows] == [("res_d", 1), ("res_d", 2), ("res_e", 1)]
+    records = await read_topic(broker.bootstrap, topic_name(Topic.PRODUCTION, kafka_settings.topic_prefix))
+    assert first_occurrence_order(records) == {"res_d": [1, 2], "res_e": [1]}
+
+
+async def test_broker_outage_every_appended_event_reaches_the_topic_in_per_stream_order(
+    pool, relay, kafka_settings, broker
+):
+    """1,000 events appended while the broker is frozen all arrive, in order per stream, once it answers."""
+    store = EventStore(pool)
+    streams = [f"res_{i:02d}" for i in range(50)]
+    appended: dict[str, str] = {}
+
+    with broker.frozen():
+        for version in range(1, 21):
+            batch = [(stream, woven(stream, version)) for stream in streams]
+            for stream, event in batch:
+                await store.append(stream, version - 1, [event])
+                appended[event.id] = stream
+        assert len(appended) == 1000
+
+    topic = topic_name(Topic.PRODUCTION, kafka_settings.topic_prefix)
+    records = await wait_for_records(
+        broker.bootstrap, topic, lambda rs: appended.keys() <= {json.loads(r.value)["id"] for r in rs}, timeout=120
+    )
+
+    order = first_occurrence_order(records)
+    assert set(order) == set(streams)
+    assert all(versions == list(range(1, 21)) for versions in order.values())
+    for record in records:
+        assert record.key.decode() == appended[json.loads(record.value)["id"]]

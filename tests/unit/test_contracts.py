@@ -1,0 +1,227 @@
+"""The wire contract: every event round-trips, and every bad record gets a typed, named error."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.contracts import (
+    EVENT_TYPES,
+    DecodeError,
+    Envelope,
+    MalformedRecord,
+    SchemaInvalid,
+    Topic,
+    UnexpectedEventType,
+    UnknownEventType,
+    WrongSpecVersion,
+    decode,
+    encode,
+    service_source,
+)
+from shared.contracts import events as ev
+from shared.contracts.schema_export import SCHEMA_DIR, stale_files
+
+JAKARTA_MORNING = datetime(2024, 3, 4, 9, 15, tzinfo=timezone(timedelta(hours=7)))
+PUBLIC_KEY = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="  # 32 bytes
+SIGNATURE = "c2lnbmF0dXJl"
+
+EXAMPLES: list[ev.EventData] = [
+    ev.ResidentRegistered(resident_id="res_1", rusunawa="Nagrak", registered_at=JAKARTA_MORNING),
+    ev.CohortScheduled(
+        cohort_id="coh_1", rusunawa="Nagrak", skill="menganyam", product_focus="piring",
+        starts_on=date(2024, 2, 26), ends_on=date(2024, 2, 29), capacity=25,
+    ),
+    ev.Enrolled(resident_id="res_1", cohort_id="coh_1", enrolled_at=JAKARTA_MORNING),
+    ev.TrainingCompleted(resident_id="res_1", cohort_id="coh_1", completed_on=date(2024, 2, 29)),
+    ev.Withdrawn(resident_id="res_1", cohort_id="coh_1", reason="moved away"),
+    ev.CollaboratorRegistered(collaborator_id="col_1", name="PT Anyaman Nusantara", public_key=PUBLIC_KEY),
+    ev.PieceRateSet(collaborator_id="col_1", product="piring", rate_idr=15_000, effective_from=JAKARTA_MORNING),
+    ev.MaterialsIssued(
+        issue_id="iss_1", artisan_id="res_1", collaborator_id="col_1", material="rotan sintetis", quantity=5,
+        unit="kg",
+    ),
+    ev.PieceWoven(
+        piece_id="pc_1", artisan_id="res_1", collaborator_id="col_1", product="piring", rate_idr=15_000,
+        woven_at=JAKARTA_MORNING,
+    ),
+    ev.QcPassed(
+        piece_id="pc_1", artisan_id="res_1", collaborator_id="col_1", product="piring", amount_idr=15_000,
+        submission_id="sub_1", inspected_at=JAKARTA_MORNING, signature=SIGNATURE,
+    ),
+    ev.QcFailed(
+        piece_id="pc_2", artisan_id="res_1", collaborator_id="col_1", submission_id="sub_2",
+        defects=["anyaman longgar"], inspected_at=JAKARTA_MORNING, signature=SIGNATURE,
+    ),
+    ev.QcSubmitted(
+        submission_id="sub_1", piece_id="pc_1", collaborator_id="col_1", result="passed", inspector="QC-07",
+        inspected_at=JAKARTA_MORNING, defects=[], signature=SIGNATURE,
+    ),
+    ev.PayoutScheduled(
+        payout_id="po_1", run_id="run-2024-w10", artisan_id="res_1", amount_idr=15_000, period_end=JAKARTA_MORNING,
+    ),
+    ev.Paid(
+        payout_id="po_1", artisan_id="res_1", amount_idr=15_000, method="bank-transfer", reference="TRX-1",
+        paid_at=JAKARTA_MORNING,
+    ),
+    ev.PayoutFailed(payout_id="po_2", artisan_id="res_1", amount_idr=15_000, reason="account closed"),
+]
+
+
+def wrapped(data: ev.EventData) -> Envelope:
+    return Envelope.wrap(data, source=service_source("production"), time=JAKARTA_MORNING)
+
+
+def valid_value() -> dict:
+    return json.loads(encode(wrapped(EXAMPLES[8])).value)
+
+
+def test_the_examples_cover_every_event_type_of_the_catalog():
+    assert {type(e).event_type for e in EXAMPLES} == set(EVENT_TYPES)
+
+
+@pytest.mark.parametrize("data", EXAMPLES, ids=lambda d: d.event_type)
+def test_every_event_type_round_trips_through_a_kafka_record(data):
+    event = wrapped(data)
+    record = encode(event)
+
+    assert decode(record.value, topic=record.topic) == event
+    assert record.topic == data.topic
+    assert record.key == str(getattr(data, data.key_field)).encode()
+    assert ("content-type", b"application/cloudevents+json") in record.headers
+
+
+@pytest.mark.parametrize("data", EXAMPLES, ids=lambda d: d.event_type)
+def test_records_carry_the_envelope_attributes_of_spec_section_5(data):
+    document = json.loads(encode(wrapped(data)).value)
+
+    assert document["specversion"] == "1.0"
+    assert document["type"] == data.event_type
+    assert document["datacontenttype"] == "application/json"
+    assert document["time"].endswith("+07:00")
+
+
+def test_business_times_given_in_utc_are_written_in_wib():
+    woven = ev.PieceWoven(
+        piece_id="pc_9", artisan_id="res_1", collaborator_id="col_1", product="tas", rate_idr=1,
+        woven_at=datetime(2024, 3, 4, 2, 15, tzinfo=UTC),
+    )
+    assert json.loads(encode(wrapped(woven)).value)["data"]["woven_at"] == "2024-03-04T09:15:00+07:00"
+
+
+def test_unknown_extra_data_fields_are_tolerated_and_kept():
+    value = valid_value()
+    value["data"]["colour"] = "natural"
+
+    event = decode(json.dumps(value).encode())
+
+    assert event.data.model_extra == {"colour": "natural"}
+    assert json.loads(encode(event).value)["data"]["colour"] == "natural"
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "reason"),
+    [
+        (b"\xff\xfe not utf-8", MalformedRecord, "malformed"),
+        (b"{not json", MalformedRecord, "malformed"),
+        (b"[1, 2]", MalformedRecord, "malformed"),
+        (None, MalformedRecord, "malformed"),
+        (b" " * 2_000_000, MalformedRecord, "malformed"),
+    ],
+    ids=["not-utf8", "not-json", "not-an-object", "tombstone", "huge"],
+)
+def test_values_that_are_not_json_objects_are_malformed(value, error, reason):
+    with pytest.raises(error) as caught:
+        decode(value)
+    assert caught.value.reason == reason
+
+
+def test_a_wrong_specversion_is_named():
+    value = valid_value() | {"specversion": "0.3"}
+    with pytest.raises(WrongSpecVersion) as caught:
+        decode(json.dumps(value).encode())
+    assert caught.value.reason == "wrong-specversion"
+    assert caught.value.path == "specversion"
+
+
+def test_an_unknown_type_is_named():
+    value = valid_value() | {"type": "piece-stolen"}
+    with pytest.raises(UnknownEventType, match="piece-stolen"):
+        decode(json.dumps(value).encode())
+
+
+def test_a_trusted_event_type_on_the_untrusted_topic_is_refused():
+    # A collaborator must not be able to write `qc-passed` straight onto qc-submissions.
+    passed = encode(wrapped(EXAMPLES[9]))
+    with pytest.raises(UnexpectedEventType) as caught:
+        decode(passed.value, topic=Topic.QC_SUBMISSIONS)
+    assert caught.value.reason == "unexpected-type"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "path", "wording"),
+    [
+        (lambda v: v["data"].pop("rate_idr"), "data.rate_idr", "missing"),
+        (lambda v: v["data"].update(rate_idr="15000"), "data.rate_idr", "invalid"),
+        (lambda v: v["data"].update(rate_idr=15000.5), "data.rate_idr", "invalid"),
+        (lambda v: v["data"].update(rate_idr=True), "data.rate_idr", "invalid"),
+        (lambda v: v["data"].update(rate_idr=-1), "data.rate_idr", "invalid"),
+        (lambda v: v["data"].update(woven_at="2024-03-04T09:15:00"), "data.woven_at", "invalid"),
+        (lambda v: v.pop("id"), "id", "missing"),
+        (lambda v: v.update(time="yesterday"), "time", "invalid"),
+        (lambda v: v.update(data=[1]), "data", "object"),
+    ],
+    ids=["missing-field", "money-as-string", "money-as-float", "money-as-bool", "negative-money",
+         "naive-time", "missing-id", "bad-time", "data-not-object"],
+)
+def test_missing_or_invalid_fields_are_named_by_their_path(mutate, path, wording):
+    value = valid_value()
+    mutate(value)
+    with pytest.raises(SchemaInvalid) as caught:
+        decode(json.dumps(value).encode())
+    assert caught.value.reason == "schema-invalid"
+    assert caught.value.path == path
+    assert wording in str(caught.value)
+
+
+def test_error_messages_never_repeat_field_values():
+    # Field values may be personal data (SPEC §5); errors name the field, never its content.
+    value = valid_value()
+    value["data"]["rate_idr"] = "3171234567890123"
+    with pytest.raises(SchemaInvalid) as caught:
+        decode(json.dumps(value).encode())
+    assert "3171234567890123" not in str(caught.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_never_raise_anything_but_a_decode_error(blob):
+    with pytest.raises(DecodeError):
+        decode(blob)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(field=st.sampled_from(sorted(valid_value()["data"])), replacement=json_values)
+def test_any_json_in_a_data_field_either_decodes_or_raises_a_decode_error(field, replacement):
+    value = valid_value()
+    value["data"][field] = replacement
+    try:
+        decode(json.dumps(value).encode())
+    except DecodeError:
+        pass
+
+
+def test_the_checked_in_json_schemas_match_the_models():
+    stale = stale_files()
+    assert not stale, f"{SCHEMA_DIR} is stale for {stale}: run `python -m shared.contracts.schema_export`"
