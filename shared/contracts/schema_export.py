@@ -23,17 +23,22 @@ from shared.contracts.events import EVENT_TYPES
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 
 
+def typed_envelope(event_type: str) -> type[Envelope]:
+    """The envelope model of one event type: `type` fixed, `data` that type's model (for documents)."""
+    data_model = EVENT_TYPES[event_type]
+    return create_model(
+        f"{data_model.__name__}Event",
+        __base__=Envelope,
+        type=(Literal[event_type], ...),  # type: ignore[valid-type]
+        data=(data_model, ...),
+    )
+
+
 def event_schemas() -> dict[str, str]:
     """File name → JSON Schema text (a whole CloudEvent of that type) for every event type."""
     schemas: dict[str, str] = {}
     for event_type, data_model in sorted(EVENT_TYPES.items()):
-        typed_envelope = create_model(
-            f"{data_model.__name__}Event",
-            __base__=Envelope,
-            type=(Literal[event_type], ...),  # type: ignore[valid-type]
-            data=(data_model, ...),
-        )
-        schema = typed_envelope.model_json_schema()
+        schema = typed_envelope(event_type).model_json_schema()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"urn:anyam:event:{event_type}:1"
         schema["x-topic"] = data_model.topic.value

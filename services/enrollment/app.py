@@ -1,0 +1,34 @@
+"""The enrollment service's composition root: settings, vault, handlers, runtime, app — explicit."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from pydantic import Field, SecretStr
+
+from services.enrollment import personal_data
+from services.enrollment.handlers import EnrollmentHandlers
+from services.enrollment.http import enrollment_router
+from services.enrollment.personal_data import PersonalDataVault
+from shared.contracts import Topic
+from shared.eventstore import EventStore
+from shared.service import ServiceRuntime, ServiceSettings, service_app
+from shared.web.access import Access
+
+
+class EnrollmentSettings(ServiceSettings):
+    personal_data_key: SecretStr = Field(
+        description="Base64 of 32 random bytes: the master key that seals every resident's own key."
+    )
+
+
+def create_app(settings: EnrollmentSettings | None = None) -> FastAPI:
+    """The enrollment service, wired from `settings` (read from `ANYAM_*` when not given)."""
+    settings = settings or EnrollmentSettings()
+    runtime = ServiceRuntime(name="enrollment", settings=settings, schema=[personal_data.install])
+    vault = PersonalDataVault(PersonalDataVault.master_key_from_setting(settings.personal_data_key.get_secret_value()))
+    handlers = EnrollmentHandlers(store=EventStore(), vault=vault)
+    access = Access(settings)
+    return service_app(
+        runtime, title="Anyam enrollment", access=access, routers=[enrollment_router(runtime, handlers, access)],
+        publishes=[Topic.ENROLLMENT],
+    )

@@ -1,0 +1,218 @@
+"""Enrollment's pure domain: residents and Bimtek cohorts as deciders. No I/O here.
+
+Two aggregates, each a stream in the event store:
+- a resident (stream = resident_id): registered once;
+- a cohort (stream = cohort_id): scheduled, then enrolments, completions and
+  withdrawals. Capacity is the cohort's invariant, so enrolments live in its stream.
+
+Personal data never enters an event: the decider sees opaque ids only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+
+from shared.contracts.events import (
+    CohortScheduled,
+    Enrolled,
+    EventData,
+    ResidentRegistered,
+    TrainingCompleted,
+    Withdrawn,
+)
+from shared.domain import Conflict, NotFound, Refused
+
+MAX_CAPACITY = 500
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegisterResident:
+    resident_id: str
+    rusunawa: str
+    registered_at: datetime
+
+
+@dataclass(frozen=True)
+class ScheduleCohort:
+    cohort_id: str
+    rusunawa: str
+    skill: str
+    product_focus: str
+    starts_on: date
+    ends_on: date
+    capacity: int
+
+
+@dataclass(frozen=True)
+class Enrol:
+    cohort_id: str
+    resident_id: str
+    resident_registered: bool
+    enrolled_at: datetime
+
+
+@dataclass(frozen=True)
+class RecordCompletion:
+    cohort_id: str
+    resident_id: str
+    completed_on: date
+
+
+@dataclass(frozen=True)
+class Withdraw:
+    cohort_id: str
+    resident_id: str
+    reason: str
+
+
+# --- state --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resident:
+    resident_id: str | None = None
+    rusunawa: str | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self.resident_id is not None
+
+
+@dataclass(frozen=True)
+class Cohort:
+    cohort_id: str | None = None
+    rusunawa: str = ""
+    skill: str = ""
+    product_focus: str = ""
+    starts_on: date | None = None
+    ends_on: date | None = None
+    capacity: int = 0
+    enrolled: frozenset[str] = field(default_factory=frozenset)
+    completed: frozenset[str] = field(default_factory=frozenset)
+    withdrawn: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def exists(self) -> bool:
+        return self.cohort_id is not None
+
+    @property
+    def places_taken(self) -> int:
+        # A withdrawn resident keeps the place: a Bimtek seat is not re-filled mid-course.
+        return len(self.enrolled)
+
+
+# --- evolve -------------------------------------------------------------------------------
+
+
+def evolve_resident(state: Resident, event: EventData) -> Resident:
+    if isinstance(event, ResidentRegistered):
+        return Resident(resident_id=event.resident_id, rusunawa=event.rusunawa)
+    return state
+
+
+def evolve_cohort(state: Cohort, event: EventData) -> Cohort:
+    match event:
+        case CohortScheduled():
+            return Cohort(
+                cohort_id=event.cohort_id, rusunawa=event.rusunawa, skill=event.skill,
+                product_focus=event.product_focus, starts_on=event.starts_on, ends_on=event.ends_on,
+                capacity=event.capacity,
+            )
+        case Enrolled():
+            return replace(state, enrolled=state.enrolled | {event.resident_id})
+        case TrainingCompleted():
+            return replace(state, completed=state.completed | {event.resident_id})
+        case Withdrawn():
+            return replace(state, withdrawn=state.withdrawn | {event.resident_id})
+    return state
+
+
+# --- decide -------------------------------------------------------------------------------
+
+
+def decide_resident(state: Resident, command: RegisterResident) -> list[EventData]:
+    if state.exists:
+        return []  # registering the same id again is a no-op
+    return [ResidentRegistered(resident_id=command.resident_id, rusunawa=command.rusunawa,
+                               registered_at=command.registered_at)]
+
+
+def decide_cohort(
+    state: Cohort, command: ScheduleCohort | Enrol | RecordCompletion | Withdraw
+) -> list[EventData]:
+    match command:
+        case ScheduleCohort():
+            return _schedule(state, command)
+        case Enrol():
+            return _enrol(_existing(state, command.cohort_id), command)
+        case RecordCompletion():
+            return _complete(_existing(state, command.cohort_id), command)
+        case Withdraw():
+            return _withdraw(_existing(state, command.cohort_id), command)
+    raise TypeError(f"not a cohort command: {type(command).__name__}")
+
+
+def _existing(state: Cohort, cohort_id: str) -> Cohort:
+    if not state.exists:
+        raise NotFound("cohort-not-found", f"There is no cohort {cohort_id}.")
+    return state
+
+
+def _schedule(state: Cohort, command: ScheduleCohort) -> list[EventData]:
+    if state.exists:
+        return []
+    if command.ends_on < command.starts_on:
+        raise Refused("invalid-dates", "A cohort must end on or after the day it starts.")
+    if not 1 <= command.capacity <= MAX_CAPACITY:
+        raise Refused("invalid-capacity", f"Capacity must be between 1 and {MAX_CAPACITY}.")
+    return [CohortScheduled(
+        cohort_id=command.cohort_id, rusunawa=command.rusunawa, skill=command.skill,
+        product_focus=command.product_focus, starts_on=command.starts_on, ends_on=command.ends_on,
+        capacity=command.capacity,
+    )]
+
+
+def _enrol(state: Cohort, command: Enrol) -> list[EventData]:
+    if not command.resident_registered:
+        raise NotFound("resident-not-found", f"There is no resident {command.resident_id}; register them first.")
+    if command.resident_id in state.enrolled:
+        return []  # enrolling an enrolled resident again is the same one enrolment
+    if state.places_taken >= state.capacity:
+        raise Conflict(
+            "cohort-full",
+            f"Cohort {state.cohort_id} is full: all {state.capacity} places are taken.",
+        )
+    return [Enrolled(resident_id=command.resident_id, cohort_id=state.cohort_id, enrolled_at=command.enrolled_at)]
+
+
+def _complete(state: Cohort, command: RecordCompletion) -> list[EventData]:
+    resident = command.resident_id
+    if resident not in state.enrolled:
+        raise Conflict("not-enrolled", f"Resident {resident} is not enrolled in cohort {state.cohort_id}.")
+    if resident in state.withdrawn:
+        raise Conflict(
+            "withdrawn", f"Resident {resident} withdrew from cohort {state.cohort_id} and cannot complete it."
+        )
+    if resident in state.completed:
+        return []
+    if state.starts_on is not None and command.completed_on < state.starts_on:
+        raise Refused(
+            "completed-before-start",
+            f"Training cannot be completed before the cohort starts on {state.starts_on.isoformat()}.",
+        )
+    return [TrainingCompleted(resident_id=resident, cohort_id=state.cohort_id, completed_on=command.completed_on)]
+
+
+def _withdraw(state: Cohort, command: Withdraw) -> list[EventData]:
+    resident = command.resident_id
+    if resident not in state.enrolled:
+        raise Conflict("not-enrolled", f"Resident {resident} is not enrolled in cohort {state.cohort_id}.")
+    if resident in state.completed:
+        raise Conflict("already-completed", f"Resident {resident} already completed cohort {state.cohort_id}.")
+    if resident in state.withdrawn:
+        return []
+    return [Withdrawn(resident_id=resident, cohort_id=state.cohort_id, reason=command.reason)]

@@ -1,0 +1,103 @@
+"""Enrollment's command handlers: load → decide → append, inside the caller's transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import asyncpg
+
+from services.enrollment import domain
+from services.enrollment.personal_data import PersonalData, PersonalDataVault
+from shared.contracts import service_source
+from shared.contracts.events import Enrolled, ResidentRegistered
+from shared.domain import Conflict, NotFound
+from shared.eventstore import EventStore
+from shared.handling import Aggregate, handle, load_state
+from shared.ids import new_id
+from shared.timeutil import wib_now
+
+SOURCE = service_source("enrollment")
+
+RESIDENT = Aggregate(domain.Resident(), domain.evolve_resident, domain.decide_resident)
+COHORT = Aggregate(domain.Cohort(), domain.evolve_cohort, domain.decide_cohort)
+
+
+@dataclass(frozen=True)
+class EnrollmentHandlers:
+    """Runs enrollment's commands against the event store and the personal-data vault."""
+
+    store: EventStore
+    vault: PersonalDataVault
+
+    async def register_resident(self, conn: asyncpg.Connection, rusunawa: str, person: PersonalData) -> str:
+        """Register a resident; their personal data goes to the vault only, never into an event."""
+        if await self.vault.owner_of_nik(conn, person.nik) is not None:
+            # Named without the NIK itself: an error message is no place for personal data.
+            raise Conflict("nik-already-registered", "A resident with this NIK is already registered.")
+        resident_id = new_id("res")
+        await self.vault.store(conn, resident_id, person)
+        command = domain.RegisterResident(resident_id=resident_id, rusunawa=rusunawa, registered_at=wib_now())
+        await handle(conn, self.store, RESIDENT, resident_id, command, source=SOURCE, time=_business_time)
+        return resident_id
+
+    async def schedule_cohort(self, conn: asyncpg.Connection, command: domain.ScheduleCohort) -> str:
+        await handle(conn, self.store, COHORT, command.cohort_id, command, source=SOURCE)
+        return command.cohort_id
+
+    async def enrol(self, conn: asyncpg.Connection, cohort_id: str, resident_id: str) -> tuple[bool, Enrolled]:
+        """Enrol; returns (whether this call enrolled them, the enrolment)."""
+        resident, _ = await load_state(conn, self.store, RESIDENT, resident_id)
+        command = domain.Enrol(cohort_id=cohort_id, resident_id=resident_id, resident_registered=resident.exists,
+                               enrolled_at=wib_now())
+        events = await handle(conn, self.store, COHORT, cohort_id, command, source=SOURCE, time=_business_time)
+        if events:
+            return True, events[0].data
+        return False, await self._enrolment(conn, cohort_id, resident_id)
+
+    async def record_completion(
+        self, conn: asyncpg.Connection, cohort_id: str, resident_id: str, completed_on: date
+    ) -> bool:
+        """Record a completion; False when it was already recorded."""
+        command = domain.RecordCompletion(cohort_id=cohort_id, resident_id=resident_id, completed_on=completed_on)
+        return bool(await handle(conn, self.store, COHORT, cohort_id, command, source=SOURCE))
+
+    async def withdraw(self, conn: asyncpg.Connection, cohort_id: str, resident_id: str, reason: str) -> bool:
+        """Record a withdrawal; False when it was already recorded."""
+        command = domain.Withdraw(cohort_id=cohort_id, resident_id=resident_id, reason=reason)
+        return bool(await handle(conn, self.store, COHORT, cohort_id, command, source=SOURCE))
+
+    async def erase_personal_data(self, conn: asyncpg.Connection, resident_id: str) -> None:
+        """Shred the resident's personal data; their history keeps the opaque id."""
+        resident, _ = await load_state(conn, self.store, RESIDENT, resident_id, lock=True)
+        if not resident.exists:
+            raise NotFound("resident-not-found", f"There is no resident {resident_id}.")
+        await self.vault.erase(conn, resident_id)
+
+    async def resident(self, conn: asyncpg.Connection, resident_id: str) -> domain.Resident:
+        state, _ = await load_state(conn, self.store, RESIDENT, resident_id)
+        if not state.exists:
+            raise NotFound("resident-not-found", f"There is no resident {resident_id}.")
+        return state
+
+    async def cohort(self, conn: asyncpg.Connection, cohort_id: str) -> domain.Cohort:
+        state, _ = await load_state(conn, self.store, COHORT, cohort_id)
+        if not state.exists:
+            raise NotFound("cohort-not-found", f"There is no cohort {cohort_id}.")
+        return state
+
+    async def _enrolment(self, conn: asyncpg.Connection, cohort_id: str, resident_id: str) -> Enrolled:
+        history = await self.store.load(cohort_id, connection=conn)
+        return next(
+            e.data for e in history.events if isinstance(e.data, Enrolled) and e.data.resident_id == resident_id
+        )
+
+
+def _business_time(data: object) -> datetime | None:
+    """The CloudEvents `time` of an event: when it happened in the programme, not when it was stored."""
+    if isinstance(data, ResidentRegistered):
+        return data.registered_at
+    if isinstance(data, Enrolled):
+        return data.enrolled_at
+    return None
+

@@ -1,0 +1,177 @@
+"""Enrollment's HTTP API (SPEC §9): parse → command → handler; every error a problem document."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from services.enrollment import domain
+from services.enrollment.handlers import EnrollmentHandlers
+from services.enrollment.personal_data import PersonalData
+from shared.ids import new_id
+from shared.service import ServiceRuntime
+from shared.web.access import AUDITOR, STAFF, Access, Principal
+from shared.web.commands import Outcome, execute, fingerprint
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Nik = Annotated[str, StringConstraints(pattern=r"^\d{16}$")]
+Phone = Annotated[str, StringConstraints(pattern=r"^(\+62|62|0)8\d{7,11}$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegisterResident(Strict):
+    rusunawa: Short = Field(examples=["Nagrak"])
+    unit: Short = Field(examples=["Blok A-304"])
+    full_name: Name
+    nik: Nik = Field(description="Nomor Induk Kependudukan: exactly 16 digits.")
+    phone: Phone | None = Field(default=None, description="Indonesian mobile number, e.g. 0812... or +62812...")
+    payout_account: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+
+
+class ScheduleCohort(Strict):
+    rusunawa: Short
+    skill: Short = Field(examples=["menganyam"])
+    product_focus: Short = Field(examples=["piring"])
+    starts_on: date
+    ends_on: date
+    capacity: int = Field(ge=1, le=domain.MAX_CAPACITY)
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> ScheduleCohort:
+        if self.ends_on < self.starts_on:
+            raise ValueError("ends_on must be on or after starts_on")
+        return self
+
+
+class EnrolResident(Strict):
+    resident_id: Id
+
+
+class RecordCompletion(Strict):
+    resident_id: Id
+    completed_on: date
+
+
+class Withdraw(Strict):
+    resident_id: Id
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+
+def enrollment_router(runtime: ServiceRuntime, handlers: EnrollmentHandlers, access: Access) -> APIRouter:
+    router = APIRouter(tags=["enrollment"])
+    staff = access.allow(STAFF)
+    reader = access.allow(STAFF, AUDITOR)
+
+    async def run(request: Request, principal: Principal, key: str | None, payload: object, action) -> Response:
+        return await execute(
+            runtime.pool, action, principal=principal, idempotency_key=key,
+            request_fingerprint=fingerprint(request.method, request.url.path, payload),
+        )
+
+    @router.post("/residents", status_code=201, summary="Register a resident (personal data is encrypted)")
+    async def register_resident(
+        body: RegisterResident, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
+    ) -> Response:
+        person = PersonalData(full_name=body.full_name, nik=body.nik, unit=body.unit, phone=body.phone,
+                              payout_account=body.payout_account)
+
+        async def action(conn) -> Outcome:
+            resident_id = await handlers.register_resident(conn, body.rusunawa, person)
+            return Outcome(201, {"resident_id": resident_id})
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.post("/cohorts", status_code=201, summary="Schedule a Bimtek cohort")
+    async def schedule_cohort(
+        body: ScheduleCohort, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
+    ) -> Response:
+        async def action(conn) -> Outcome:
+            command = domain.ScheduleCohort(cohort_id=new_id("coh"), **body.model_dump())
+            return Outcome(201, {"cohort_id": await handlers.schedule_cohort(conn, command)})
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.post("/cohorts/{cohort_id}/enrolments", status_code=201, summary="Enrol a resident (409 when full)")
+    async def enrol(
+        cohort_id: Id, body: EnrolResident, request: Request, key: IdempotencyKey = None,
+        who: Principal = Depends(staff),
+    ) -> Response:
+        async def action(conn) -> Outcome:
+            new, enrolment = await handlers.enrol(conn, cohort_id, body.resident_id)
+            return Outcome(201 if new else 200, enrolment.model_dump(mode="json"))
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.post("/cohorts/{cohort_id}/completions", status_code=201, summary="Record a completed training")
+    async def complete(
+        cohort_id: Id, body: RecordCompletion, request: Request, key: IdempotencyKey = None,
+        who: Principal = Depends(staff),
+    ) -> Response:
+        async def action(conn) -> Outcome:
+            new = await handlers.record_completion(conn, cohort_id, body.resident_id, body.completed_on)
+            return Outcome(201 if new else 200, {"cohort_id": cohort_id, **body.model_dump(mode="json")})
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.post("/cohorts/{cohort_id}/withdrawals", status_code=201, summary="Record a withdrawal")
+    async def withdraw(
+        cohort_id: Id, body: Withdraw, request: Request, key: IdempotencyKey = None,
+        who: Principal = Depends(staff),
+    ) -> Response:
+        async def action(conn) -> Outcome:
+            new = await handlers.withdraw(conn, cohort_id, body.resident_id, body.reason)
+            return Outcome(201 if new else 200, {"cohort_id": cohort_id, "resident_id": body.resident_id})
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.delete("/residents/{resident_id}/personal-data", status_code=204,
+                   summary="Erase a resident's personal data for good (crypto-shredding)")
+    async def erase(resident_id: Id, _: Principal = Depends(staff)) -> Response:
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            await handlers.erase_personal_data(conn, resident_id)
+        return Response(status_code=204)
+
+    @router.get("/residents/{resident_id}", summary="A resident's programme record (no personal data)")
+    async def get_resident(resident_id: Id, _: Principal = Depends(reader)) -> JSONResponse:
+        async with runtime.pool.acquire() as conn:
+            resident = await handlers.resident(conn, resident_id)
+            erased = await handlers.vault.was_erased(conn, resident_id)
+        return JSONResponse({"resident_id": resident_id, "rusunawa": resident.rusunawa,
+                             "personal_data_erased": erased})
+
+    @router.get("/residents/{resident_id}/personal-data", summary="A resident's personal data (staff only)")
+    async def get_personal_data(resident_id: Id, _: Principal = Depends(staff)) -> JSONResponse:
+        async with runtime.pool.acquire() as conn:
+            await handlers.resident(conn, resident_id)
+            person = await handlers.vault.read(conn, resident_id)
+        if person is None:
+            from shared.web.problems import Problem
+
+            raise Problem(410, "personal-data-erased", "This resident's personal data was erased and cannot be read.")
+        return JSONResponse({"resident_id": resident_id, **person.__dict__})
+
+    @router.get("/cohorts/{cohort_id}", summary="A cohort: places, enrolments and completions")
+    async def get_cohort(cohort_id: Id, _: Principal = Depends(reader)) -> JSONResponse:
+        async with runtime.pool.acquire() as conn:
+            cohort = await handlers.cohort(conn, cohort_id)
+        return JSONResponse({
+            "cohort_id": cohort.cohort_id, "rusunawa": cohort.rusunawa, "skill": cohort.skill,
+            "product_focus": cohort.product_focus, "starts_on": cohort.starts_on.isoformat(),
+            "ends_on": cohort.ends_on.isoformat(), "capacity": cohort.capacity,
+            "enrolled": sorted(cohort.enrolled), "completed": sorted(cohort.completed),
+            "withdrawn": sorted(cohort.withdrawn),
+        })
+
+    return router

@@ -1,0 +1,127 @@
+"""The personal-data vault: names, NIKs, phones and payout accounts, encrypted per person.
+
+Each resident's data is sealed with AES-256-GCM under a key of their own; that
+key is itself sealed under the service's master key (`ANYAM_PERSONAL_DATA_KEY`).
+Erasure destroys the resident's key and ciphertext (crypto-shredding): even a
+backup taken before the erasure can no longer be opened for that person, while
+the events, which only ever held the opaque resident_id, stay intact.
+
+A blind index (HMAC of the NIK under the master key) finds a NIK registered
+twice without storing the NIK itself; it is erased with the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import asdict, dataclass
+
+import asyncpg
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+DDL = """
+CREATE TABLE IF NOT EXISTS person_keys (
+    resident_id  text  PRIMARY KEY,
+    sealed_key   bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS personal_data (
+    resident_id  text  PRIMARY KEY,
+    nik_index    text  NOT NULL UNIQUE,
+    sealed_data  bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS erasures (
+    resident_id  text        PRIMARY KEY,
+    erased_at    timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+@dataclass(frozen=True)
+class PersonalData:
+    """What enrollment knows about a person beyond the opaque resident_id."""
+
+    full_name: str
+    nik: str
+    unit: str
+    phone: str | None = None
+    payout_account: str | None = None
+
+
+class PersonalDataVault:
+    """Seals, opens and shreds residents' personal data in the enrollment database."""
+
+    def __init__(self, master_key: bytes) -> None:
+        if len(master_key) != 32:
+            raise ValueError("the personal-data master key must be 32 bytes (base64 of 32 random bytes)")
+        self._master = AESGCM(master_key)
+        self._index_key = hashlib.sha256(b"anyam-nik-index:" + master_key).digest()
+
+    @staticmethod
+    def master_key_from_setting(value: str) -> bytes:
+        """Decode the `ANYAM_PERSONAL_DATA_KEY` setting (base64 of 32 bytes)."""
+        return base64.b64decode(value, validate=True)
+
+    def nik_index(self, nik: str) -> str:
+        """A keyed digest of `nik`: equal NIKs match, and the NIK cannot be read back from it."""
+        return hmac.new(self._index_key, nik.encode(), hashlib.sha256).hexdigest()
+
+    async def owner_of_nik(self, conn: asyncpg.Connection, nik: str) -> str | None:
+        """The resident already registered with `nik`, if any."""
+        return await conn.fetchval("SELECT resident_id FROM personal_data WHERE nik_index = $1", self.nik_index(nik))
+
+    async def store(self, conn: asyncpg.Connection, resident_id: str, data: PersonalData) -> None:
+        """Seal `data` under a fresh key of this resident's own."""
+        person_key = AESGCM.generate_key(bit_length=256)
+        await conn.execute(
+            "INSERT INTO person_keys (resident_id, sealed_key) VALUES ($1, $2)",
+            resident_id, _seal(self._master, person_key, resident_id),
+        )
+        plaintext = json.dumps(asdict(data), ensure_ascii=False).encode()
+        await conn.execute(
+            "INSERT INTO personal_data (resident_id, nik_index, sealed_data) VALUES ($1, $2, $3)",
+            resident_id, self.nik_index(data.nik), _seal(AESGCM(person_key), plaintext, resident_id),
+        )
+
+    async def read(self, conn: asyncpg.Connection, resident_id: str) -> PersonalData | None:
+        """The resident's data, or None when there is none or it was erased."""
+        row = await conn.fetchrow(
+            """SELECT k.sealed_key, d.sealed_data FROM person_keys k
+               JOIN personal_data d USING (resident_id) WHERE resident_id = $1""",
+            resident_id,
+        )
+        if row is None:
+            return None
+        person_key = _open(self._master, row["sealed_key"], resident_id)
+        return PersonalData(**json.loads(_open(AESGCM(person_key), row["sealed_data"], resident_id)))
+
+    async def erase(self, conn: asyncpg.Connection, resident_id: str) -> bool:
+        """Destroy the resident's key and sealed data for good; False if there was nothing to erase."""
+        deleted_key = await conn.execute("DELETE FROM person_keys WHERE resident_id = $1", resident_id)
+        await conn.execute("DELETE FROM personal_data WHERE resident_id = $1", resident_id)
+        await conn.execute(
+            "INSERT INTO erasures (resident_id) VALUES ($1) ON CONFLICT DO NOTHING", resident_id
+        )
+        return deleted_key != "DELETE 0"
+
+    async def was_erased(self, conn: asyncpg.Connection, resident_id: str) -> bool:
+        """Whether this resident's personal data was erased."""
+        return bool(await conn.fetchval("SELECT true FROM erasures WHERE resident_id = $1", resident_id))
+
+
+def _seal(cipher: AESGCM, plaintext: bytes, resident_id: str) -> bytes:
+    # The resident_id is bound as associated data: a sealed blob copied to another row won't open.
+    nonce = os.urandom(12)
+    return nonce + cipher.encrypt(nonce, plaintext, resident_id.encode())
+
+
+def _open(cipher: AESGCM, sealed: bytes, resident_id: str) -> bytes:
+    return cipher.decrypt(sealed[:12], sealed[12:], resident_id.encode())
+
+
+async def install(pool: asyncpg.Pool) -> None:
+    """Create the vault's tables if they are missing."""
+    async with pool.acquire() as conn:
+        await conn.execute(DDL)

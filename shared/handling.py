@@ -1,0 +1,57 @@
+"""Load → decide → append: how every service runs a command against one aggregate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+
+from shared.contracts import Envelope, EventData
+from shared.domain import fold
+from shared.eventstore import EventStore
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Aggregate(Generic[S]):
+    """A pure decider: an initial state, `evolve(state, event)` and `decide(state, command)`."""
+
+    initial: S
+    evolve: Callable[[S, EventData], S]
+    decide: Callable[[S, Any], Sequence[EventData]]
+
+
+async def load_state(
+    conn: asyncpg.Connection, store: EventStore, aggregate: Aggregate[S], stream_id: str, *, lock: bool = False
+) -> tuple[S, int]:
+    """The aggregate's current state and version; with `lock`, other deciders on it wait for this transaction."""
+    if lock:
+        await store.lock_stream(conn, stream_id)
+    history = await store.load(stream_id, connection=conn)
+    return fold(aggregate.evolve, aggregate.initial, (event.data for event in history.events)), history.version
+
+
+async def handle(
+    conn: asyncpg.Connection,
+    store: EventStore,
+    aggregate: Aggregate[S],
+    stream_id: str,
+    command: Any,
+    *,
+    source: str,
+    time: Callable[[EventData], datetime | None] = lambda _: None,
+) -> list[Envelope]:
+    """Decide `command` on the stream's current state and append the events, inside `conn`'s transaction.
+
+    `time` picks each event's CloudEvents `time` (its business time; now when it returns None).
+    """
+    state, version = await load_state(conn, store, aggregate, stream_id, lock=True)
+    decided = aggregate.decide(state, command)
+    events = [Envelope.wrap(data, source=source, time=time(data)) for data in decided]
+    if events:
+        await store.append(stream_id, version, events, connection=conn)
+    return events

@@ -1,0 +1,126 @@
+"""Running one HTTP command: idempotently, atomically with its events, retried on concurrency conflicts.
+
+A command's events, its response and its `Idempotency-Key` commit in one
+transaction: a retry with the same key finds the stored response and changes
+nothing, even when the first attempt's client never saw the answer. Two
+requests with the same key at once are serialised by the key's row, so the
+second returns the first's response. Refusals (4xx problems) are stored too,
+so a retry gets the same answer, not a different one because the world moved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from fastapi.responses import JSONResponse
+
+from shared.domain import Refused
+from shared.eventstore import ConcurrencyConflict
+from shared.web.access import Principal
+from shared.web.problems import Problem, problem_response
+
+IDEMPOTENCY_DDL = """
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    scope        text        NOT NULL,
+    key          text        NOT NULL,
+    fingerprint  text        NOT NULL,
+    status       integer,
+    body         jsonb,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, key)
+);
+"""
+
+MAX_KEY_LENGTH = 200
+CONFLICT_RETRIES = 10
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command answers: a status and a JSON body."""
+
+    status: int
+    body: dict[str, Any]
+
+
+Action = Callable[[asyncpg.Connection], Awaitable[Outcome]]
+
+
+def fingerprint(method: str, path: str, payload: Any) -> str:
+    """A digest of the request, so a key reused for a different request is caught, not replayed."""
+    canonical = json.dumps([method, path, payload], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def execute(
+    pool: asyncpg.Pool,
+    action: Action,
+    *,
+    principal: Principal,
+    idempotency_key: str | None,
+    request_fingerprint: str,
+) -> JSONResponse:
+    """Run `action` in a transaction (once per idempotency key) and answer its outcome or problem."""
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_KEY_LENGTH:
+        raise Problem(400, "invalid-idempotency-key", f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
+    scope = principal.name
+    for _ in range(CONFLICT_RETRIES):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                if idempotency_key is not None:
+                    stored = await _claim(conn, scope, idempotency_key, request_fingerprint)
+                    if stored is not None:
+                        return _respond(stored)
+                try:
+                    async with conn.transaction():  # a savepoint: a refused command leaves nothing behind
+                        outcome = await action(conn)
+                except Problem as problem:
+                    outcome = Outcome(problem.status, problem.body())
+                except Refused as refusal:
+                    outcome = Outcome(refusal.status, Problem(refusal.status, refusal.code, refusal.message).body())
+                if idempotency_key is not None:
+                    await conn.execute(
+                        "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2",
+                        scope, idempotency_key, outcome.status, json.dumps(outcome.body),
+                    )
+                return _respond(outcome)
+        except ConcurrencyConflict:
+            continue  # someone else appended to the stream first: load again and decide again
+    raise Problem(409, "busy", "The record was changed by many requests at once; try again.")
+
+
+async def install(pool: asyncpg.Pool) -> None:
+    """Create the idempotency table if it is missing."""
+    async with pool.acquire() as conn:
+        await conn.execute(IDEMPOTENCY_DDL)
+
+
+async def _claim(conn: asyncpg.Connection, scope: str, key: str, request_fingerprint: str) -> Outcome | None:
+    # Waits for a concurrent request holding the same key, then sees its committed answer.
+    claimed = await conn.fetchval(
+        """INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, $3)
+           ON CONFLICT DO NOTHING RETURNING true""",
+        scope, key, request_fingerprint,
+    )
+    if claimed:
+        return None
+    row = await conn.fetchrow(
+        "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2", scope, key
+    )
+    if row["fingerprint"] != request_fingerprint:
+        raise Problem(
+            422, "idempotency-key-reused",
+            "This Idempotency-Key was already used for a different request; use a new key for a new request.",
+        )
+    return Outcome(row["status"], json.loads(row["body"]))
+
+
+def _respond(outcome: Outcome) -> JSONResponse:
+    if outcome.status >= 400:
+        return problem_response(outcome.body)
+    return JSONResponse(outcome.body, status_code=outcome.status)

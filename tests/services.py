@@ -1,0 +1,67 @@
+"""Running a service in the test process over real HTTP, on the session's broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from shared.settings import KafkaSettings
+
+
+@dataclass(frozen=True)
+class Tokens:
+    staff: str
+    auditor: str
+    secret: str
+
+    def settings(self) -> dict[str, str]:
+        return {"staff_token": self.staff, "auditor_token": self.auditor, "token_secret": self.secret}
+
+
+def new_tokens() -> Tokens:
+    return Tokens(secrets.token_urlsafe(24), secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+
+
+def new_personal_data_key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def service_settings(kafka: KafkaSettings, database_url: str, tokens: Tokens) -> dict[str, object]:
+    """Keyword arguments common to every service's settings class."""
+    return {**kafka.model_dump(), "database_url": database_url, **tokens.settings()}
+
+
+@asynccontextmanager
+async def serve(app: FastAPI, *, timeout: float = 60.0) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn on a free loopback port (lifespan included); yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if task.done():
+            task.result()  # raises what stopped the server
+            raise RuntimeError("the server stopped before it started")
+        if time.monotonic() > deadline:
+            raise TimeoutError("the service did not start in time")
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def client(base_url: str, token: str | None) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30)
