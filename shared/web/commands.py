@@ -82,7 +82,7 @@ async def execute(
                 except Problem as problem:
                     outcome = Outcome(problem.status, problem.body())
                 except Refused as refusal:
-                    outcome = Outcome(refusal.status, Problem(refusal.status, refusal.code, refusal.message).body())
+                    outcome = Outcome(refusal.status, Problem.from_refusal(refusal).body())
                 if idempotency_key is not None:
                     await conn.execute(
                         "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2",

@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.domain import Refused
+
 log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -39,6 +41,11 @@ class Problem(Exception):
         self.title = title or code.replace("-", " ").capitalize()
         self.detail = detail
         self.extra = extra
+
+    @classmethod
+    def from_refusal(cls, refusal: Refused) -> Problem:
+        """The problem that answers a domain refusal: its status, code and message."""
+        return cls(refusal.status, refusal.code, refusal.message)
 
     def body(self) -> dict[str, Any]:
         """The problem-details document."""
@@ -76,6 +83,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
         return exc.response()
+
+    @app.exception_handler(Refused)
+    async def _refused(_: Request, exc: Refused) -> JSONResponse:
+        return Problem.from_refusal(exc).response()
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

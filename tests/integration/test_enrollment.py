@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import date
 
 import asyncpg
@@ -13,6 +14,7 @@ from services.enrollment.app import EnrollmentSettings, create_app
 from shared.contracts import Topic, topic_name
 from shared.eventstore import wait_until_published
 from tests.kafka_reader import read_topic
+from tests.fuzzing import fuzz_openapi
 from tests.services import client, new_personal_data_key, new_tokens, serve, service_settings
 
 NAMES = ["Siti Aminah", "Dewi Lestari", "Sri Wahyuni", "Nur Hayati", "Rina Marlina"]
@@ -271,3 +273,13 @@ async def test_dates_are_validated_in_wib_and_the_events_carry_offsets(enrollmen
     assert registered["data"]["resident_id"] == resident
     assert registered["data"]["registered_at"].endswith("+07:00")
     assert date.fromisoformat(next(e for e in events if e["type"] == "cohort-scheduled")["data"]["starts_on"])
+
+
+async def test_fuzzing_the_openapi_document_never_yields_a_server_error(enrollment):
+    staff, tokens, url, _ = enrollment
+    await schedule(staff)
+
+    code, output = await fuzz_openapi(url, tokens.staff, max_examples=30)
+
+    assert code == 0, output[-4000:]
+    assert re.search(r"[1-9]\d* generated, [1-9]\d* passed", output), output[-2000:]

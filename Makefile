@@ -1,0 +1,27 @@
+# Everything the project needs is installed here, from pyproject.toml: CI and a
+# fresh checkout run the same `make test`.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: up down status test
+
+# Reinstalls whenever pyproject.toml is newer than the stamp (e.g. a dependency changed).
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+up: $(STAMP)
+	$(VENV)/bin/anyam up $(ARGS)
+
+down: $(STAMP)
+	$(VENV)/bin/anyam down $(ARGS)
+
+status: $(STAMP)
+	$(VENV)/bin/anyam status $(ARGS)
+
+# pytest's own exit code (5 when nothing was collected) fails the target.
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

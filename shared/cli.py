@@ -1,0 +1,180 @@
+"""The `anyam` command line (SPEC §8). Thin: every command's logic lives in `shared.*`.
+
+Later commands join as sub-apps: `app.add_typer(collaborator_app, name="collaborator")`
+or `@app.command()` in a module imported at the bottom of this file. Any
+`StackError` they raise is reported as one red line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from shared.stack import (
+    SERVICES,
+    NoStack,
+    StackError,
+    StackState,
+    clean_leftovers,
+    stack_status,
+    start_stack,
+    stop_stack,
+    wait_for_shutdown,
+)
+from shared.stack import stackfile as keys
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class AnyamTyper(typer.Typer):
+    """A Typer app that turns `StackError` into a red message and exit code 1, never a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except StackError as err:
+            report_error(err)
+            raise SystemExit(1) from None
+
+
+def report_error(err: StackError) -> None:
+    """Print a stack error: its message in red, its detail (e.g. a log tail) dimmed below."""
+    # soft_wrap: the message stays one line however narrow the terminal (or a pipe) is.
+    err_console.print(Text.assemble(("error: ", "bold red"), (err.message, "red")), soft_wrap=True)
+    if err.detail:
+        err_console.print(Text(err.detail, style="dim"), soft_wrap=True)
+
+
+app = AnyamTyper(
+    name="anyam",
+    help="Anyam: event-sourced services for a piece-rate craft programme.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+#: The work directory option every stack-aware command shares.
+WorkdirOption = Annotated[
+    Path,
+    typer.Option(
+        "--workdir",
+        envvar="ANYAM_WORKDIR",
+        help="Where the embedded stack keeps its data, logs and stack.env.",
+        file_okay=False,
+    ),
+]
+
+
+def _addresses_table(env: dict[str, str]) -> Table:
+    table = Table(title="Anyam embedded stack", title_justify="left")
+    table.add_column("part", style="bold")
+    table.add_column("address", overflow="fold")
+    table.add_column("pid", justify="right")
+    table.add_row("Kafka broker (tansu)", env[keys.KAFKA_BOOTSTRAP], env.get(keys.BROKER_PID, ""))
+    if keys.TOPIC_PREFIX in env:
+        table.add_row("topic prefix", env[keys.TOPIC_PREFIX], "")
+    table.add_row("PostgreSQL", env[keys.POSTGRES_URL], env.get(keys.POSTGRES_PID, ""))
+    for spec in SERVICES:
+        table.add_row(f"  database {spec.database}", env[spec.database_url_key], "")
+    for spec in SERVICES:
+        if spec.url_key in env:
+            table.add_row(f"{spec.name} service", env[spec.url_key], env.get(spec.pid_key, ""))
+    return table
+
+
+@app.command()
+def up(
+    workdir: WorkdirOption = keys.DEFAULT_WORKDIR,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Return once the stack runs, leaving it running.")
+    ] = False,
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="Broker port (default: a free one).")
+    ] = None,
+    partitions: Annotated[int, typer.Option("--partitions", min=1, help="Partitions per topic.")] = 3,
+    topic_prefix: Annotated[
+        str, typer.Option("--topic-prefix", envvar="ANYAM_TOPIC_PREFIX", help="Common prefix of every topic.")
+    ] = "",
+) -> None:
+    """Start the embedded stack: broker, PostgreSQL, databases and topics; write .anyam/stack.env."""
+    for note in clean_leftovers(workdir):
+        console.print(Text(note, style="yellow"), soft_wrap=True)
+    asyncio.run(_up(workdir, detach=detach, port=port, partitions=partitions, topic_prefix=topic_prefix))
+
+
+async def _up(workdir: Path, *, detach: bool, port: int | None, partitions: int, topic_prefix: str) -> None:
+    with console.status("starting the embedded stack…"):
+        stack = await start_stack(
+            workdir, port=port, partitions=partitions, topic_prefix=topic_prefix, supervised=not detach
+        )
+    console.print(_addresses_table(stack.env))
+    console.print(f"Addresses and tokens: [bold]{stack.path}[/] (load with `set -a; . {stack.path}; set +a`)")
+    if detach:
+        console.print("The stack runs detached; stop it with [bold]anyam down[/].")
+        return
+    console.print("Running in the foreground; Ctrl-C (or `anyam down`) stops it.")
+    try:
+        problem = await wait_for_shutdown(stack)
+    finally:
+        with console.status("stopping the embedded stack…"):
+            await asyncio.to_thread(stack.stop)
+    if problem:
+        raise StackError(f"the stack stopped because {problem}")
+    console.print("Stack stopped.")
+
+
+@app.command()
+def down(workdir: WorkdirOption = keys.DEFAULT_WORKDIR) -> None:
+    """Stop the stack that .anyam/stack.env names and wait until its processes are gone."""
+    try:
+        with console.status("stopping the embedded stack…"):
+            inspection = stop_stack(workdir)
+    except NoStack as err:
+        # Nothing to stop is the state `down` is asked to reach: say so, but succeed.
+        console.print(Text(err.message, style="yellow"), soft_wrap=True)
+        return
+    if inspection.state is StackState.STALE:
+        console.print(
+            Text(f"No stack was running in {inspection.workdir}; removed its stale {inspection.path}.", "yellow")
+        )
+        return
+    stopped = ", ".join(f"{role} (pid {pid})" for role, pid in inspection.alive.items())
+    console.print(f"Stopped {stopped}; removed {inspection.path}.")
+
+
+@app.command()
+def status(workdir: WorkdirOption = keys.DEFAULT_WORKDIR) -> None:
+    """Show whether the work directory's stack runs and where; exit 1 unless it runs fully."""
+    result = asyncio.run(stack_status(workdir))
+    inspection = result.inspection
+    if inspection.state is StackState.ABSENT:
+        console.print(Text(f"No stack in {inspection.workdir} (no {inspection.path}).", "yellow"))
+        raise typer.Exit(1)
+    table = Table(title=f"stack in {inspection.workdir}: {inspection.state.value}", title_justify="left")
+    table.add_column("process", style="bold")
+    table.add_column("pid", justify="right")
+    table.add_column("state")
+    for role, pid in {**inspection.alive, **inspection.dead}.items():
+        state = Text("running", "green") if role in inspection.alive else Text("gone", "red")
+        if role == "broker" and role in inspection.alive:
+            state = Text("answers", "green") if result.broker_answers else Text("not answering", "red")
+        table.add_row(role, str(pid), state)
+    console.print(table)
+    env = inspection.env
+    if keys.KAFKA_BOOTSTRAP in env:
+        console.print(f"Kafka: {env[keys.KAFKA_BOOTSTRAP]}   PostgreSQL: {env.get(keys.POSTGRES_URL, '?')}")
+    if inspection.state is StackState.STALE:
+        console.print(Text("None of its processes runs: `anyam down` (or `anyam up`) clears it.", "yellow"))
+    if inspection.state is not StackState.RUNNING or not result.broker_answers:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,310 @@
+"""Starting, inspecting and stopping the whole embedded stack of one work directory."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import enum
+import os
+import secrets
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from shared.settings import KafkaSettings
+from shared.stack import stackfile as keys
+from shared.stack.broker import EmbeddedBroker, broker_answers
+from shared.stack.errors import NoStack, StackAlreadyRunning, StackError
+from shared.stack.postgres import EmbeddedPostgres, discard_pgdata, postgres_pid, stop_postgres
+from shared.stack.processes import is_alive, terminate, wait_gone
+from shared.stack.provisioning import ensure_topics
+from shared.stack.services import SERVICES, LaunchedService
+from shared.stack.stackfile import read_stack_env, stack_file, write_stack_env
+
+PGDATA_DIR = "pgdata"
+
+
+class StackState(enum.Enum):
+    """What a work directory's stack file says, checked against the processes it names."""
+
+    ABSENT = "absent"  # no stack file
+    RUNNING = "running"  # every process it names is alive
+    PARTIAL = "partial"  # some are alive, some are gone
+    STALE = "stale"  # none is alive
+
+
+@dataclass(frozen=True)
+class StackInspection:
+    """A work directory's stack: its state, the stack file's values, and which processes live."""
+
+    workdir: Path
+    state: StackState
+    env: dict[str, str] = field(default_factory=dict)
+    alive: dict[str, int] = field(default_factory=dict)
+    dead: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        """The stack file."""
+        return stack_file(self.workdir)
+
+
+def _tracked(env: dict[str, str]) -> dict[str, int]:
+    """Role → pid of every process the stack file names, in the order `down` stops them."""
+    pid_keys = [
+        ("supervisor", keys.SUPERVISOR_PID),
+        *((spec.name, spec.pid_key) for spec in SERVICES),
+        ("broker", keys.BROKER_PID),
+        ("postgres", keys.POSTGRES_PID),
+    ]
+    tracked: dict[str, int] = {}
+    for role, key in pid_keys:
+        with contextlib.suppress(KeyError, ValueError):
+            tracked[role] = int(env[key])
+    return tracked
+
+
+def inspect_stack(workdir: Path | str = keys.DEFAULT_WORKDIR) -> StackInspection:
+    """Read the work directory's stack file and check which of its processes still run."""
+    workdir = Path(workdir).resolve()
+    path = stack_file(workdir)
+    if not path.exists():
+        return StackInspection(workdir, StackState.ABSENT)
+    env = read_stack_env(path)
+    # A live process created after the file was written is a stranger that reused a pid.
+    written = path.stat().st_mtime
+    alive, dead = {}, {}
+    for role, pid in _tracked(env).items():
+        (alive if is_alive(pid, started_before=written) else dead)[role] = pid
+    if not alive:
+        state = StackState.STALE
+    elif dead:
+        state = StackState.PARTIAL
+    else:
+        state = StackState.RUNNING
+    return StackInspection(workdir, state, env, alive, dead)
+
+
+def orphan_brokers(workdir: Path | str) -> list[psutil.Process]:
+    """Embedded brokers started for `workdir` (their working directory) that may have lost their stack file."""
+    workdir = Path(workdir).resolve()
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline", "cwd"]):
+        info = proc.info
+        cmdline = info["cmdline"] or []
+        if (
+            info["cwd"]
+            and Path(info["cwd"]) == workdir
+            and "broker" in cmdline
+            and ("tansu" in (info["name"] or "") or "tansu" in Path(cmdline[0]).name)
+        ):
+            found.append(proc)
+    return found
+
+
+def clean_leftovers(workdir: Path | str) -> list[str]:
+    """Remove a stale stack file and stop processes an interrupted `up` left behind; say what was done.
+
+    Only for a work directory whose stack is not running.
+    """
+    workdir = Path(workdir).resolve()
+    inspection = inspect_stack(workdir)
+    if inspection.state in (StackState.RUNNING, StackState.PARTIAL):
+        raise StackAlreadyRunning(_running_message(inspection))
+    done = []
+    if inspection.state is StackState.STALE:
+        inspection.path.unlink(missing_ok=True)
+        done.append(f"removed the stale stack file {inspection.path} (none of its processes was running)")
+    for proc in orphan_brokers(workdir):
+        terminate(proc.pid)
+        done.append(f"stopped a leftover embedded broker (pid {proc.pid})")
+    pgdata = workdir / PGDATA_DIR
+    pid = postgres_pid(pgdata)
+    if pid is not None:
+        stop_postgres(pgdata)
+        done.append(f"stopped a leftover PostgreSQL on {pgdata} (pid {pid})")
+    return done
+
+
+def _running_message(inspection: StackInspection) -> str:
+    pids = ", ".join(f"{role} {pid}" for role, pid in inspection.alive.items())
+    partly = " partly" if inspection.state is StackState.PARTIAL else ""
+    return (
+        f"a stack is already{partly} running in {inspection.workdir} ({pids}); "
+        f"stop it with `anyam down --workdir {inspection.workdir}` first"
+    )
+
+
+@dataclass
+class RunningStack:
+    """A stack this process started: its parts, and the values written to its stack file."""
+
+    workdir: Path
+    broker: EmbeddedBroker
+    postgres: EmbeddedPostgres
+    env: dict[str, str]
+    services: dict[str, LaunchedService] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        """The stack file."""
+        return stack_file(self.workdir)
+
+    def dead_parts(self) -> list[str]:
+        """Which parts have exited on their own (empty while all is well)."""
+        dead = [name for name, svc in self.services.items() if not is_alive(svc.pid)]
+        if not self.broker.running:
+            dead.append("broker")
+        if not self.postgres.running:
+            dead.append("postgres")
+        return dead
+
+    def stop(self) -> None:
+        """Stop the services, the broker and PostgreSQL, then remove the stack file."""
+        for svc in self.services.values():
+            terminate(svc.pid)
+        self.services.clear()
+        self.broker.stop()
+        self.postgres.stop()
+        self.path.unlink(missing_ok=True)
+
+
+async def start_stack(
+    workdir: Path | str = keys.DEFAULT_WORKDIR,
+    *,
+    port: int | None = None,
+    partitions: int = 3,
+    topic_prefix: str = "",
+    supervised: bool = False,
+) -> RunningStack:
+    """Start broker, PostgreSQL (one database per service), topics and services; write the stack file.
+
+    Refuses (`StackAlreadyRunning`) when the work directory's stack runs;
+    call `clean_leftovers` first to clear a stale one. With `supervised`, the
+    stack file names this process, so `anyam down` asks it to shut down.
+    On any failure, whatever was started is stopped again.
+    """
+    workdir = Path(workdir).resolve()
+    inspection = inspect_stack(workdir)
+    if inspection.state is not StackState.ABSENT:
+        if inspection.state is StackState.STALE:
+            raise StackError(f"a stale stack file {inspection.path} is in the way; run `anyam down` to clear it")
+        raise StackAlreadyRunning(_running_message(inspection))
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    # The broker keeps topics in memory only, so a restart has an empty log. Keeping
+    # the old databases would leave event stores whose relays believe they already
+    # published everything: start both halves fresh instead.
+    pgdata = workdir / PGDATA_DIR
+    discard_pgdata(pgdata)
+
+    broker = EmbeddedBroker(workdir, port=port)
+    postgres = EmbeddedPostgres(pgdata)
+    stack = RunningStack(workdir, broker, postgres, {})
+    try:
+        await broker.start()
+        await postgres.start()
+        env: dict[str, str] = {keys.KAFKA_BOOTSTRAP: broker.bootstrap}
+        if topic_prefix:
+            env[keys.TOPIC_PREFIX] = topic_prefix
+        env[keys.POSTGRES_URL] = postgres.server_url
+        for spec in SERVICES:
+            env[spec.database_url_key] = await postgres.create_database(spec.database)
+        # Explicit PLAINTEXT: the shell may carry a production cluster's SASL/TLS settings.
+        embedded_kafka = KafkaSettings(
+            kafka_bootstrap=broker.bootstrap, topic_prefix=topic_prefix, kafka_security_protocol="PLAINTEXT"
+        )
+        await ensure_topics(embedded_kafka, partitions)
+        env[keys.STAFF_TOKEN] = secrets.token_urlsafe(32)
+        env[keys.AUDITOR_TOKEN] = secrets.token_urlsafe(32)
+        env[keys.TOKEN_SECRET] = secrets.token_urlsafe(32)
+        env[keys.PERSONAL_DATA_KEY] = base64.b64encode(secrets.token_bytes(32)).decode()
+        for spec in SERVICES:
+            if spec.launcher is not None:
+                launched = await spec.launcher(spec, dict(env), workdir)
+                stack.services[spec.name] = launched
+                env[spec.url_key] = launched.url
+        assert broker.pid is not None and postgres.pid is not None
+        env[keys.BROKER_PID] = str(broker.pid)
+        env[keys.BROKER_LOG] = str(broker.log_path)
+        env[keys.POSTGRES_PID] = str(postgres.pid)
+        env[keys.POSTGRES_PGDATA] = str(pgdata)
+        for spec in SERVICES:
+            if spec.name in stack.services:
+                env[spec.pid_key] = str(stack.services[spec.name].pid)
+        if supervised:
+            env[keys.SUPERVISOR_PID] = str(os.getpid())
+        stack.env = env
+        write_stack_env(
+            stack.path,
+            env,
+            header="Written by `anyam up`; holds secrets. Load with: set -a; . .anyam/stack.env; set +a",
+        )
+    except BaseException:
+        await asyncio.to_thread(stack.stop)
+        raise
+    return stack
+
+
+async def wait_for_shutdown(stack: RunningStack, check_every: float = 1.0) -> str | None:
+    """Block until SIGINT/SIGTERM arrives (→ None) or a part of the stack dies (→ a description)."""
+    loop = asyncio.get_running_loop()
+    requested = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, requested.set)
+    try:
+        while not requested.is_set():
+            dead = stack.dead_parts()
+            if dead:
+                return f"{', '.join(dead)} exited unexpectedly"
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(requested.wait(), check_every)
+        return None
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def stop_stack(workdir: Path | str = keys.DEFAULT_WORKDIR, timeout: float = 30.0) -> StackInspection:
+    """Stop every process the work directory's stack file names, wait until they are gone, remove the file.
+
+    Returns the inspection made before stopping (state STALE: nothing was
+    running, the file was just removed). Raises `NoStack` without a stack file.
+    """
+    inspection = inspect_stack(workdir)
+    if inspection.state is StackState.ABSENT:
+        raise NoStack(f"no stack in {inspection.workdir}: there is no {inspection.path}")
+    alive = dict(inspection.alive)
+    supervisor = alive.pop("supervisor", None)
+    if supervisor is not None:
+        # A foreground `anyam up` stops its own stack in order when asked to.
+        os.kill(supervisor, signal.SIGTERM)
+        wait_gone([supervisor], timeout)
+    for role, pid in alive.items():
+        if role == "postgres":
+            stop_postgres(inspection.env.get(keys.POSTGRES_PGDATA) or inspection.workdir / PGDATA_DIR, timeout)
+        terminate(pid, timeout)
+    survivors = wait_gone(list(inspection.alive.values()), timeout)
+    if survivors:
+        raise StackError(f"processes of the stack in {inspection.workdir} are still running: {survivors}")
+    inspection.path.unlink(missing_ok=True)
+    return inspection
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    """`inspect_stack` plus whether the broker answers metadata requests."""
+
+    inspection: StackInspection
+    broker_answers: bool
+
+
+async def stack_status(workdir: Path | str = keys.DEFAULT_WORKDIR) -> StackStatus:
+    """Inspect the work directory's stack and probe its broker."""
+    inspection = inspect_stack(workdir)
+    bootstrap = inspection.env.get(keys.KAFKA_BOOTSTRAP)
+    answers = bool(bootstrap) and "broker" in inspection.alive and await broker_answers(bootstrap, timeout=3.0)
+    return StackStatus(inspection, answers)

@@ -1,0 +1,90 @@
+"""Creating Anyam's topics (SPEC §4) on a broker, idempotently."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from shared.contracts.topics import ALL_TOPICS, EVENT_TOPICS, topic_name
+from shared.settings import KafkaSettings
+from shared.stack.errors import TopicProvisioningFailed
+from shared.stack.processes import POLL_INTERVAL
+
+_TOPIC_ALREADY_EXISTS = 36
+
+#: The log is the audit trail: the event topics never expire anything.
+#: (tansu 0.6 accepts this config on CreateTopics and reports it back in DescribeConfigs.)
+EVENT_TOPIC_CONFIG = {"retention.ms": "-1"}
+
+
+async def ensure_topics(
+    settings: KafkaSettings,
+    partitions: int = 3,
+    *,
+    replication_factor: int = 1,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create every topic of `ALL_TOPICS` under the settings' prefix unless it exists; return the names.
+
+    Event topics get unlimited retention. Returns once the broker's metadata
+    shows every topic with all its partitions led; topics that already existed
+    keep their partition count. Raises `TopicProvisioningFailed`.
+    """
+    wanted = {
+        topic_name(topic, settings.topic_prefix): NewTopic(
+            name=topic_name(topic, settings.topic_prefix),
+            num_partitions=partitions,
+            replication_factor=replication_factor,
+            topic_configs=dict(EVENT_TOPIC_CONFIG) if topic in EVENT_TOPICS else {},
+        )
+        for topic in ALL_TOPICS
+    }
+    admin = AIOKafkaAdminClient(**settings.client_options(), request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+        response = await admin.create_topics(list(wanted.values()), timeout_ms=int(timeout * 1000))
+        created: set[str] = set()
+        for name, code, message in _topic_errors(response):
+            if code == 0:
+                created.add(name)
+            elif code != _TOPIC_ALREADY_EXISTS:
+                raise TopicProvisioningFailed(f"the broker refused to create topic {name!r}: {message or code}")
+        await _wait_visible(admin, {name: (partitions if name in created else 1) for name in wanted}, timeout)
+    except (TimeoutError, KafkaError, OSError) as err:
+        raise TopicProvisioningFailed(f"could not create topics on {settings.bootstrap_servers}: {err!r}") from err
+    finally:
+        await admin.close()
+    return list(wanted)
+
+
+def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
+    rows = []
+    for entry in response.topic_errors:  # type: ignore[attr-defined]
+        # CreateTopics v0 has no error message; later versions add one.
+        name, code, *rest = entry
+        rows.append((name, code, rest[0] if rest else None))
+    return rows
+
+
+async def _wait_visible(admin: AIOKafkaAdminClient, min_partitions: dict[str, int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        described = await admin.describe_topics(list(min_partitions))
+        ready = {
+            d["topic"]
+            for d in described
+            if d["error_code"] == 0
+            and len(d["partitions"]) >= min_partitions.get(d["topic"], 1)
+            and all(p["error_code"] == 0 and p["leader"] >= 0 for p in d["partitions"])
+        }
+        missing = sorted(set(min_partitions) - ready)
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TopicProvisioningFailed(
+                f"topics not visible in the broker's metadata after {timeout:.0f}s: {missing}"
+            )
+        await asyncio.sleep(POLL_INTERVAL)

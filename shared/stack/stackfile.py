@@ -1,0 +1,79 @@
+"""`.anyam/stack.env`: where a running stack is and how to stop it, as `KEY=value` lines."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from shared.stack.errors import StackError
+
+STACK_FILE_NAME = "stack.env"
+DEFAULT_WORKDIR = Path(".anyam")
+
+# Where to reach things: what clients and services read.
+KAFKA_BOOTSTRAP = "ANYAM_KAFKA_BOOTSTRAP"
+TOPIC_PREFIX = "ANYAM_TOPIC_PREFIX"
+POSTGRES_URL = "ANYAM_POSTGRES_URL"
+STAFF_TOKEN = "ANYAM_STAFF_TOKEN"
+AUDITOR_TOKEN = "ANYAM_AUDITOR_TOKEN"
+#: Secret from which collaborators' bearer tokens are derived (`anyam collaborator token`).
+TOKEN_SECRET = "ANYAM_TOKEN_SECRET"
+#: Enrollment's master key for residents' personal data (base64 of 32 bytes).
+PERSONAL_DATA_KEY = "ANYAM_PERSONAL_DATA_KEY"
+
+# What `anyam up` started: what `anyam down` stops.
+BROKER_PID = "ANYAM_STACK_BROKER_PID"
+BROKER_LOG = "ANYAM_STACK_BROKER_LOG"
+POSTGRES_PID = "ANYAM_STACK_POSTGRES_PID"
+POSTGRES_PGDATA = "ANYAM_STACK_POSTGRES_PGDATA"
+#: The foreground `anyam up` that supervises the stack (absent for a detached stack).
+SUPERVISOR_PID = "ANYAM_STACK_SUPERVISOR_PID"
+
+_KEY = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def stack_file(workdir: Path | str = DEFAULT_WORKDIR) -> Path:
+    """The stack file of a work directory."""
+    return Path(workdir) / STACK_FILE_NAME
+
+
+def read_stack_env(path: Path | str) -> dict[str, str]:
+    """The `KEY=value` pairs of a stack file (blank lines and `#` comments skipped)."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not _KEY.match(key.strip()):
+            raise StackError(f"{path}:{number} is not a KEY=value line; remove the file if the stack is gone")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def write_stack_env(path: Path | str, values: Mapping[str, str], *, header: str | None = None) -> None:
+    """Write `values` as `KEY=value` lines, atomically and readable by the owner only (it holds tokens)."""
+    path = Path(path)
+    lines = [f"# {line}" for line in (header or "").splitlines()]
+    for key, value in values.items():
+        value = str(value)
+        if not _KEY.match(key) or "\n" in value or "\r" in value:
+            raise ValueError(f"cannot write {key!r}={value!r} as a KEY=value line")
+        lines.append(f"{key}={value}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp creates the file 0600 before any secret is written; the rename makes
+    # readers see either no file or the whole one.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write("\n".join(lines) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
