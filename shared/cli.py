@@ -8,6 +8,7 @@ or `@app.command()` in a module imported at the bottom of this file. Any
 from __future__ import annotations
 
 import asyncio
+import runpy
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +29,7 @@ from shared.stack import (
     wait_for_shutdown,
 )
 from shared.stack import stackfile as keys
+from shared.stack.services import service_is_built
 
 console = Console()
 err_console = Console(stderr=True)
@@ -174,6 +176,19 @@ def status(workdir: WorkdirOption = keys.DEFAULT_WORKDIR) -> None:
         console.print(Text("None of its processes runs: `anyam down` (or `anyam up`) clears it.", "yellow"))
     if inspection.state is not StackState.RUNNING or not result.broker_answers:
         raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="enrollment, production or payout")],
+) -> None:
+    """Run one service in the foreground from `ANYAM_*` settings, as the container image does."""
+    names = [spec.name for spec in SERVICES]
+    if service not in names:
+        raise StackError(f"there is no service {service!r}; choose one of {', '.join(names)}")
+    if not service_is_built(service):
+        raise StackError(f"the {service} service is not built yet")
+    runpy.run_module(f"services.{service}", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

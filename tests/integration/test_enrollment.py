@@ -13,8 +13,8 @@ import pytest
 from services.enrollment.app import EnrollmentSettings, create_app
 from shared.contracts import Topic, topic_name
 from shared.eventstore import wait_until_published
-from tests.kafka_reader import read_topic
 from tests.fuzzing import fuzz_openapi
+from tests.kafka_reader import read_topic
 from tests.services import client, new_personal_data_key, new_tokens, serve, service_settings
 
 NAMES = ["Siti Aminah", "Dewi Lestari", "Sri Wahyuni", "Nur Hayati", "Rina Marlina"]
