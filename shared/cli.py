@@ -191,5 +191,10 @@ def serve(
     runpy.run_module(f"services.{service}", run_name="__main__", alter_sys=True)
 
 
+# Sub-apps of the services join here; imported last, so they may use what this module defines.
+from services.production.cli import collaborator_app  # noqa: E402
+
+app.add_typer(collaborator_app, name="collaborator", help="A collaborator's keys, signed QC submissions and token.")
+
 if __name__ == "__main__":
     app()

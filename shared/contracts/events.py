@@ -8,6 +8,7 @@ and a signature covers every field the signer sent.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date
 from typing import Annotated, ClassVar, Literal
 
@@ -25,12 +26,35 @@ from pydantic import (
 from shared.contracts.topics import Topic
 from shared.timeutil import to_wib
 
+
 #: An opaque identifier (SPEC §5): any non-empty string without surrounding space.
-Id = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=False, pattern=r"^\S(.*\S)?$")]
+def storable_text(value: str) -> str:
+    """Refuse control characters and lone surrogates.
+
+    PostgreSQL cannot store NUL in text, and a lone surrogate is not UTF-8: a
+    value carrying either would fail in a consumer's transaction on every retry,
+    stalling it for good. Refused here, such a record is `schema-invalid` and is
+    dead-lettered like any other bad record.
+    """
+    for char in value:
+        if char in "\t\n":
+            continue
+        category = unicodedata.category(char)
+        if category == "Cc" or category == "Cs":
+            raise ValueError(f"contains a control character or lone surrogate (U+{ord(char):04X})")
+    return value
+
+
+Storable = AfterValidator(storable_text)
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200, strip_whitespace=False, pattern=r"^\S(.*\S)?$"),
+    Storable,
+]
 #: Money: an integer number of rupiah, never negative. Strict: "1000", 1000.0 and true are refused.
 Rupiah = Annotated[int, Strict(), Field(ge=0)]
 Count = Annotated[int, Strict(), Field(gt=0)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500), Storable]
 #: A business time: any offset is accepted, and it is kept in WIB so every topic reads the same way.
 WibTime = Annotated[AwareDatetime, AfterValidator(to_wib)]
 Base64 = Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=r"^[A-Za-z0-9+/]+={0,2}$")]

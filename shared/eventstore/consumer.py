@@ -40,12 +40,20 @@ DATABASE_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.Interf
 
 
 class Reject(Exception):
-    """Raised by a handler to refuse a record: it is dead-lettered with `reason`, and nothing it wrote stays."""
+    """Raised by a handler to refuse a record: it is dead-lettered with `reason`, and nothing it wrote stays.
 
-    def __init__(self, reason: str, detail: str) -> None:
+    `on_rejected`, if given, runs after the handler's writes were rolled back, in the
+    consumer's transaction: what it writes (e.g. feedback for the record's sender)
+    commits with the offset, exactly once, as the handler's own writes would have.
+    """
+
+    def __init__(
+        self, reason: str, detail: str, *, on_rejected: Callable[[asyncpg.Connection], Awaitable[None]] | None = None
+    ) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.on_rejected = on_rejected
 
 
 class OffsetBeyondEnd(Exception):
@@ -224,6 +232,8 @@ class TransactionalConsumer:
                 return
             except Reject as rejection:
                 refusals.append(_Refusal(record, rejection.reason, rejection.detail))
+                if rejection.on_rejected is not None:
+                    await self._after_rejection(conn, event, rejection.on_rejected)
                 return
             except DATABASE_UNAVAILABLE:
                 raise
@@ -238,6 +248,17 @@ class TransactionalConsumer:
                     )
                     return
                 await asyncio.sleep(self._retry_backoff * attempt)
+
+    async def _after_rejection(
+        self, conn: asyncpg.Connection, event: Envelope, on_rejected: Callable[[asyncpg.Connection], Awaitable[None]]
+    ) -> None:
+        try:
+            async with conn.transaction():
+                await on_rejected(conn)
+        except DATABASE_UNAVAILABLE:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the dead letter matters more than the feedback: never stall on it
+            log.warning("%s: on_rejected failed for %s (%s)", self.name, event.id, type(exc).__name__)
 
     async def _on_assigned(self, consumer: AIOKafkaConsumer, assigned: Iterable[TopicPartition]) -> None:
         assigned = list(assigned)

@@ -174,9 +174,12 @@ def test_a_trusted_event_type_on_the_untrusted_topic_is_refused():
         (lambda v: v.pop("id"), "id", "missing"),
         (lambda v: v.update(time="yesterday"), "time", "invalid"),
         (lambda v: v.update(data=[1]), "data", "object"),
+        (lambda v: v.update(id="\u0000x"), "id", "control character"),
+        (lambda v: v["data"].update(artisan_id="res\ud800"), "data.artisan_id", "unicode"),
+        (lambda v: v["data"].update(product="piring\u0000"), "data.product", "control character"),
     ],
     ids=["missing-field", "money-as-string", "money-as-float", "money-as-bool", "negative-money",
-         "naive-time", "missing-id", "bad-time", "data-not-object"],
+         "naive-time", "missing-id", "bad-time", "data-not-object", "nul-in-id", "lone-surrogate", "nul-in-text"],
 )
 def test_missing_or_invalid_fields_are_named_by_their_path(mutate, path, wording):
     value = valid_value()

@@ -1,0 +1,360 @@
+"""Production's pure domain: collaborators, rates, material issues, pieces and QC results. No I/O here.
+
+Three aggregates, each a stream in the event store:
+- a collaborator (stream = collaborator_id): registered with a first public key,
+  then more keys (rotation) and piece rates. A key rotation is another
+  `collaborator-registered` with the same collaborator_id and the new key: SPEC
+  §6 allows no new event type for it, and a consumer that reads the event as
+  "this collaborator exists, and this key is theirs" stays right. Keys are only
+  ever added, so results signed before a rotation still verify for auditors.
+  Rates live here because "the rate in force" is a question about one
+  collaborator's rate history.
+- a piece (stream = piece_id): woven once with the rate in force at `woven_at`,
+  then at most one final QC result (`qc-passed` or `qc-failed`).
+- a material issue (stream = issue_id): issued once.
+
+Deciders get what they need from other aggregates and read models (the
+collaborator's state, whether the artisan completed training) in the command,
+so they stay pure and testable without a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.contracts.events import (
+    CollaboratorRegistered,
+    EventData,
+    MaterialsIssued,
+    PieceRateSet,
+    PieceWoven,
+    QcFailed,
+    QcPassed,
+    QcSubmitted,
+)
+from shared.contracts.signing import verifying_key
+from shared.domain import Conflict, NotFound, Refused
+
+#: A piece recorded as woven later than this past "now" is a typo in the date, not a fact.
+CLOCK_TOLERANCE = timedelta(minutes=5)
+
+# --- QC rejections ------------------------------------------------------------------------
+
+MALFORMED = "malformed"
+SCHEMA_INVALID = "schema-invalid"
+BAD_SIGNATURE = "bad-signature"
+UNKNOWN_COLLABORATOR = "unknown-collaborator"
+UNKNOWN_PIECE = "unknown-piece"
+WRONG_COLLABORATOR = "wrong-collaborator"
+CONFLICTING_RESULT = "conflicting-result"
+
+#: The HTTP status of each rejection reason (the Kafka path dead-letters with the reason instead).
+REJECTION_STATUS = {
+    MALFORMED: 400,
+    SCHEMA_INVALID: 422,
+    BAD_SIGNATURE: 422,
+    UNKNOWN_COLLABORATOR: 404,
+    UNKNOWN_PIECE: 404,
+    WRONG_COLLABORATOR: 403,
+    CONFLICTING_RESULT: 409,
+}
+
+
+class SubmissionRejected(Refused):
+    """A QC submission refused; `code` is the machine-readable reason a dead letter carries."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(reason, message)
+        self.status = REJECTION_STATUS.get(reason, 422)
+
+    @property
+    def reason(self) -> str:
+        return self.code
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegisterCollaborator:
+    collaborator_id: str
+    name: str
+    public_key: str
+
+
+@dataclass(frozen=True)
+class AddKey:
+    collaborator_id: str
+    public_key: str
+
+
+@dataclass(frozen=True)
+class SetRate:
+    collaborator_id: str
+    product: str
+    rate_idr: int
+    effective_from: datetime
+
+
+@dataclass(frozen=True)
+class IssueMaterials:
+    issue_id: str
+    artisan_id: str
+    artisan_trained: bool
+    collaborator_id: str
+    collaborator: Collaborator
+    material: str
+    quantity: int
+    unit: str
+
+
+@dataclass(frozen=True)
+class WeavePiece:
+    piece_id: str
+    artisan_id: str
+    artisan_trained: bool
+    collaborator_id: str
+    collaborator: Collaborator
+    product: str
+    woven_at: datetime
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class JudgeSubmission:
+    """Record a collaborator's QC result for a piece, if it is theirs to give and is signed by them.
+
+    `raw` is the submission's data exactly as sent: the signature covers it, not `submission`.
+    """
+
+    submission: QcSubmitted
+    raw: Mapping[str, Any]
+    collaborator: Collaborator
+
+
+# --- state --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rate:
+    effective_from: datetime
+    rate_idr: int
+
+
+@dataclass(frozen=True)
+class Collaborator:
+    collaborator_id: str | None = None
+    name: str = ""
+    #: Every key ever registered, oldest first.
+    public_keys: tuple[str, ...] = ()
+    #: Per product, its rates in order of `effective_from`.
+    rates: Mapping[str, tuple[Rate, ...]] = field(default_factory=dict)
+
+    @property
+    def exists(self) -> bool:
+        return self.collaborator_id is not None
+
+    def rate_in_force(self, product: str, at: datetime) -> int | None:
+        """The rate for `product` whose `effective_from` is the latest at or before `at`."""
+        in_force = [rate for rate in self.rates.get(product, ()) if rate.effective_from <= at]
+        return in_force[-1].rate_idr if in_force else None
+
+
+@dataclass(frozen=True)
+class MaterialIssue:
+    issue: MaterialsIssued | None = None
+
+
+@dataclass(frozen=True)
+class Piece:
+    woven: PieceWoven | None = None
+    result: QcPassed | QcFailed | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self.woven is not None
+
+
+# --- evolve -------------------------------------------------------------------------------
+
+
+def evolve_collaborator(state: Collaborator, event: EventData) -> Collaborator:
+    match event:
+        case CollaboratorRegistered():
+            if not state.exists:
+                return Collaborator(collaborator_id=event.collaborator_id, name=event.name,
+                                    public_keys=(event.public_key,))
+            if event.public_key in state.public_keys:
+                return state
+            return replace(state, public_keys=(*state.public_keys, event.public_key))
+        case PieceRateSet():
+            rates = sorted(
+                (*state.rates.get(event.product, ()), Rate(event.effective_from, event.rate_idr)),
+                key=lambda rate: rate.effective_from,
+            )
+            return replace(state, rates={**state.rates, event.product: tuple(rates)})
+    return state
+
+
+def evolve_issue(state: MaterialIssue, event: EventData) -> MaterialIssue:
+    if isinstance(event, MaterialsIssued):
+        return MaterialIssue(issue=event)
+    return state
+
+
+def evolve_piece(state: Piece, event: EventData) -> Piece:
+    match event:
+        case PieceWoven():
+            return Piece(woven=event)
+        case QcPassed() | QcFailed():
+            return replace(state, result=event)
+    return state
+
+
+# --- decide -------------------------------------------------------------------------------
+
+
+def decide_collaborator(state: Collaborator, command: RegisterCollaborator | AddKey | SetRate) -> list[EventData]:
+    match command:
+        case RegisterCollaborator():
+            if state.exists:
+                return []  # registering the same id again is a no-op
+            return [CollaboratorRegistered(collaborator_id=command.collaborator_id, name=command.name,
+                                           public_key=command.public_key)]
+        case AddKey():
+            _existing(state, command.collaborator_id)
+            if command.public_key in state.public_keys:
+                return []
+            return [CollaboratorRegistered(collaborator_id=command.collaborator_id, name=state.name,
+                                           public_key=command.public_key)]
+        case SetRate():
+            return _set_rate(_existing(state, command.collaborator_id), command)
+    raise TypeError(f"not a collaborator command: {type(command).__name__}")
+
+
+def _existing(state: Collaborator, collaborator_id: str) -> Collaborator:
+    if not state.exists:
+        raise NotFound("collaborator-not-found", f"There is no collaborator {collaborator_id}; register it first.")
+    return state
+
+
+def _set_rate(state: Collaborator, command: SetRate) -> list[EventData]:
+    if command.rate_idr <= 0:
+        raise Refused("invalid-rate", "A piece rate must be a positive whole number of rupiah.")
+    for rate in state.rates.get(command.product, ()):
+        if rate.effective_from == command.effective_from:
+            if rate.rate_idr == command.rate_idr:
+                return []  # the same rate again is the same one rate
+            # Replacing it would make the rate "in force" at one moment depend on when a piece
+            # was recorded; a change is a new rate from a new moment (a compensating entry).
+            raise Conflict(
+                "rate-already-set",
+                f"A rate of {rate.rate_idr} IDR for {command.product!r} already takes effect at "
+                f"{command.effective_from.isoformat()}; set the new rate with a later effective_from.",
+            )
+    return [PieceRateSet(collaborator_id=command.collaborator_id, product=command.product,
+                         rate_idr=command.rate_idr, effective_from=command.effective_from)]
+
+
+def decide_issue(state: MaterialIssue, command: IssueMaterials) -> list[EventData]:
+    if state.issue is not None:
+        return []
+    collaborator = _existing(command.collaborator, command.collaborator_id)
+    _trained(command.artisan_id, command.artisan_trained, "receive materials")
+    return [MaterialsIssued(issue_id=command.issue_id, artisan_id=command.artisan_id,
+                            collaborator_id=collaborator.collaborator_id, material=command.material,
+                            quantity=command.quantity, unit=command.unit)]
+
+
+def _trained(artisan_id: str, trained: bool, to_do: str) -> None:
+    if not trained:
+        raise Conflict(
+            "not-trained",
+            f"Resident {artisan_id} has not completed training, and only trained residents may {to_do}. "
+            "Record the completion in enrollment first (if it was just recorded, retry in a moment).",
+        )
+
+
+def decide_piece(state: Piece, command: WeavePiece | JudgeSubmission) -> list[EventData]:
+    match command:
+        case WeavePiece():
+            return _weave(state, command)
+        case JudgeSubmission():
+            return _judge(state, command)
+    raise TypeError(f"not a piece command: {type(command).__name__}")
+
+
+def _weave(state: Piece, command: WeavePiece) -> list[EventData]:
+    if state.exists:
+        return []  # a piece is woven once
+    collaborator = _existing(command.collaborator, command.collaborator_id)
+    _trained(command.artisan_id, command.artisan_trained, "weave pieces")
+    if command.woven_at > command.recorded_at + CLOCK_TOLERANCE:
+        raise Refused("woven-in-the-future", "woven_at lies in the future; record a piece once it is woven.")
+    rate = collaborator.rate_in_force(command.product, command.woven_at)
+    if rate is None:
+        priced = ", ".join(sorted(collaborator.rates)) or "none yet"
+        raise Conflict(
+            "no-rate-in-force",
+            f"Collaborator {collaborator.collaborator_id} has no rate for {command.product!r} in force at "
+            f"{command.woven_at.isoformat()} (products with rates: {priced}); set one with an effective_from "
+            "at or before woven_at first.",
+        )
+    return [PieceWoven(piece_id=command.piece_id, artisan_id=command.artisan_id,
+                       collaborator_id=collaborator.collaborator_id, product=command.product, rate_idr=rate,
+                       woven_at=command.woven_at)]
+
+
+def _judge(state: Piece, command: JudgeSubmission) -> list[EventData]:
+    submission, collaborator = command.submission, command.collaborator
+    # The signature is checked before anything about the piece is looked at: an unsigned
+    # message learns nothing about which pieces exist or whose they are.
+    if not collaborator.exists:
+        raise SubmissionRejected(
+            UNKNOWN_COLLABORATOR, f"There is no collaborator {submission.collaborator_id}; check collaborator_id."
+        )
+    if verifying_key(collaborator.public_keys, command.raw) is None:
+        raise SubmissionRejected(
+            BAD_SIGNATURE,
+            f"The signature does not verify against any key registered for {submission.collaborator_id}. Sign the "
+            "canonical JSON of every data field except `signature` (keys sorted, separators ',' and ':', "
+            "non-ASCII as is, UTF-8) with your Ed25519 private key, and send the data exactly as signed.",
+        )
+    if not state.exists:
+        raise SubmissionRejected(UNKNOWN_PIECE, f"There is no piece {submission.piece_id}; check piece_id.")
+    woven = state.woven
+    assert woven is not None
+    if woven.collaborator_id != submission.collaborator_id:
+        raise SubmissionRejected(
+            WRONG_COLLABORATOR,
+            f"Piece {submission.piece_id} was not woven for {submission.collaborator_id}; a collaborator may only "
+            "judge its own pieces.",
+        )
+    if state.result is not None:
+        if _same_result(state.result, submission):
+            return []  # the same submission again is a no-op
+        raise SubmissionRejected(
+            CONFLICTING_RESULT,
+            f"Piece {submission.piece_id} already has a final QC result (submission "
+            f"{state.result.submission_id}); each piece gets exactly one.",
+        )
+    if submission.result == "passed":
+        return [QcPassed(piece_id=woven.piece_id, artisan_id=woven.artisan_id, collaborator_id=woven.collaborator_id,
+                         product=woven.product, amount_idr=woven.rate_idr, submission_id=submission.submission_id,
+                         inspected_at=submission.inspected_at, signature=submission.signature)]
+    return [QcFailed(piece_id=woven.piece_id, artisan_id=woven.artisan_id, collaborator_id=woven.collaborator_id,
+                     submission_id=submission.submission_id, defects=list(submission.defects),
+                     inspected_at=submission.inspected_at, signature=submission.signature)]
+
+
+def _same_result(result: QcPassed | QcFailed, submission: QcSubmitted) -> bool:
+    """A repeat of the recorded submission, not merely one with the same id and a different verdict."""
+    verdict = "passed" if isinstance(result, QcPassed) else "failed"
+    return (
+        result.submission_id == submission.submission_id
+        and verdict == submission.result
+        and result.inspected_at == submission.inspected_at
+    )

@@ -1,0 +1,181 @@
+"""Production's command handlers: load → decide → append, inside the caller's transaction.
+
+QC submissions arrive on two entrypoints (the `qc-submissions` consumer and
+`POST /qc-submissions`); both end in `judge`, so the rules are the same.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+
+from services.production import domain, projections
+from services.production.domain import MALFORMED, SCHEMA_INVALID, SubmissionRejected
+from shared.contracts import service_source
+from shared.contracts.codec import MAX_VALUE_BYTES
+from shared.contracts.events import (
+    EventData,
+    MaterialsIssued,
+    PieceWoven,
+    QcFailed,
+    QcPassed,
+    QcSubmitted,
+)
+from shared.eventstore import EventStore
+from shared.handling import Aggregate, handle, load_state
+from shared.ids import new_id
+from shared.timeutil import wib_now
+
+SOURCE = service_source("production")
+
+COLLABORATOR = Aggregate(domain.Collaborator(), domain.evolve_collaborator, domain.decide_collaborator)
+PIECE = Aggregate(domain.Piece(), domain.evolve_piece, domain.decide_piece)
+ISSUE = Aggregate(domain.MaterialIssue(), domain.evolve_issue, domain.decide_issue)
+
+#: Business times outside these years are typos, and near the ends of Python's calendar they
+#: cannot even be moved to WIB; refusing them keeps "bad input" a 4xx, never a crash.
+EARLIEST_YEAR, LATEST_YEAR = 2000, 2099
+
+
+@dataclass(frozen=True)
+class QcOutcome:
+    """What became of an accepted submission: the recorded result, and whether this call recorded it."""
+
+    recorded_now: bool
+    result: QcPassed | QcFailed
+
+
+@dataclass(frozen=True)
+class ProductionHandlers:
+    """Runs production's commands against the event store and the read models."""
+
+    store: EventStore
+
+    async def register_collaborator(self, conn: asyncpg.Connection, name: str, public_key: str) -> str:
+        collaborator_id = new_id("col")
+        command = domain.RegisterCollaborator(collaborator_id=collaborator_id, name=name, public_key=public_key)
+        await handle(conn, self.store, COLLABORATOR, collaborator_id, command, source=SOURCE)
+        return collaborator_id
+
+    async def add_key(self, conn: asyncpg.Connection, collaborator_id: str, public_key: str) -> bool:
+        """Add a signing key (rotation); False when the collaborator already had it."""
+        command = domain.AddKey(collaborator_id=collaborator_id, public_key=public_key)
+        return bool(await handle(conn, self.store, COLLABORATOR, collaborator_id, command, source=SOURCE))
+
+    async def set_rate(self, conn: asyncpg.Connection, command: domain.SetRate) -> bool:
+        """Set a piece rate from `effective_from` on; False when exactly this rate was already set."""
+        return bool(await handle(conn, self.store, COLLABORATOR, command.collaborator_id, command, source=SOURCE))
+
+    async def issue_materials(
+        self, conn: asyncpg.Connection, *, artisan_id: str, collaborator_id: str, material: str, quantity: int,
+        unit: str,
+    ) -> MaterialsIssued:
+        issue_id = new_id("iss")
+        command = domain.IssueMaterials(
+            issue_id=issue_id, artisan_id=artisan_id, artisan_trained=await projections.is_trained(conn, artisan_id),
+            collaborator_id=collaborator_id, collaborator=await self.collaborator_state(conn, collaborator_id),
+            material=material, quantity=quantity, unit=unit,
+        )
+        events = await handle(conn, self.store, ISSUE, issue_id, command, source=SOURCE)
+        return events[0].data
+
+    async def weave(
+        self, conn: asyncpg.Connection, *, artisan_id: str, collaborator_id: str, product: str, woven_at: datetime
+    ) -> PieceWoven:
+        """Record a woven piece at the rate in force for its collaborator and product at `woven_at`."""
+        piece_id = new_id("pc")
+        command = domain.WeavePiece(
+            piece_id=piece_id, artisan_id=artisan_id, artisan_trained=await projections.is_trained(conn, artisan_id),
+            collaborator_id=collaborator_id, collaborator=await self.collaborator_state(conn, collaborator_id),
+            product=product, woven_at=woven_at, recorded_at=wib_now(),
+        )
+        events = await handle(conn, self.store, PIECE, piece_id, command, source=SOURCE, time=_business_time)
+        return events[0].data
+
+    async def judge(self, conn: asyncpg.Connection, submission: QcSubmitted, raw: Mapping[str, Any]) -> QcOutcome:
+        """Accept a QC submission as the piece's final result, or raise `SubmissionRejected` with the reason.
+
+        `raw` is the submission's data exactly as sent, over which the signature is checked.
+        """
+        _check_inspected_at(submission)
+        command = domain.JudgeSubmission(
+            submission=submission, raw=raw,
+            collaborator=await self.collaborator_state(conn, submission.collaborator_id),
+        )
+        if not projections.storable(submission.piece_id):
+            # No stream can have this id; deciding on "no piece" gives the right reason
+            # (a bad signature still comes before an unknown piece).
+            domain.decide_piece(domain.Piece(), command)
+            raise AssertionError("deciding on no piece always rejects")
+        events = await handle(conn, self.store, PIECE, submission.piece_id, command, source=SOURCE,
+                              time=_business_time)
+        if events:
+            return QcOutcome(recorded_now=True, result=events[0].data)
+        piece, _ = await load_state(conn, self.store, PIECE, submission.piece_id)
+        assert piece.result is not None
+        return QcOutcome(recorded_now=False, result=piece.result)
+
+    async def collaborator_state(self, conn: asyncpg.Connection, collaborator_id: str) -> domain.Collaborator:
+        """The collaborator's state (empty when there is none, or the id cannot name one)."""
+        if not projections.storable(collaborator_id):
+            return domain.Collaborator()
+        state, _ = await load_state(conn, self.store, COLLABORATOR, collaborator_id)
+        return state
+
+    async def piece_state(self, conn: asyncpg.Connection, piece_id: str) -> domain.Piece:
+        if not projections.storable(piece_id):
+            return domain.Piece()
+        state, _ = await load_state(conn, self.store, PIECE, piece_id)
+        return state
+
+
+def parse_submission(body: bytes) -> tuple[QcSubmitted, dict[str, Any]]:
+    """A submission's data from an HTTP body: the validated model, and the dict as sent (for the signature).
+
+    Raises `SubmissionRejected` (`malformed` or `schema-invalid`), naming the field, never its value.
+    """
+    if len(body) > MAX_VALUE_BYTES:
+        raise SubmissionRejected(MALFORMED, f"The body is {len(body)} bytes, over the {MAX_VALUE_BYTES}-byte limit.")
+    try:
+        raw = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SubmissionRejected(MALFORMED, f"The body is not UTF-8 (bad byte at offset {exc.start}).") from None
+    except (json.JSONDecodeError, RecursionError):
+        raise SubmissionRejected(MALFORMED, "The body is not JSON.") from None
+    if not isinstance(raw, dict):
+        raise SubmissionRejected(MALFORMED, f"The body is a JSON {type(raw).__name__}, not an object.")
+    return validate_submission(raw), raw
+
+
+def validate_submission(raw: Mapping[str, Any]) -> QcSubmitted:
+    """The `qc-submitted` data in `raw`; `SubmissionRejected(schema-invalid)` naming the first bad field."""
+    try:
+        return QcSubmitted.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        path = ".".join(str(part) for part in first["loc"]) or "data"
+        problem = "is missing" if first["type"] == "missing" else f"is invalid: {first['msg']}"
+        raise SubmissionRejected(SCHEMA_INVALID, f"`{path}` {problem}.") from None
+
+
+def _check_inspected_at(submission: QcSubmitted) -> None:
+    if not EARLIEST_YEAR <= submission.inspected_at.year <= LATEST_YEAR:
+        raise SubmissionRejected(
+            SCHEMA_INVALID, f"`inspected_at` must lie in the years {EARLIEST_YEAR} to {LATEST_YEAR}."
+        )
+
+
+def _business_time(data: EventData) -> datetime | None:
+    """The CloudEvents `time` of an event: when it happened in the programme, not when it was stored."""
+    if isinstance(data, PieceWoven):
+        return data.woven_at
+    if isinstance(data, QcPassed | QcFailed):
+        return data.inspected_at
+    return None
+

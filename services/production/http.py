@@ -1,0 +1,275 @@
+"""Production's HTTP API (SPEC §9): parse → command → handler; every error a problem document."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+
+from services.production import domain, projections
+from services.production.domain import WRONG_COLLABORATOR, SubmissionRejected
+from services.production.handlers import EARLIEST_YEAR, LATEST_YEAR, ProductionHandlers, parse_submission
+from shared.contracts.events import QcPassed, QcSubmitted
+from shared.eventstore import DeadLetterPublisher
+from shared.service import ServiceRuntime
+from shared.timeutil import to_wib
+from shared.web.access import AUDITOR, COLLABORATOR, STAFF, Access, Principal
+from shared.web.commands import Outcome, execute, fingerprint
+from shared.web.problems import Problem
+
+log = logging.getLogger(__name__)
+
+#: Our ids (`col_…`, `pc_…`, enrollment's `res_…`) are short and printable; anything else cannot
+#: name a record, and refusing it up front keeps NULs and control characters out of every query.
+Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
+                                        pattern=r"^[^\x00-\x1f\x7f]+$")]
+Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50,
+                                         pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+def _ed25519_public_key(value: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise ValueError("public_key must be base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"public_key must be base64 of the 32 raw bytes of an Ed25519 key, not {len(raw)} bytes")
+    return value
+
+
+def _business_time(value: datetime) -> datetime:
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise ValueError(f"must lie in the years {EARLIEST_YEAR} to {LATEST_YEAR}")
+    return to_wib(value)
+
+
+PublicKey = Annotated[str, StringConstraints(max_length=100), AfterValidator(_ed25519_public_key)]
+BusinessTime = Annotated[AwareDatetime, AfterValidator(_business_time)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegisterCollaborator(Strict):
+    name: Text = Field(examples=["PT Anyaman Nusantara"])
+    public_key: PublicKey = Field(description="Ed25519 public key: base64 of its 32 raw bytes.")
+
+
+class AddKey(Strict):
+    public_key: PublicKey = Field(description="A further Ed25519 public key (base64 of 32 bytes); older keys stay.")
+
+
+class SetRate(Strict):
+    product: Short = Field(examples=["piring"])
+    rate_idr: StrictInt = Field(ge=1, le=100_000_000, description="Whole rupiah paid per piece that passes QC.")
+    effective_from: BusinessTime = Field(description="From when the rate applies (RFC 3339 with an offset).")
+
+
+class IssueMaterials(Strict):
+    artisan_id: Id
+    collaborator_id: Id
+    material: Text = Field(examples=["rotan sintetis"])
+    quantity: StrictInt = Field(ge=1, le=1_000_000)
+    unit: Short = Field(examples=["kg"])
+
+
+class WeavePiece(Strict):
+    artisan_id: Id
+    collaborator_id: Id
+    product: Short = Field(examples=["piring"])
+    woven_at: BusinessTime = Field(description="When the piece was finished (RFC 3339 with an offset).")
+
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+#: `POST /qc-submissions` reads its body itself (the signature covers the bytes as sent), so the
+#: document's schema is declared here, from the same model the topic's consumer validates with.
+SUBMISSION_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": QcSubmitted.model_json_schema()}},
+    }
+}
+HTTP_SUBMISSIONS = "production-http"
+DEAD_LETTER_TIMEOUT_SECONDS = 10.0
+
+
+def production_router(runtime: ServiceRuntime, handlers: ProductionHandlers, access: Access) -> APIRouter:
+    router = APIRouter(tags=["production"])
+    staff = access.allow(STAFF)
+    reader = access.allow(STAFF, AUDITOR)
+    submitter = access.allow(STAFF, COLLABORATOR)
+    feedback_reader = access.allow(STAFF, AUDITOR, COLLABORATOR)
+
+    async def run(request: Request, principal: Principal, key: str | None, payload: object, action) -> Response:
+        return await execute(
+            runtime.pool, action, principal=principal, idempotency_key=key,
+            request_fingerprint=fingerprint(request.method, request.url.path, payload),
+        )
+
+    @router.post("/collaborators", status_code=201, summary="Register a collaborator company and its signing key")
+    async def register_collaborator(
+        body: RegisterCollaborator, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
+    ) -> Response:
+        async def action(conn) -> Outcome:
+            collaborator_id = await handlers.register_collaborator(conn, body.name, body.public_key)
+            return Outcome(201, {"collaborator_id": collaborator_id})
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.post("/collaborators/{collaborator_id}/keys", status_code=201,
+                 summary="Add a signing key (rotation); results signed with older keys stay verifiable")
+    async def add_key(
+        collaborator_id: Id, body: AddKey, request: Request, key: IdempotencyKey = None,
+        who: Principal = Depends(staff),
+    ) -> Response:
+        async def action(conn) -> Outcome:
+            added = await handlers.add_key(conn, collaborator_id, body.public_key)
+            state = await handlers.collaborator_state(conn, collaborator_id)
+            return Outcome(201 if added else 200,
+                           {"collaborator_id": collaborator_id, "public_keys": list(state.public_keys)})
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.post("/collaborators/{collaborator_id}/rates", status_code=201,
+                 summary="Set a collaborator's piece rate for a product from a moment on")
+    async def set_rate(
+        collaborator_id: Id, body: SetRate, request: Request, key: IdempotencyKey = None,
+        who: Principal = Depends(staff),
+    ) -> Response:
+        async def action(conn) -> Outcome:
+            command = domain.SetRate(collaborator_id=collaborator_id, **body.model_dump())
+            new = await handlers.set_rate(conn, command)
+            return Outcome(201 if new else 200, {"collaborator_id": collaborator_id, **body.model_dump(mode="json")})
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.post("/material-issues", status_code=201, summary="Issue raw materials to a trained resident")
+    async def issue_materials(
+        body: IssueMaterials, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
+    ) -> Response:
+        async def action(conn) -> Outcome:
+            issued = await handlers.issue_materials(conn, **body.model_dump())
+            return Outcome(201, issued.model_dump(mode="json"))
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.post("/pieces", status_code=201, summary="Record a woven piece at the rate in force when it was woven")
+    async def weave(
+        body: WeavePiece, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
+    ) -> Response:
+        async def action(conn) -> Outcome:
+            woven = await handlers.weave(conn, **body.model_dump())
+            return Outcome(201, woven.model_dump(mode="json"))
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.post("/qc-submissions", status_code=201, openapi_extra=SUBMISSION_BODY,
+                 summary="Submit a signed QC result (the `data` of a `qc-submitted` event)")
+    async def submit(request: Request, key: IdempotencyKey = None, who: Principal = Depends(submitter)) -> Response:
+        body = await request.body()
+
+        async def action(conn) -> Outcome:
+            try:
+                submission, raw = parse_submission(body)
+                if who.role == COLLABORATOR and submission.collaborator_id != who.collaborator_id:
+                    raise SubmissionRejected(
+                        WRONG_COLLABORATOR,
+                        f"This token is {who.name}'s; it may only submit results for {who.collaborator_id}.",
+                    )
+                outcome = await handlers.judge(conn, submission, raw)
+            except SubmissionRejected as rejected:
+                await _note_rejection(conn, who, body, rejected)
+                return Outcome(rejected.status, Problem(rejected.status, rejected.code, rejected.message).body())
+            return Outcome(201 if outcome.recorded_now else 200, _result_json(outcome.result))
+
+        return await run(request, who, key, body.decode("utf-8", "replace"), action)
+
+    async def _note_rejection(conn, who: Principal, body: bytes, rejected: SubmissionRejected) -> None:
+        """Feedback for the collaborator, and a dead letter like the topic's (SPEC §7: every rejection)."""
+        claimed = _claimed_ids(body)
+        # A collaborator is who its token says; staff act for whichever collaborator the data names.
+        collaborator_id = who.collaborator_id or claimed.get("collaborator_id")
+        if collaborator_id is not None:
+            await projections.record_rejection(conn, projections.Rejection(
+                collaborator_id=collaborator_id, submission_id=claimed.get("submission_id"),
+                piece_id=claimed.get("piece_id"), reason=rejected.reason, detail=rejected.message, channel="http",
+                source=f"POST /qc-submissions by {who.name}",
+            ))
+        dead_letters = DeadLetterPublisher(
+            runtime.producer, topic_prefix=runtime.settings.topic_prefix, consumer=HTTP_SUBMISSIONS
+        )
+        piece_id = claimed.get("piece_id")
+        try:
+            await asyncio.wait_for(dead_letters.publish(
+                reason=rejected.reason, detail=rejected.message, topic="http:POST /qc-submissions", partition=-1,
+                offset=-1, key=piece_id.encode("utf-8", "replace") if piece_id else None, value=body,
+            ), DEAD_LETTER_TIMEOUT_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - the caller has its answer and the row is kept: don't fail it
+            log.warning("a rejected HTTP submission could not be dead-lettered (%s)", type(exc).__name__)
+
+    @router.get("/collaborators/{collaborator_id}", summary="A collaborator: its keys and piece rates")
+    async def get_collaborator(collaborator_id: Id, _: Principal = Depends(reader)) -> JSONResponse:
+        async with runtime.pool.acquire() as conn:
+            state = await handlers.collaborator_state(conn, collaborator_id)
+        if not state.exists:
+            raise Problem(404, "collaborator-not-found", f"There is no collaborator {collaborator_id}.")
+        return JSONResponse({
+            "collaborator_id": state.collaborator_id, "name": state.name, "public_keys": list(state.public_keys),
+            "rates": {
+                product: [{"effective_from": r.effective_from.isoformat(), "rate_idr": r.rate_idr} for r in rates]
+                for product, rates in sorted(state.rates.items())
+            },
+        })
+
+    @router.get("/collaborators/{collaborator_id}/rejections",
+                summary="A collaborator's rejected QC submissions, newest first, with the reasons")
+    async def get_rejections(
+        collaborator_id: Id, limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        who: Principal = Depends(feedback_reader),
+    ) -> JSONResponse:
+        if who.role == COLLABORATOR and who.collaborator_id != collaborator_id:
+            raise Problem(403, "forbidden", "A collaborator may read only its own rejected submissions.")
+        async with runtime.pool.acquire() as conn:
+            rejections = await projections.rejections_of(conn, collaborator_id, limit=limit)
+        return JSONResponse({"collaborator_id": collaborator_id,
+                             "rejections": [rejection.as_json() for rejection in rejections]})
+
+    @router.get("/pieces/{piece_id}", summary="A piece: how it was woven and its final QC result, if any")
+    async def get_piece(piece_id: Id, _: Principal = Depends(reader)) -> JSONResponse:
+        async with runtime.pool.acquire() as conn:
+            piece = await handlers.piece_state(conn, piece_id)
+        if piece.woven is None:
+            raise Problem(404, "piece-not-found", f"There is no piece {piece_id}.")
+        return JSONResponse({**piece.woven.model_dump(mode="json"),
+                             "qc": _result_json(piece.result) if piece.result else None})
+
+    return router
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    verdict = "passed" if isinstance(result, QcPassed) else "failed"
+    return {"result": verdict, "event": "qc-passed" if verdict == "passed" else "qc-failed",
+            **result.model_dump(mode="json")}
+
+
+def _claimed_ids(body: bytes) -> dict[str, str]:
+    """The ids a refused body names, where it names them as strings; untrusted, for feedback only."""
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    return {name: value[:200] for name in ("collaborator_id", "submission_id", "piece_id")
+            if isinstance(value := document.get(name), str) and value}

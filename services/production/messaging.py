@@ -1,0 +1,63 @@
+"""Production's Kafka entrypoints: the consumers' handlers, thin like the HTTP ones.
+
+The `qc-submissions` topic is untrusted input (ARCHITECTURE.md): whatever a
+collaborator's client writes there is decoded by the transactional consumer
+(`malformed`, `schema-invalid`, `wrong-specversion`, `unknown-type`,
+`unexpected-type` are dead-lettered before this module sees the record), then
+judged here. An accepted submission appends `qc-passed` / `qc-failed` to the
+piece's stream in the consumer's transaction, so it is recorded exactly once
+with the offset; a refused one is dead-lettered with its reason and noted in
+`qc_rejections` for the collaborator to read back.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+from aiokafka import ConsumerRecord
+
+from services.production import projections
+from services.production.domain import SCHEMA_INVALID, SubmissionRejected
+from services.production.handlers import ProductionHandlers
+from shared.contracts import Envelope, collaborator_source
+from shared.contracts.events import QcSubmitted
+from shared.eventstore import Reject
+from shared.eventstore.consumer import Handler
+
+QC_CONSUMER = "production-qc-submissions"
+
+
+def qc_submission_handler(handlers: ProductionHandlers) -> Handler:
+    """The `qc-submissions` consumer's handler: judge each submission, or `Reject` it with the reason."""
+
+    async def on_submission(conn: asyncpg.Connection, event: Envelope, record: ConsumerRecord) -> None:
+        submission = event.data
+        assert isinstance(submission, QcSubmitted)  # the consumer decodes for this topic only
+        try:
+            if event.source != collaborator_source(submission.collaborator_id):
+                raise SubmissionRejected(
+                    SCHEMA_INVALID,
+                    "`source` must be /collaborators/<collaborator_id>, naming the collaborator of the data.",
+                )
+            await handlers.judge(conn, submission, _raw_data(record))
+        except SubmissionRejected as rejected:
+            rejection = projections.Rejection(
+                collaborator_id=submission.collaborator_id, submission_id=submission.submission_id,
+                piece_id=submission.piece_id, reason=rejected.reason, detail=rejected.message, channel="kafka",
+                source=f"{record.topic}[{record.partition}]@{record.offset}",
+            )
+
+            async def note_for_collaborator(connection: asyncpg.Connection) -> None:
+                await projections.record_rejection(connection, rejection)
+
+            raise Reject(rejected.reason, rejected.message, on_rejected=note_for_collaborator) from None
+
+    return on_submission
+
+
+def _raw_data(record: ConsumerRecord) -> dict[str, Any]:
+    # Decoding normalised the data (e.g. times); the signature covers the bytes as sent, so the
+    # record is parsed again. The consumer already checked it is an object with an object `data`.
+    return json.loads(record.value.decode("utf-8"))["data"]

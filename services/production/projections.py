@@ -1,0 +1,138 @@
+"""Production's read models, each written in the transaction that stores its consumer's offsets.
+
+- `trained_residents`: who completed training, from the `enrollment` topic.
+  Only they may receive materials or weave (SPEC §7). A later withdrawal does
+  not matter: enrollment refuses to withdraw a resident who completed.
+- `qc_rejections`: feedback for collaborators on their refused submissions,
+  written by the QC consumer with the dead letter's offset (and by the HTTP
+  path with its idempotency record). It holds ids, the reason and its detail,
+  never the submission's content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+from aiokafka import ConsumerRecord
+
+from shared.contracts import Envelope
+from shared.contracts.events import TrainingCompleted
+from shared.timeutil import to_wib
+
+TRAINING_CONSUMER = "production-trained-residents"
+
+DDL = """
+CREATE TABLE IF NOT EXISTS trained_residents (
+    resident_id   text        PRIMARY KEY,
+    cohort_id     text        NOT NULL,
+    completed_on  date        NOT NULL,
+    event_id      text        NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS qc_rejections (
+    rejection_id     bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    collaborator_id  text        NOT NULL,
+    submission_id    text,
+    piece_id         text,
+    reason           text        NOT NULL,
+    detail           text        NOT NULL,
+    channel          text        NOT NULL CHECK (channel IN ('kafka', 'http')),
+    source           text        NOT NULL,
+    rejected_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS qc_rejections_by_collaborator ON qc_rejections (collaborator_id, rejection_id);
+"""
+
+
+async def install(pool: asyncpg.Pool) -> None:
+    """Create the read models' tables if they are missing."""
+    async with pool.acquire() as conn:
+        await conn.execute(DDL)
+
+
+# --- trained residents --------------------------------------------------------------------
+
+
+async def project_training(conn: asyncpg.Connection, event: Envelope, record: ConsumerRecord) -> None:
+    """The `enrollment` consumer's handler: remember each resident who completed training."""
+    data = event.data
+    if isinstance(data, TrainingCompleted):
+        # The first completion is kept: a second cohort completed later changes nothing here.
+        await conn.execute(
+            """INSERT INTO trained_residents (resident_id, cohort_id, completed_on, event_id)
+               VALUES ($1, $2, $3, $4) ON CONFLICT (resident_id) DO NOTHING""",
+            data.resident_id, data.cohort_id, data.completed_on, event.id,
+        )
+
+
+async def is_trained(conn: asyncpg.Connection, resident_id: str) -> bool:
+    """Whether `resident_id` completed training, as far as the `enrollment` topic has been read."""
+    if not storable(resident_id):
+        return False
+    return bool(await conn.fetchval("SELECT true FROM trained_residents WHERE resident_id = $1", resident_id))
+
+
+# --- QC rejections ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One refused submission as its collaborator may read it back."""
+
+    collaborator_id: str
+    submission_id: str | None
+    piece_id: str | None
+    reason: str
+    detail: str
+    channel: str
+    source: str
+    rejected_at: datetime | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "submission_id": self.submission_id, "piece_id": self.piece_id, "reason": self.reason,
+            "detail": self.detail, "channel": self.channel, "source": self.source,
+            "rejected_at": to_wib(self.rejected_at).isoformat() if self.rejected_at else None,
+        }
+
+
+async def record_rejection(conn: asyncpg.Connection, rejection: Rejection) -> None:
+    """Store a rejection for its collaborator to read (text made storable: the input is untrusted)."""
+    await conn.execute(
+        """INSERT INTO qc_rejections (collaborator_id, submission_id, piece_id, reason, detail, channel, source)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        _clean(rejection.collaborator_id), _clean(rejection.submission_id), _clean(rejection.piece_id),
+        _clean(rejection.reason), _clean(rejection.detail), rejection.channel, _clean(rejection.source),
+    )
+
+
+async def rejections_of(conn: asyncpg.Connection, collaborator_id: str, *, limit: int) -> list[Rejection]:
+    """The newest `limit` rejections of `collaborator_id`, newest first."""
+    if not storable(collaborator_id):
+        return []
+    rows = await conn.fetch(
+        """SELECT collaborator_id, submission_id, piece_id, reason, detail, channel, source, rejected_at
+           FROM qc_rejections WHERE collaborator_id = $1 ORDER BY rejection_id DESC LIMIT $2""",
+        collaborator_id, limit,
+    )
+    return [Rejection(**dict(row)) for row in rows]
+
+
+def storable(text: str) -> bool:
+    """Whether PostgreSQL can hold `text`: no NUL, no lone surrogates. Untrusted ids may be neither,
+    and such an id cannot name anything we stored, so a lookup can answer "not found" without asking."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _clean(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return text.replace("\x00", "\N{REPLACEMENT CHARACTER}").encode("utf-8", "replace").decode("utf-8")[:1000]

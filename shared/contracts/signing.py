@@ -1,0 +1,105 @@
+"""Ed25519 signatures on QC submissions (SPEC §6, `qc-submitted`).
+
+A collaborator signs the UTF-8 bytes of the canonical JSON of a submission's
+`data` without its `signature` field: keys sorted, no insignificant
+whitespace, non-ASCII kept as is. Verification must run over the data *as
+sent* (the dict `json.loads` gives back), never over a model re-serialised
+from it: re-serialising may rewrite a time such as `...T09:15:00.000+07:00`,
+and the signature covers the collaborator's bytes, not ours.
+
+Keys travel as base64 of their 32 raw bytes; private keys are stored as
+unencrypted PKCS#8 PEM, which OpenSSL and every mainstream library read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+SIGNATURE_FIELD = "signature"
+
+
+def canonical_bytes(data: Mapping[str, Any]) -> bytes:
+    """The bytes a signature covers: canonical JSON of `data` minus `signature`, UTF-8.
+
+    Raises `ValueError` when `data` cannot be written as UTF-8 (e.g. a lone
+    surrogate from a `\\ud800` escape): no signer can have signed such bytes.
+    """
+    unsigned = {key: value for key, value in data.items() if key != SIGNATURE_FIELD}
+    text = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("the data holds text that is not valid Unicode (a lone surrogate)") from exc
+
+
+def generate_private_key() -> Ed25519PrivateKey:
+    """A new random Ed25519 private key."""
+    return Ed25519PrivateKey.generate()
+
+
+def private_key_pem(private_key: Ed25519PrivateKey) -> bytes:
+    """`private_key` as unencrypted PKCS#8 PEM, for a file only its owner may read."""
+    return private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def load_private_key(pem: bytes) -> Ed25519PrivateKey:
+    """The Ed25519 private key in PEM `pem`; `ValueError` if it is not one."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not an unencrypted PEM private key") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"the key is {type(key).__name__.removeprefix('_')}, not an Ed25519 key")
+    return key
+
+
+def public_key_b64(private_key: Ed25519PrivateKey) -> str:
+    """The public half of `private_key` as SPEC §6 writes it: base64 of the 32 raw bytes."""
+    raw = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def sign(private_key: Ed25519PrivateKey, data: Mapping[str, Any]) -> str:
+    """The base64 signature of `data` (its `signature` field, if any, is not covered)."""
+    return base64.b64encode(private_key.sign(canonical_bytes(data))).decode()
+
+
+def signed(private_key: Ed25519PrivateKey, data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `data` with its `signature` field set (replaced, if it had one)."""
+    return {**{k: v for k, v in data.items() if k != SIGNATURE_FIELD}, SIGNATURE_FIELD: sign(private_key, data)}
+
+
+def verify(public_key: str, data: Mapping[str, Any], signature: str | None = None) -> bool:
+    """Whether `signature` (default: `data["signature"]`) is `public_key`'s signature of `data`.
+
+    Any malformed input (a key or signature that is not base64 of the right
+    length, data that is not valid Unicode) is simply "does not verify".
+    """
+    signature = data.get(SIGNATURE_FIELD) if signature is None else signature
+    if not isinstance(signature, str) or not isinstance(public_key, str):
+        return False
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key, validate=True))
+        key.verify(base64.b64decode(signature, validate=True), canonical_bytes(data))
+    except (InvalidSignature, ValueError, binascii.Error):
+        return False
+    return True
+
+
+def verifying_key(public_keys: Iterable[str], data: Mapping[str, Any]) -> str | None:
+    """The first of `public_keys` whose signature `data` carries, or None.
+
+    A collaborator keeps every key it ever registered, so results signed before
+    a key rotation still verify when an auditor checks them later.
+    """
+    return next((key for key in public_keys if verify(key, data)), None)
