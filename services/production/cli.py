@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
-from shared.contracts import DecodeError, Topic, collaborator_source, decode, topic_name
+from shared.contracts import DecodeError, Topic, topic_name
 from shared.contracts.codec import CONTENT_TYPE_HEADER
 from shared.contracts.envelope import CONTENT_TYPE
 from shared.contracts.events import QcSubmitted
@@ -38,13 +38,12 @@ from shared.contracts.signing import (
     private_key_pem,
     public_key_b64,
     signed,
+    submission_event,
     verify,
 )
-from shared.ids import new_event_id
 from shared.settings import KafkaSettings
 from shared.stack import stackfile
 from shared.stack.errors import StackError
-from shared.timeutil import wib_now
 from shared.web.access import collaborator_token
 
 err_console = Console(stderr=True)
@@ -225,28 +224,10 @@ def _read_data(data_file: str) -> dict[str, Any]:
 
 
 def _event_value(data: dict[str, Any]) -> bytes:
-    """The CloudEvent's bytes, with `data` written exactly as signed.
-
-    The event is built as a plain dict, not through the pydantic model, because the
-    model would re-serialise fields (e.g. `inspected_at`) and so change signed bytes.
-    """
-    envelope = {
-        "specversion": "1.0",
-        "id": new_event_id(),
-        "source": collaborator_source(data["collaborator_id"]),
-        "type": QcSubmitted.event_type,
-        "subject": data["piece_id"],
-        "time": wib_now().isoformat(),
-        "datacontenttype": "application/json",
-        "dataversion": 1,
-        "data": data,
-    }
-    value = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     try:
-        decode(value, topic=Topic.QC_SUBMISSIONS)  # what we send is what production's consumer accepts
+        return submission_event(data)
     except DecodeError as exc:
         fail(f"the submission would be refused as {exc.reason}: {exc.message}")
-    return value
 
 
 async def _produce(kafka: KafkaSettings, topic: str, key: str, value: bytes) -> tuple[int, int]:

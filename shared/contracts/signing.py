@@ -17,11 +17,19 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from shared.contracts.codec import decode
+from shared.contracts.envelope import collaborator_source
+from shared.contracts.events import QcSubmitted
+from shared.contracts.topics import Topic
+from shared.ids import new_event_id
+from shared.timeutil import to_wib, wib_now
 
 SIGNATURE_FIELD = "signature"
 
@@ -103,3 +111,26 @@ def verifying_key(public_keys: Iterable[str], data: Mapping[str, Any]) -> str | 
     a key rotation still verify when an auditor checks them later.
     """
     return next((key for key in public_keys if verify(key, data)), None)
+
+
+def submission_event(data: Mapping[str, Any], *, event_id: str | None = None, time: datetime | None = None) -> bytes:
+    """The bytes of a `qc-submitted` CloudEvent around signed `data`, written exactly as signed.
+
+    Built as a plain dict rather than through the pydantic model, which would
+    re-serialise fields (e.g. `inspected_at`) and so change the signed bytes.
+    Raises `DecodeError` when production's consumer would refuse the event.
+    """
+    envelope = {
+        "specversion": "1.0",
+        "id": event_id or new_event_id(),
+        "source": collaborator_source(data["collaborator_id"]),
+        "type": QcSubmitted.event_type,
+        "subject": data["piece_id"],
+        "time": (to_wib(time) if time is not None else wib_now()).isoformat(),
+        "datacontenttype": "application/json",
+        "dataversion": 1,
+        "data": dict(data),
+    }
+    value = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    decode(value, topic=Topic.QC_SUBMISSIONS)  # what we send is what production's consumer accepts
+    return value
