@@ -23,6 +23,7 @@ from shared.stack import (
     StackError,
     StackState,
     clean_leftovers,
+    inspect_stack,
     stack_status,
     start_stack,
     stop_stack,
@@ -189,6 +190,28 @@ def serve(
     if not service_is_built(service):
         raise StackError(f"the {service} service is not built yet")
     runpy.run_module(f"services.{service}", run_name="__main__", alter_sys=True)
+
+
+@app.command()
+def demo(
+    workdir: WorkdirOption = keys.DEFAULT_WORKDIR,
+    seed: Annotated[int, typer.Option("--seed", help="The same seed gives the same programme.")] = 2024,
+) -> None:
+    """Run the Nagrak programme end to end on the embedded stack (starting it if needed) and show the result."""
+    from shared.demo.report import print_result
+    from shared.demo.runner import run_demo
+    from shared.demo.scenario import nagrak
+
+    inspection = inspect_stack(workdir)
+    if inspection.state is not StackState.RUNNING:
+        for note in clean_leftovers(workdir):
+            console.print(Text(note, style="yellow"), soft_wrap=True)
+        asyncio.run(_up(workdir, detach=True, port=None, partitions=3, topic_prefix=""))
+        inspection = inspect_stack(workdir)
+    with console.status("running the programme…") as spinner:
+        result = asyncio.run(run_demo(inspection.env, nagrak(seed), progress=lambda line: spinner.update(line)))
+    print_result(console, result)
+    console.print(f"The stack keeps running ({inspection.path}); stop it with [bold]anyam down[/].")
 
 
 # Sub-apps of the services join here; imported last, so they may use what this module defines.

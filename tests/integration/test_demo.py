@@ -1,0 +1,64 @@
+"""`anyam demo` on the embedded stack, as a newcomer runs it: it finishes and tells the ledger's truth."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.demo.scenario import nagrak, rupiah
+from shared.stack import read_stack_env
+
+ANYAM = [sys.executable, "-m", "shared.cli"]
+
+
+def anyam(*args: str, workdir: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env = {k: v for k, v in env.items() if not k.startswith("ANYAM_")}  # the stack's own settings only
+    return subprocess.run([*ANYAM, *args, "--workdir", str(workdir)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=Path(__file__).parents[2])
+
+
+@pytest.fixture
+def workdir(tmp_path_factory):
+    # Short: PostgreSQL's Unix socket lives under it.
+    path = Path(tmp_path_factory.mktemp("demo", numbered=True))
+    yield path
+    anyam("down", workdir=path)
+
+
+def money(text: str) -> int:
+    return int(text.removeprefix("Rp ").replace(".", ""))
+
+
+async def test_the_demo_runs_to_the_end_and_its_printed_totals_equal_the_ledgers(workdir):
+    result = anyam("demo", "--seed", "7", workdir=workdir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    footer = re.search(r"total\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(Rp [\d.]+)\s*│\s*(Rp [\d.]+)\s*│\s*(Rp [\d.]+)",
+                       result.stdout)
+    assert footer, result.stdout[-3000:]
+    woven, passed, earned, paid, owed = int(footer[1]), int(footer[2]), *(money(footer[i]) for i in (3, 4, 5))
+    scenario = nagrak(7)
+    assert woven == len(scenario.weavings)
+    assert passed == sum(w.passes for w in scenario.weavings)
+
+    env = read_stack_env(workdir / "stack.env")
+    headers = {"Authorization": f"Bearer {env['ANYAM_AUDITOR_TOKEN']}"}
+    async with httpx.AsyncClient(base_url=env["ANYAM_PAYOUT_URL"], headers=headers) as payout:
+        accounts = (await payout.get("/ledger/balances")).json()["accounts"]
+        digest = (await payout.get("/ledger/digest")).json()["digest"]
+    ledger = {kind: sum(v for account, v in accounts.items() if account.endswith(f":{kind}"))
+              for kind in ("payable", "in-transit", "paid", "fees")}
+    assert earned == -ledger["fees"] == ledger["payable"] + ledger["in-transit"] + ledger["paid"]
+    assert paid == ledger["paid"]
+    assert owed == ledger["payable"] + ledger["in-transit"]
+    assert f"Ledger digest: {digest}" in result.stdout
+    # Every passed piece was paid by the last weekly run: the programme owes nothing at the end.
+    assert owed == 0 and paid == earned > 0
+    assert rupiah(earned) in result.stdout
