@@ -1,0 +1,387 @@
+"""Payout's pure domain: the ledger's posting rules, payout runs and the payout lifecycle. No I/O here.
+
+The ledger is double-entry. Every transaction comes from exactly one event and
+moves one amount between two accounts; an account's balance is what flowed in
+minus what flowed out (Formance's convention), so the artisan's accounts read
+naturally (a positive payable is money the programme owes her):
+
+    qc-passed         collaborator:<c>:fees     → artisan:<a>:payable      (earned)
+    payout-scheduled  artisan:<a>:payable       → artisan:<a>:in-transit   (scheduled)
+    paid              artisan:<a>:in-transit    → artisan:<a>:paid         (paid)
+    payout-failed     artisan:<a>:in-transit    → artisan:<a>:payable      (failed)
+
+`collaborator:<c>:fees` runs negative: it is the source of the artisans'
+earnings, the fees that collaborator owes for pieces that passed its QC.
+
+Posting rules read nothing but the event itself (event-carried state: a
+`qc-passed` carries its amount and artisan), so the ledger is a function of the
+*set* of events, whatever order the partitions are consumed in. The auditor's
+replay (issue 6) uses these very functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from shared.contracts import Envelope
+from shared.contracts.events import EventData, Paid, PayoutFailed, PayoutScheduled, QcPassed
+from shared.domain import Conflict, NotFound, Refused
+from shared.timeutil import to_wib
+
+#: How far a client's clock may run ahead of ours when it says when a payment was made.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+# --- accounts -------------------------------------------------------------------------------
+
+
+def payable(artisan_id: str) -> str:
+    """Earned and not yet sent: what the programme owes the artisan right now."""
+    return f"artisan:{artisan_id}:payable"
+
+
+def in_transit(artisan_id: str) -> str:
+    """Scheduled for payment and not yet confirmed paid or failed."""
+    return f"artisan:{artisan_id}:in-transit"
+
+
+def paid_account(artisan_id: str) -> str:
+    """Everything the artisan was paid, ever."""
+    return f"artisan:{artisan_id}:paid"
+
+
+def collaborator_fees(collaborator_id: str) -> str:
+    """The source of earnings: runs negative by the fees the collaborator owes for passed pieces."""
+    return f"collaborator:{collaborator_id}:fees"
+
+
+def artisan_accounts(artisan_id: str) -> tuple[str, str, str]:
+    """The artisan's three accounts, in the order money moves through them."""
+    return payable(artisan_id), in_transit(artisan_id), paid_account(artisan_id)
+
+
+# --- posting rules --------------------------------------------------------------------------
+
+
+class Kind(StrEnum):
+    """What a ledger transaction records; one kind per event type that moves money."""
+
+    EARNED = "earned"
+    SCHEDULED = "scheduled"
+    PAID = "paid"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One leg of a transaction: `amount_idr` flows into `account` (negative: out of it)."""
+
+    account: str
+    amount_idr: int
+
+
+@dataclass(frozen=True)
+class LedgerTransaction:
+    """The ledger entry an event makes: who, how much, and the event it came from."""
+
+    transaction_id: str
+    kind: Kind
+    #: At most one transaction per business key: one earning per piece, one scheduling and one
+    #: settlement (paid or failed) per payout, even if a buggy producer emitted a second event.
+    business_key: str
+    event_id: str
+    event_type: str
+    event_time: datetime
+    artisan_id: str
+    #: The piece (earned) or the payout (the other kinds) the money is for.
+    subject_id: str
+    amount_idr: int
+    postings: tuple[Posting, ...]
+
+    @property
+    def balanced(self) -> bool:
+        """Double entry: what leaves one account arrives in another, to the rupiah."""
+        return len(self.postings) >= 2 and sum(p.amount_idr for p in self.postings) == 0
+
+
+def transaction_id(kind: Kind, event_id: str) -> str:
+    """The id of the transaction `event_id` makes: the same event always makes the same id, so a
+    redelivered event collides with its first copy instead of being posted twice."""
+    return f"{kind.value}:{event_id}"
+
+
+def _transfer(source: str, destination: str, amount: int) -> tuple[Posting, ...]:
+    # Sorted by account so the same transfer always has the same posting order.
+    return tuple(sorted((Posting(source, -amount), Posting(destination, amount)), key=lambda p: p.account))
+
+
+def transaction_for(event: Envelope) -> LedgerTransaction | None:
+    """The ledger transaction `event` makes, or None for events that move no money.
+
+    Pure and order-free: the result depends on this one event alone.
+    """
+    data = event.data
+    match data:
+        case QcPassed():
+            kind, key, subject = Kind.EARNED, f"piece:{data.piece_id}", data.piece_id
+            postings = _transfer(collaborator_fees(data.collaborator_id), payable(data.artisan_id), data.amount_idr)
+        case PayoutScheduled():
+            kind, key, subject = Kind.SCHEDULED, f"payout:{data.payout_id}:scheduled", data.payout_id
+            postings = _transfer(payable(data.artisan_id), in_transit(data.artisan_id), data.amount_idr)
+        case Paid():
+            kind, key, subject = Kind.PAID, f"payout:{data.payout_id}:settled", data.payout_id
+            postings = _transfer(in_transit(data.artisan_id), paid_account(data.artisan_id), data.amount_idr)
+        case PayoutFailed():
+            # Shares the settlement key with `paid`: a payout ends one way, once.
+            kind, key, subject = Kind.FAILED, f"payout:{data.payout_id}:settled", data.payout_id
+            postings = _transfer(in_transit(data.artisan_id), payable(data.artisan_id), data.amount_idr)
+        case _:
+            return None
+    return LedgerTransaction(
+        transaction_id=transaction_id(kind, event.id), kind=kind, business_key=key, event_id=event.id,
+        event_type=event.type, event_time=to_wib(event.time), artisan_id=data.artisan_id, subject_id=subject,
+        amount_idr=data.amount_idr, postings=postings,
+    )
+
+
+def balances(transactions: Iterable[LedgerTransaction], as_of: datetime | None = None) -> dict[str, int]:
+    """Every account's balance from `transactions` whose event time is at or before `as_of`."""
+    totals: dict[str, int] = defaultdict(int)
+    for tx in transactions:
+        if as_of is None or tx.event_time <= as_of:
+            for posting in tx.postings:
+                totals[posting.account] += posting.amount_idr
+    return dict(sorted(totals.items()))
+
+
+# --- the ledger digest ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DigestRow:
+    """What the digest covers of one posting: its transaction, account, amount and source event."""
+
+    transaction_id: str
+    account: str
+    amount_idr: int
+    event_id: str
+    event_time: datetime
+
+    def sort_key(self) -> tuple[str, str]:
+        """Unique per posting, and never arrival order: (transaction id, account), by code point."""
+        return self.transaction_id, self.account
+
+    def canonical(self) -> bytes:
+        """One line of the digested text: a compact JSON array, time in WIB to the microsecond."""
+        moment = to_wib(self.event_time).isoformat(timespec="microseconds")
+        fields = [self.transaction_id, self.account, self.amount_idr, self.event_id, moment]
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def digest_rows(transactions: Iterable[LedgerTransaction]) -> list[DigestRow]:
+    """The digest rows of `transactions`, one per posting."""
+    return [
+        DigestRow(tx.transaction_id, p.account, p.amount_idr, tx.event_id, tx.event_time)
+        for tx in transactions
+        for p in tx.postings
+    ]
+
+
+class LedgerDigest:
+    """SHA-256 over the canonical lines of every posting, fed in `DigestRow.sort_key` order.
+
+    Incremental, so a database can stream its rows in; the caller guarantees the order
+    (`ledger_digest` sorts for callers that hold the rows in memory).
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._last: tuple[str, str] | None = None
+        self.postings = 0
+
+    def add(self, row: DigestRow) -> None:
+        """Feed the next row; refuses rows out of order, which would make the digest order-dependent."""
+        key = row.sort_key()
+        if self._last is not None and key <= self._last:
+            raise ValueError(f"digest rows out of order: {key} after {self._last}")
+        self._last = key
+        self._hash.update(row.canonical())
+        self.postings += 1
+
+    def hexdigest(self) -> str:
+        """The digest of everything fed so far."""
+        return self._hash.hexdigest()
+
+
+def ledger_digest(rows: Iterable[DigestRow], as_of: datetime | None = None) -> str:
+    """The digest of the ledger made of `rows`, as of `as_of` (by event time), in any input order."""
+    digest = LedgerDigest()
+    for row in sorted((r for r in rows if as_of is None or r.event_time <= as_of), key=DigestRow.sort_key):
+        digest.add(row)
+    return digest.hexdigest()
+
+
+# --- payout runs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunPayouts:
+    """Pay every artisan what they earned up to `period_end` and was not yet scheduled."""
+
+    run_id: str
+    period_end: datetime
+    now: datetime
+
+
+def payout_id_for(run_id: str, artisan_id: str) -> str:
+    """The payout a run makes for an artisan: derived, so one run can never make two for her
+    (a second attempt collides on the payout's stream instead of paying again)."""
+    digest = hashlib.sha256(f"{run_id}\x00{artisan_id}".encode()).digest()
+    return "po_" + base64.b32encode(digest).decode().rstrip("=")[:26]
+
+
+def plan_run(command: RunPayouts, earned: Mapping[str, int], committed: Mapping[str, int]) -> list[PayoutScheduled]:
+    """The payouts a run schedules: per artisan, earned up to `period_end` minus what is committed.
+
+    `earned`: per artisan, the earnings whose event time is at or before `period_end`.
+    `committed`: per artisan, every payout ever scheduled and not failed (in transit or paid),
+    whatever its period. Earnings only ever grow, so scheduling at most `earned - committed`
+    keeps every artisan's committed total at or below what she earned: nothing is paid twice
+    and nothing is paid that was not earned, however runs and periods overlap.
+    """
+    if command.period_end > command.now:
+        raise Refused(
+            "period-not-ended",
+            "A payout run pays a period that has ended: period_end must not be later than now.",
+        )
+    period_end = to_wib(command.period_end)
+    payouts = []
+    for artisan_id in sorted(earned):
+        due = earned[artisan_id] - committed.get(artisan_id, 0)
+        if due > 0:
+            payouts.append(PayoutScheduled(
+                payout_id=payout_id_for(command.run_id, artisan_id), run_id=command.run_id, artisan_id=artisan_id,
+                amount_idr=due, period_end=period_end,
+            ))
+    return payouts
+
+
+# --- the payout lifecycle: scheduled, then paid or failed, once ----------------------------
+
+
+class Status(StrEnum):
+    NONE = "none"
+    SCHEDULED = "scheduled"
+    PAID = "paid"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Payout:
+    """One payout's state, folded from its own stream."""
+
+    payout_id: str | None = None
+    run_id: str | None = None
+    artisan_id: str | None = None
+    amount_idr: int = 0
+    scheduled_at: datetime | None = None
+    status: Status = Status.NONE
+    payment: Paid | None = None
+    failure: PayoutFailed | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self.status is not Status.NONE
+
+
+@dataclass(frozen=True)
+class ConfirmPayment:
+    payout_id: str
+    method: str
+    reference: str
+    paid_at: datetime
+    now: datetime
+
+
+@dataclass(frozen=True)
+class FailPayout:
+    payout_id: str
+    reason: str
+
+
+def evolve_payout(state: Payout, event: Envelope) -> Payout:
+    """The payout after `event` (the envelope, for the time the payout was scheduled)."""
+    data: EventData = event.data
+    match data:
+        case PayoutScheduled():
+            return Payout(payout_id=data.payout_id, run_id=data.run_id, artisan_id=data.artisan_id,
+                          amount_idr=data.amount_idr, scheduled_at=to_wib(event.time), status=Status.SCHEDULED)
+        case Paid():
+            return replace(state, status=Status.PAID, payment=data)
+        case PayoutFailed():
+            return replace(state, status=Status.FAILED, failure=data)
+    return state
+
+
+def decide_payout(state: Payout, command: ConfirmPayment | FailPayout) -> list[EventData]:
+    """Confirm or fail a scheduled payout: it ends one way, once; a repeat of the same ending is a no-op."""
+    if not state.exists:
+        raise NotFound("payout-not-found", f"There is no payout {command.payout_id}.")
+    match command:
+        case ConfirmPayment():
+            return _confirm(state, command)
+        case FailPayout():
+            return _fail(state, command)
+    raise TypeError(f"not a payout command: {type(command).__name__}")
+
+
+def _confirm(state: Payout, command: ConfirmPayment) -> list[EventData]:
+    if state.status is Status.PAID:
+        first = state.payment
+        assert first is not None
+        if (first.method, first.reference, first.paid_at) == (command.method, command.reference, command.paid_at):
+            return []  # the same confirmation again: one payment
+        raise Conflict(
+            "payout-already-paid",
+            f"Payout {state.payout_id} was already confirmed paid (reference {first.reference}); "
+            "a payout is paid once.",
+        )
+    if state.status is Status.FAILED:
+        raise Conflict(
+            "payout-failed",
+            f"Payout {state.payout_id} failed and its money went back to payable; the next payout run "
+            "schedules it again. Confirm that new payout instead.",
+        )
+    assert state.scheduled_at is not None
+    if command.paid_at < state.scheduled_at:
+        raise Refused(
+            "paid-before-scheduled",
+            f"paid_at is earlier than when payout {state.payout_id} was scheduled "
+            f"({state.scheduled_at.isoformat()}); give the moment the money was actually sent.",
+        )
+    if command.paid_at > command.now + CLOCK_SKEW:
+        raise Refused("paid-at-in-future", "paid_at is in the future; give the moment the money was actually sent.")
+    return [Paid(payout_id=state.payout_id, artisan_id=state.artisan_id, amount_idr=state.amount_idr,
+                 method=command.method, reference=command.reference, paid_at=command.paid_at)]
+
+
+def _fail(state: Payout, command: FailPayout) -> list[EventData]:
+    if state.status is Status.PAID:
+        raise Conflict(
+            "payout-already-paid",
+            f"Payout {state.payout_id} was confirmed paid and cannot fail afterwards; record a correction instead.",
+        )
+    if state.status is Status.FAILED:
+        assert state.failure is not None
+        if state.failure.reason == command.reason:
+            return []
+        raise Conflict("payout-already-failed", f"Payout {state.payout_id} already failed ({state.failure.reason}).")
+    return [PayoutFailed(payout_id=state.payout_id, artisan_id=state.artisan_id, amount_idr=state.amount_idr,
+                         reason=command.reason)]

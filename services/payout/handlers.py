@@ -1,0 +1,183 @@
+"""Payout's command handlers: payout runs, confirmations and failures, inside the caller's transaction.
+
+Only these commands schedule or pay. The ledger projection never does (trap 4):
+replaying history rebuilds the ledger and nothing else.
+
+How a run never schedules the same earnings twice
+-------------------------------------------------
+A run pays, per artisan, `earned up to period_end` (from the ledger) minus
+`committed` (every payout ever scheduled and not failed). `committed` is NOT
+read from the ledger: the ledger learns of a payout only after the relay has
+published its `payout-scheduled` and the projector has consumed it, so a second
+run started in between would see the first run's money still in payable and
+schedule it again. Instead, `payouts` is written in the same transaction that
+appends the `payout-scheduled` events (and updated in the same transaction as
+each `paid` / `payout-failed`), so it is exact the moment the run commits.
+
+Runs are serialised by one transaction-scoped advisory lock: the next run reads
+`payouts` only after the previous one committed (READ COMMITTED takes a fresh
+snapshot per statement, and every read comes after the lock). The same lock
+makes two concurrent starts of one `run_id` one run: the second finds the first's
+row in `payout_runs` and answers its payouts. Payout ids derive from (run_id,
+artisan_id), so even without the lock a run could not append a second payout
+for an artisan: the stream would already exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from services.payout import domain, projections
+from shared.contracts import Envelope, service_source
+from shared.contracts.events import EventData, Paid
+from shared.domain import Conflict, NotFound, fold
+from shared.eventstore import NO_STREAM, EventStore
+from shared.timeutil import to_wib, wib_now
+
+SOURCE = service_source("payout")
+
+#: Held by every payout run until it commits: runs happen one at a time.
+RUN_LOCK_KEY = 0x616E79616D02
+
+DDL = """
+CREATE TABLE IF NOT EXISTS payout_runs (
+    run_id      text        PRIMARY KEY,
+    period_end  timestamptz NOT NULL,
+    started_at  timestamptz NOT NULL
+);
+-- The command side's own record of every payout, written with its events: what runs subtract.
+CREATE TABLE IF NOT EXISTS payouts (
+    payout_id     text        PRIMARY KEY,
+    run_id        text        NOT NULL REFERENCES payout_runs,
+    artisan_id    text        NOT NULL,
+    amount_idr    bigint      NOT NULL CHECK (amount_idr > 0),
+    status        text        NOT NULL CHECK (status IN ('scheduled', 'paid', 'failed')),
+    scheduled_at  timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS payouts_by_run ON payouts (run_id);
+CREATE INDEX IF NOT EXISTS payouts_committed ON payouts (artisan_id) WHERE status <> 'failed';
+"""
+
+
+@dataclass(frozen=True)
+class ScheduledPayout:
+    payout_id: str
+    artisan_id: str
+    amount_idr: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    period_end: datetime
+    payouts: tuple[ScheduledPayout, ...]
+
+    @property
+    def total_idr(self) -> int:
+        return sum(p.amount_idr for p in self.payouts)
+
+
+@dataclass(frozen=True)
+class PayoutHandlers:
+    """Runs payout's commands against the event store and its `payouts` record."""
+
+    store: EventStore
+
+    async def run_payouts(self, conn: asyncpg.Connection, run_id: str, period_end: datetime) -> tuple[bool, RunResult]:
+        """Schedule what each artisan earned up to `period_end` and is not yet committed.
+
+        Returns (whether this call ran it, the run); a `run_id` already run answers its payouts.
+        """
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", RUN_LOCK_KEY)
+        earlier = await conn.fetchval("SELECT period_end FROM payout_runs WHERE run_id = $1", run_id)
+        if earlier is not None:
+            if earlier != period_end:
+                raise Conflict(
+                    "run-id-reused",
+                    f"Payout run {run_id} already ran for the period ending {to_wib(earlier).isoformat()}; "
+                    "use a new run_id for another period.",
+                )
+            return False, await self._run(conn, run_id, earlier)
+        now = wib_now()
+        earned = await projections.earned_by_artisan(conn, period_end)
+        committed = {
+            row["artisan_id"]: row["committed"]
+            for row in await conn.fetch(
+                """SELECT artisan_id, sum(amount_idr)::bigint AS committed FROM payouts
+                   WHERE status <> 'failed' GROUP BY artisan_id"""
+            )
+        }
+        decided = domain.plan_run(domain.RunPayouts(run_id, period_end, now), earned, committed)
+        await conn.execute(
+            "INSERT INTO payout_runs (run_id, period_end, started_at) VALUES ($1, $2, $3)", run_id, period_end, now
+        )
+        await conn.executemany(
+            """INSERT INTO payouts (payout_id, run_id, artisan_id, amount_idr, status, scheduled_at)
+               VALUES ($1, $2, $3, $4, 'scheduled', $5)""",
+            [(p.payout_id, run_id, p.artisan_id, p.amount_idr, now) for p in decided],
+        )
+        for data in decided:  # appended last: the append lock is held until commit
+            await self.store.append(data.payout_id, NO_STREAM, [Envelope.wrap(data, source=SOURCE, time=now)],
+                                    connection=conn)
+        return True, RunResult(run_id, period_end, tuple(
+            ScheduledPayout(p.payout_id, p.artisan_id, p.amount_idr) for p in decided))
+
+    async def confirm(
+        self, conn: asyncpg.Connection, payout_id: str, method: str, reference: str, paid_at: datetime
+    ) -> tuple[bool, domain.Payout]:
+        """Record that a payout was paid; (False, payout) when this same confirmation was recorded before."""
+        command = domain.ConfirmPayment(payout_id, method, reference, paid_at, wib_now())
+        return await self._decide(conn, payout_id, command)
+
+    async def fail(self, conn: asyncpg.Connection, payout_id: str, reason: str) -> tuple[bool, domain.Payout]:
+        """Record that a payout failed, returning its money to payable for the next run."""
+        return await self._decide(conn, payout_id, domain.FailPayout(payout_id, reason))
+
+    async def payout(self, conn: asyncpg.Connection, payout_id: str) -> domain.Payout:
+        state, _ = await self._load(conn, payout_id)
+        if not state.exists:
+            raise NotFound("payout-not-found", f"There is no payout {payout_id}.")
+        return state
+
+    async def _decide(
+        self, conn: asyncpg.Connection, payout_id: str, command: domain.ConfirmPayment | domain.FailPayout
+    ) -> tuple[bool, domain.Payout]:
+        await self.store.lock_stream(conn, payout_id)
+        state, version = await self._load(conn, payout_id)
+        decided = domain.decide_payout(state, command)
+        if not decided:
+            return False, state
+        events = [Envelope.wrap(data, source=SOURCE, time=_business_time(data)) for data in decided]
+        state = fold(domain.evolve_payout, state, events)
+        # In the same transaction as the event: a failed payout stops counting as committed
+        # exactly when its `payout-failed` exists, so the next run pays it again, once.
+        await conn.execute("UPDATE payouts SET status = $2 WHERE payout_id = $1", payout_id, state.status.value)
+        await self.store.append(payout_id, version, events, connection=conn)
+        return True, state
+
+    async def _load(self, conn: asyncpg.Connection, payout_id: str) -> tuple[domain.Payout, int]:
+        history = await self.store.load(payout_id, connection=conn)
+        return fold(domain.evolve_payout, domain.Payout(), history.events), history.version
+
+    async def _run(self, conn: asyncpg.Connection, run_id: str, period_end: datetime) -> RunResult:
+        rows = await conn.fetch(
+            "SELECT payout_id, artisan_id, amount_idr FROM payouts WHERE run_id = $1 ORDER BY artisan_id", run_id
+        )
+        return RunResult(run_id, period_end, tuple(ScheduledPayout(**dict(row)) for row in rows))
+
+
+def _business_time(data: EventData) -> datetime | None:
+    """The CloudEvents `time` of a payout event: a payment happened when the money was sent."""
+    if isinstance(data, Paid):
+        return data.paid_at
+    return None
+
+
+async def install(pool: asyncpg.Pool) -> None:
+    """Create the command side's tables if they are missing."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", projections.INSTALL_LOCK_KEY)
+        await conn.execute(DDL)

@@ -1,0 +1,169 @@
+"""Payout's HTTP API (SPEC §9): parse → command → handler; every error a problem document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import AfterValidator, AwareDatetime, Field
+
+from services.payout import domain, projections
+from services.payout.handlers import PayoutHandlers, RunResult
+from shared.domain import NotFound
+from shared.service import ServiceRuntime
+from shared.timeutil import to_wib
+from shared.web.access import AUDITOR, STAFF, Access, Principal
+from shared.web.commands import Outcome, execute, fingerprint
+from shared.web.inputs import CommandBody, Id, IdempotencyKey, LookupId, Text
+
+
+def _plausible(moment: datetime) -> datetime:
+    # Years far outside the programme's life are typos, and the extremes overflow on conversion.
+    if not 2000 <= moment.year <= 2999:
+        raise ValueError("must be a moment between the years 2000 and 2999")
+    return to_wib(moment)
+
+
+#: A moment with its UTC offset, e.g. 2024-03-31T23:59:59+07:00; kept in WIB.
+Moment = Annotated[AwareDatetime, AfterValidator(_plausible)]
+PathId = LookupId
+
+
+class StartRun(CommandBody):
+    run_id: Id = Field(description="Your id for this run; starting it again answers the same payouts.",
+                       examples=["2024-03"])
+    period_end: Moment = Field(description="Pay earnings whose QC passed at or before this moment.",
+                               examples=["2024-03-31T23:59:59+07:00"])
+
+
+class ConfirmPayment(CommandBody):
+    method: Text = Field(examples=["bank-transfer"])
+    reference: Text = Field(description="The bank's or e-wallet's transfer reference.", examples=["TRF-0001"])
+    paid_at: Moment = Field(description="When the money was sent.")
+
+
+class FailPayout(CommandBody):
+    reason: Text = Field(examples=["account closed"])
+
+
+AsOf = Annotated[Moment | None, Query(description="Cut by the events' own time (inclusive); default: everything.")]
+
+
+def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Access) -> APIRouter:
+    router = APIRouter(tags=["payout"])
+    staff = access.allow(STAFF)
+    reader = access.allow(STAFF, AUDITOR)
+
+    async def run(request: Request, principal: Principal, key: str | None, payload: object, action) -> Response:
+        return await execute(
+            runtime.pool, action, principal=principal, idempotency_key=key,
+            request_fingerprint=fingerprint(request.method, request.url.path, payload),
+        )
+
+    @router.post("/payout-runs", status_code=201,
+                 summary="Schedule what each artisan earned up to period_end and was not yet scheduled")
+    async def start_run(
+        body: StartRun, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
+    ) -> Response:
+        async def action(conn) -> Outcome:
+            new, result = await handlers.run_payouts(conn, body.run_id, body.period_end)
+            return Outcome(201 if new else 200, _run_body(result))
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.post("/payouts/{payout_id}/confirmation", status_code=201, summary="Record a payout as paid")
+    async def confirm(
+        payout_id: PathId, body: ConfirmPayment, request: Request, key: IdempotencyKey = None,
+        who: Principal = Depends(staff),
+    ) -> Response:
+        async def action(conn) -> Outcome:
+            new, payout = await handlers.confirm(conn, payout_id, body.method, body.reference, body.paid_at)
+            return Outcome(201 if new else 200, _payout_body(payout))
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.post("/payouts/{payout_id}/failure", status_code=201,
+                 summary="Record a payout as failed; its money returns to payable")
+    async def fail(
+        payout_id: PathId, body: FailPayout, request: Request, key: IdempotencyKey = None,
+        who: Principal = Depends(staff),
+    ) -> Response:
+        async def action(conn) -> Outcome:
+            new, payout = await handlers.fail(conn, payout_id, body.reason)
+            return Outcome(201 if new else 200, _payout_body(payout))
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.get("/payouts/{payout_id}", summary="A payout and how it ended")
+    async def get_payout(payout_id: PathId, _: Principal = Depends(reader)) -> JSONResponse:
+        async with runtime.pool.acquire() as conn:
+            return JSONResponse(_payout_body(await handlers.payout(conn, payout_id)))
+
+    @router.get("/artisans/{artisan_id}/statement", summary="An artisan's ledger entries and balances")
+    async def get_statement(artisan_id: PathId, as_of: AsOf = None, _: Principal = Depends(reader)) -> JSONResponse:
+        async with runtime.pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
+            if not await projections.has_entries(conn, artisan_id):
+                raise NotFound("artisan-not-in-ledger",
+                               f"The ledger has no entries for artisan {artisan_id}: no piece of theirs passed QC.")
+            statement = await projections.statement(conn, artisan_id, as_of)
+        return JSONResponse({
+            "artisan_id": artisan_id,
+            "as_of": _iso(as_of),
+            "balances": {
+                "earned_idr": statement.earned_idr, "payable_idr": statement.payable_idr,
+                "in_transit_idr": statement.in_transit_idr, "paid_idr": statement.paid_idr,
+            },
+            "entries": [
+                {
+                    "transaction_id": e.transaction_id, "kind": e.kind, "account": e.account,
+                    "amount_idr": e.amount_idr, "event_id": e.event_id, "event_type": e.event_type,
+                    "event_time": _iso(e.event_time),
+                    ("piece_id" if e.kind == domain.Kind.EARNED else "payout_id"): e.subject_id,
+                }
+                for e in statement.entries
+            ],
+        })
+
+    @router.get("/ledger/balances", summary="Every account's balance as of a moment")
+    async def get_balances(as_of: AsOf = None, _: Principal = Depends(reader)) -> JSONResponse:
+        async with runtime.pool.acquire() as conn:
+            accounts = await projections.balances(conn, as_of)
+        return JSONResponse({"as_of": _iso(as_of), "accounts": accounts})
+
+    @router.get("/ledger/digest", summary="The ledger's SHA-256 digest as of a moment")
+    async def get_digest(as_of: AsOf = None, _: Principal = Depends(reader)) -> JSONResponse:
+        async with runtime.pool.acquire() as conn:
+            result = await projections.ledger_digest(conn, as_of)
+        return JSONResponse({"as_of": _iso(as_of), "algorithm": "sha256", "digest": result.digest,
+                             "transactions": result.transactions, "postings": result.postings})
+
+    return router
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return to_wib(moment).isoformat() if moment is not None else None
+
+
+def _run_body(result: RunResult) -> dict[str, Any]:
+    return {
+        "run_id": result.run_id,
+        "period_end": _iso(result.period_end),
+        "payouts": [{"payout_id": p.payout_id, "artisan_id": p.artisan_id, "amount_idr": p.amount_idr}
+                    for p in result.payouts],
+        "total_idr": result.total_idr,
+    }
+
+
+def _payout_body(payout: domain.Payout) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "payout_id": payout.payout_id, "run_id": payout.run_id, "artisan_id": payout.artisan_id,
+        "amount_idr": payout.amount_idr, "status": payout.status.value, "scheduled_at": _iso(payout.scheduled_at),
+    }
+    if payout.payment is not None:
+        body["payment"] = {"method": payout.payment.method, "reference": payout.payment.reference,
+                           "paid_at": _iso(payout.payment.paid_at)}
+    if payout.failure is not None:
+        body["failure_reason"] = payout.failure.reason
+    return body

@@ -1,0 +1,297 @@
+"""The ledger: a double-entry projection of the `production` and `payout` topics, in the payout database.
+
+`apply_event(conn, event)` is the whole writer. It needs nothing but an asyncpg
+connection, so the payout service's transactional consumer (`project`) and the
+auditor's replay into a scratch database run the very same code.
+
+What keeps the ledger exact:
+- each transaction's id derives from its event (`domain.transaction_id`), and is
+  the primary key: a redelivered event collides with its first copy and changes
+  nothing, with or without the consumer's own event-id dedupe;
+- a constraint trigger, deferred to commit, refuses any transaction whose
+  postings do not sum to zero: no code path, however buggy, can commit an
+  unbalanced ledger;
+- ledger rows are append-only: corrections are new events, never edits;
+- the digest and the `as_of` cuts order and filter by what the events say
+  (transaction id, account, event time), never by arrival.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+from aiokafka import ConsumerRecord
+
+from services.payout import domain
+from shared.contracts import Envelope
+from shared.eventstore import Reject
+
+#: Serialises installs of these tables by several instances starting at once.
+INSTALL_LOCK_KEY = 0x616E79616D01
+
+DDL = """
+CREATE TABLE IF NOT EXISTS ledger_transactions (
+    transaction_id   text        PRIMARY KEY,
+    kind             text        NOT NULL CHECK (kind IN ('earned', 'scheduled', 'paid', 'failed')),
+    business_key     text        NOT NULL UNIQUE,
+    event_id         text        NOT NULL UNIQUE,
+    event_type       text        NOT NULL,
+    event_time       timestamptz NOT NULL,
+    artisan_id       text        NOT NULL,
+    subject_id       text        NOT NULL,
+    amount_idr       bigint      NOT NULL CHECK (amount_idr >= 0),
+    -- Where the event was read from: metadata for people, never part of the ledger's meaning
+    -- (a replay reads other offsets, and the digest ignores these columns).
+    source_topic     text,
+    source_partition integer,
+    source_offset    bigint,
+    recorded_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS ledger_transactions_earned
+    ON ledger_transactions (artisan_id, event_time) WHERE kind = 'earned';
+
+CREATE TABLE IF NOT EXISTS ledger_postings (
+    transaction_id text   NOT NULL REFERENCES ledger_transactions,
+    account        text   NOT NULL,
+    amount_idr     bigint NOT NULL,
+    PRIMARY KEY (transaction_id, account)
+);
+CREATE INDEX IF NOT EXISTS ledger_postings_account ON ledger_postings (account);
+
+-- Double entry, enforced by the database at commit: every transaction touched in this
+-- database transaction has at least two postings and they sum to zero.
+CREATE OR REPLACE FUNCTION ledger_transaction_balances() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    tx    text := CASE WHEN TG_OP = 'DELETE' THEN OLD.transaction_id ELSE NEW.transaction_id END;
+    total numeric;
+    legs  integer;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM ledger_transactions WHERE transaction_id = tx) THEN
+        RETURN NULL;
+    END IF;
+    SELECT coalesce(sum(amount_idr), 0), count(*) INTO total, legs
+        FROM ledger_postings WHERE transaction_id = tx;
+    IF legs < 2 OR total <> 0 THEN
+        RAISE EXCEPTION 'ledger transaction % does not balance: % postings summing to % rupiah', tx, legs, total
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS ledger_postings_balanced ON ledger_postings;
+CREATE CONSTRAINT TRIGGER ledger_postings_balanced AFTER INSERT OR UPDATE OR DELETE ON ledger_postings
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger_transaction_balances();
+DROP TRIGGER IF EXISTS ledger_transactions_balanced ON ledger_transactions;
+CREATE CONSTRAINT TRIGGER ledger_transactions_balanced AFTER INSERT ON ledger_transactions
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger_transaction_balances();
+
+-- Corrections are new events, never edits: the ledger refuses to be rewritten.
+CREATE OR REPLACE FUNCTION ledger_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the ledger is append-only: % on % refused', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'restrict_violation';
+END $$;
+DROP TRIGGER IF EXISTS ledger_transactions_append_only ON ledger_transactions;
+CREATE TRIGGER ledger_transactions_append_only BEFORE UPDATE OR DELETE ON ledger_transactions
+    FOR EACH ROW EXECUTE FUNCTION ledger_is_append_only();
+DROP TRIGGER IF EXISTS ledger_postings_append_only ON ledger_postings;
+CREATE TRIGGER ledger_postings_append_only BEFORE UPDATE OR DELETE ON ledger_postings
+    FOR EACH ROW EXECUTE FUNCTION ledger_is_append_only();
+"""
+
+_INSERT = """
+WITH tx AS (
+    INSERT INTO ledger_transactions (transaction_id, kind, business_key, event_id, event_type, event_time,
+                                     artisan_id, subject_id, amount_idr, source_topic, source_partition,
+                                     source_offset)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    ON CONFLICT DO NOTHING
+    RETURNING transaction_id
+)
+INSERT INTO ledger_postings (transaction_id, account, amount_idr)
+SELECT tx.transaction_id, leg.account, leg.amount_idr
+FROM tx, unnest($13::text[], $14::bigint[]) AS leg(account, amount_idr)
+RETURNING transaction_id
+"""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an event was read: kept beside its transaction for people, outside the digest."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+async def install_ledger(conn: asyncpg.Connection) -> None:
+    """Create the ledger's tables and triggers if missing; safe from several processes at once."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", INSTALL_LOCK_KEY)
+        await conn.execute(DDL)
+
+
+async def install(pool: asyncpg.Pool) -> None:
+    """The service's schema installer for the ledger."""
+    async with pool.acquire() as conn:
+        await install_ledger(conn)
+
+
+async def apply_event(conn: asyncpg.Connection, event: Envelope, *, source: Source | None = None) -> bool:
+    """Post `event` to the ledger; True if it made a new transaction, False if it moves no money or
+    was already posted. Raises `Reject` for a second, different event for the same piece or payout
+    ending (the first one posted stays; the refused one is for people to look at)."""
+    tx = domain.transaction_for(event)
+    if tx is None:
+        return False
+    async with conn.transaction():  # a savepoint inside the caller's transaction, or a transaction of its own
+        inserted = await conn.fetch(
+            _INSERT,
+            tx.transaction_id, tx.kind.value, tx.business_key, tx.event_id, tx.event_type, tx.event_time,
+            tx.artisan_id, tx.subject_id, tx.amount_idr,
+            source.topic if source else None, source.partition if source else None, source.offset if source else None,
+            [p.account for p in tx.postings], [p.amount_idr for p in tx.postings],
+        )
+        if inserted:
+            # Run the deferred balance check now rather than at commit, so an unbalanced
+            # transaction fails this one event (bounded retries, then a dead letter)
+            # instead of failing every batch it lands in forever.
+            await conn.execute(
+                "SET CONSTRAINTS ledger_postings_balanced, ledger_transactions_balanced IMMEDIATE;"
+                "SET CONSTRAINTS ledger_postings_balanced, ledger_transactions_balanced DEFERRED"
+            )
+            return True
+        existing = await conn.fetchrow(
+            "SELECT transaction_id, event_id FROM ledger_transactions WHERE business_key = $1 OR transaction_id = $2",
+            tx.business_key, tx.transaction_id,
+        )
+    if existing is not None and existing["transaction_id"] == tx.transaction_id:
+        return False  # this very event, delivered again
+    # A second event for what may happen only once. Both are keyed by the same artisan, so they
+    # sit in one partition in a fixed order: "the first one wins" is the same in every replay.
+    other = existing["event_id"] if existing is not None else "unknown"
+    what = "piece" if tx.kind is domain.Kind.EARNED else "payout"
+    raise Reject(
+        f"{what}-already-posted",
+        f"{tx.event_type} {tx.event_id} is a second {tx.kind.value} for {what} {tx.subject_id}, "
+        f"already posted from event {other}",
+    )
+
+
+async def project(conn: asyncpg.Connection, event: Envelope, record: ConsumerRecord) -> None:
+    """The handler of the `payout-ledger` transactional consumer: post one event, with where it was read."""
+    await apply_event(conn, event, source=Source(record.topic, record.partition, record.offset))
+
+
+# --- reading the ledger -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DigestResult:
+    """The ledger digest as of a moment, and how much it covers."""
+
+    digest: str
+    transactions: int
+    postings: int
+
+
+async def ledger_digest(conn: asyncpg.Connection, as_of: datetime | None = None) -> DigestResult:
+    """The digest of the ledger as of `as_of` (event time, inclusive; None: everything).
+
+    Rows are streamed in (transaction id, account) order under the "C" collation, which is
+    code-point order, the order `domain.ledger_digest` sorts in: a live ledger and a replay
+    in any database, whatever its locale, digest alike.
+    """
+    digest = domain.LedgerDigest()
+    transactions: set[str] = set()
+    query = """
+        SELECT p.transaction_id, p.account, p.amount_idr, t.event_id, t.event_time
+        FROM ledger_postings p JOIN ledger_transactions t USING (transaction_id)
+        WHERE $1::timestamptz IS NULL OR t.event_time <= $1
+        ORDER BY p.transaction_id COLLATE "C", p.account COLLATE "C"
+    """
+    # One snapshot for the whole read (a cursor needs a transaction); inside a caller's
+    # transaction, a savepoint reads the caller's snapshot.
+    snapshot = conn.transaction() if conn.is_in_transaction() else conn.transaction(
+        readonly=True, isolation="repeatable_read")
+    async with snapshot:
+        async for row in conn.cursor(query, as_of, prefetch=2000):
+            digest.add(domain.DigestRow(row["transaction_id"], row["account"], row["amount_idr"], row["event_id"],
+                                        row["event_time"]))
+            transactions.add(row["transaction_id"])
+    return DigestResult(digest.hexdigest(), len(transactions), digest.postings)
+
+
+async def balances(conn: asyncpg.Connection, as_of: datetime | None = None) -> dict[str, int]:
+    """Every account's balance as of `as_of` (event time, inclusive; None: everything)."""
+    rows = await conn.fetch(
+        """SELECT p.account, sum(p.amount_idr)::bigint AS balance
+           FROM ledger_postings p JOIN ledger_transactions t USING (transaction_id)
+           WHERE $1::timestamptz IS NULL OR t.event_time <= $1
+           GROUP BY p.account ORDER BY p.account COLLATE "C" """,
+        as_of,
+    )
+    return {row["account"]: row["balance"] for row in rows}
+
+
+async def earned_by_artisan(conn: asyncpg.Connection, until: datetime) -> dict[str, int]:
+    """Per artisan, the earnings whose event time is at or before `until`."""
+    rows = await conn.fetch(
+        """SELECT artisan_id, sum(amount_idr)::bigint AS earned FROM ledger_transactions
+           WHERE kind = 'earned' AND event_time <= $1 GROUP BY artisan_id""",
+        until,
+    )
+    return {row["artisan_id"]: row["earned"] for row in rows}
+
+
+@dataclass(frozen=True)
+class StatementEntry:
+    """One posting on an artisan's accounts, with the event it came from."""
+
+    transaction_id: str
+    kind: str
+    account: str
+    amount_idr: int
+    event_id: str
+    event_type: str
+    event_time: datetime
+    subject_id: str
+
+
+@dataclass(frozen=True)
+class Statement:
+    """An artisan's entries and balances as of a moment."""
+
+    artisan_id: str
+    entries: Sequence[StatementEntry]
+    earned_idr: int
+    payable_idr: int
+    in_transit_idr: int
+    paid_idr: int
+
+
+async def has_entries(conn: asyncpg.Connection, artisan_id: str) -> bool:
+    """Whether the ledger ever recorded anything for `artisan_id`."""
+    return bool(await conn.fetchval("SELECT true FROM ledger_transactions WHERE artisan_id = $1 LIMIT 1", artisan_id))
+
+
+async def statement(conn: asyncpg.Connection, artisan_id: str, as_of: datetime | None = None) -> Statement:
+    """The artisan's statement: every posting on her accounts up to `as_of`, in event-time order."""
+    accounts = domain.artisan_accounts(artisan_id)
+    rows = await conn.fetch(
+        """SELECT p.transaction_id, t.kind, p.account, p.amount_idr, t.event_id, t.event_type, t.event_time,
+                  t.subject_id
+           FROM ledger_postings p JOIN ledger_transactions t USING (transaction_id)
+           WHERE p.account = ANY($1::text[]) AND ($2::timestamptz IS NULL OR t.event_time <= $2)
+           ORDER BY t.event_time, p.transaction_id COLLATE "C", p.account COLLATE "C" """,
+        list(accounts), as_of,
+    )
+    entries = [StatementEntry(**dict(row)) for row in rows]
+    totals = dict.fromkeys(accounts, 0)
+    for entry in entries:
+        totals[entry.account] += entry.amount_idr
+    payable, transit, paid = accounts
+    earned = sum(e.amount_idr for e in entries if e.kind == domain.Kind.EARNED)
+    return Statement(artisan_id, entries, earned, totals[payable], totals[transit], totals[paid])
