@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from services.enrollment import domain
 from services.enrollment.handlers import EnrollmentHandlers
@@ -16,19 +16,16 @@ from shared.ids import new_id
 from shared.service import ServiceRuntime
 from shared.web.access import AUDITOR, STAFF, Access, Principal
 from shared.web.commands import Outcome, execute, fingerprint
+from shared.web.inputs import CommandBody, IdempotencyKey, LookupId, ShortText, Text
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Name = Text
+Short = ShortText
+Id = LookupId
 Nik = Annotated[str, StringConstraints(pattern=r"^\d{16}$")]
 Phone = Annotated[str, StringConstraints(pattern=r"^(\+62|62|0)8\d{7,11}$")]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RegisterResident(Strict):
+class RegisterResident(CommandBody):
     rusunawa: Short = Field(examples=["Nagrak"])
     unit: Short = Field(examples=["Blok A-304"])
     full_name: Name
@@ -37,7 +34,7 @@ class RegisterResident(Strict):
     payout_account: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
 
 
-class ScheduleCohort(Strict):
+class ScheduleCohort(CommandBody):
     rusunawa: Short
     skill: Short = Field(examples=["menganyam"])
     product_focus: Short = Field(examples=["piring"])
@@ -52,21 +49,20 @@ class ScheduleCohort(Strict):
         return self
 
 
-class EnrolResident(Strict):
+class EnrolResident(CommandBody):
     resident_id: Id
 
 
-class RecordCompletion(Strict):
+class RecordCompletion(CommandBody):
     resident_id: Id
     completed_on: date
 
 
-class Withdraw(Strict):
+class Withdraw(CommandBody):
     resident_id: Id
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    reason: Text
 
 
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
 def enrollment_router(runtime: ServiceRuntime, handlers: EnrollmentHandlers, access: Access) -> APIRouter:

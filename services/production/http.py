@@ -10,9 +10,9 @@ import logging
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, Field, StrictInt, StringConstraints
 
 from services.production import domain, projections
 from services.production.domain import WRONG_COLLABORATOR, SubmissionRejected
@@ -23,17 +23,14 @@ from shared.service import ServiceRuntime
 from shared.timeutil import to_wib
 from shared.web.access import AUDITOR, COLLABORATOR, STAFF, Access, Principal
 from shared.web.commands import Outcome, execute, fingerprint
+from shared.web.inputs import CommandBody, Id, IdempotencyKey, Text, text
 from shared.web.problems import Problem
 
 log = logging.getLogger(__name__)
 
 #: Our ids (`col_…`, `pc_…`, enrollment's `res_…`) are short and printable; anything else cannot
 #: name a record, and refusing it up front keeps NULs and control characters out of every query.
-Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
-                                        pattern=r"^[^\x00-\x1f\x7f]+$")]
-Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50,
-                                         pattern=r"^[^\x00-\x1f\x7f]+$")]
+Short = text(50)
 
 
 def _ed25519_public_key(value: str) -> str:
@@ -56,26 +53,22 @@ PublicKey = Annotated[str, StringConstraints(max_length=100), AfterValidator(_ed
 BusinessTime = Annotated[AwareDatetime, AfterValidator(_business_time)]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RegisterCollaborator(Strict):
+class RegisterCollaborator(CommandBody):
     name: Text = Field(examples=["PT Anyaman Nusantara"])
     public_key: PublicKey = Field(description="Ed25519 public key: base64 of its 32 raw bytes.")
 
 
-class AddKey(Strict):
+class AddKey(CommandBody):
     public_key: PublicKey = Field(description="A further Ed25519 public key (base64 of 32 bytes); older keys stay.")
 
 
-class SetRate(Strict):
+class SetRate(CommandBody):
     product: Short = Field(examples=["piring"])
     rate_idr: StrictInt = Field(ge=1, le=100_000_000, description="Whole rupiah paid per piece that passes QC.")
     effective_from: BusinessTime = Field(description="From when the rate applies (RFC 3339 with an offset).")
 
 
-class IssueMaterials(Strict):
+class IssueMaterials(CommandBody):
     artisan_id: Id
     collaborator_id: Id
     material: Text = Field(examples=["rotan sintetis"])
@@ -83,14 +76,13 @@ class IssueMaterials(Strict):
     unit: Short = Field(examples=["kg"])
 
 
-class WeavePiece(Strict):
+class WeavePiece(CommandBody):
     artisan_id: Id
     collaborator_id: Id
     product: Short = Field(examples=["piring"])
     woven_at: BusinessTime = Field(description="When the piece was finished (RFC 3339 with an offset).")
 
 
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 #: `POST /qc-submissions` reads its body itself (the signature covers the bytes as sent), so the
 #: document's schema is declared here, from the same model the topic's consumer validates with.

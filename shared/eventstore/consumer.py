@@ -117,8 +117,10 @@ class TransactionalConsumer:
             [topic_name(topic, self._kafka.topic_prefix) for topic in self._topics],
             listener=_SeekToStoredOffsets(self),
         )
-        await consumer.start()
         try:
+            # start() inside the try: cancelled while joining the group (seconds on a busy broker),
+            # the consumer must still leave it, or a ghost member keeps its partitions forever.
+            await consumer.start()
             while True:
                 if self._fatal is not None:
                     raise self._fatal
