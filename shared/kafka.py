@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -28,7 +29,9 @@ async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> li
     return partitions
 
 
-async def end_offsets(kafka: KafkaSettings, topics: Iterable[str]) -> dict[TopicPartition, int]:
+async def end_offsets(
+    kafka: KafkaSettings, topics: Iterable[str], *, timeout: float = 30.0
+) -> dict[TopicPartition, int]:
     """The offset after the last record of every partition of `topics` (full names), as of now.
 
     ListOffsets alone is not trusted: the embedded broker (tansu 0.6.0) answers it
@@ -49,10 +52,18 @@ async def end_offsets(kafka: KafkaSettings, topics: Iterable[str]) -> dict[Topic
         consumer.assign(partitions)
         for tp in partitions:
             consumer.seek(tp, ends[tp])
-        fetched = await consumer.getmany(*partitions, timeout_ms=200)
-        for tp in partitions:
-            records = fetched.get(tp)
-            ends[tp] = max(ends[tp], records[-1].offset + 1 if records else 0, consumer.highwater(tp) or 0)
-        return ends
+        # Every fetch response carries the partition's high watermark, records or not; fetch until
+        # each partition has answered once (a busy broker may take several rounds).
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            fetched = await consumer.getmany(*partitions, timeout_ms=200)
+            for tp, records in fetched.items():
+                ends[tp] = max(ends[tp], records[-1].offset + 1)
+            unanswered = [tp for tp in partitions if consumer.highwater(tp) is None]
+            if not unanswered:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no fetch response for {unanswered} within {timeout:g}s")
+        return {tp: max(end, consumer.highwater(tp) or 0) for tp, end in ends.items()}
     finally:
         await consumer.stop()
