@@ -115,7 +115,7 @@ class TransactionalConsumer:
         self._consumer = consumer
         consumer.subscribe(
             [topic_name(topic, self._kafka.topic_prefix) for topic in self._topics],
-            listener=_SeekToStoredOffsets(self),
+            listener=_SeekToStoredOffsets(self, consumer),
         )
         try:
             # start() inside the try: cancelled while joining the group (seconds on a busy broker),
@@ -289,13 +289,14 @@ class TransactionalConsumer:
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):
-    def __init__(self, owner: TransactionalConsumer) -> None:
+    def __init__(self, owner: TransactionalConsumer, consumer: AIOKafkaConsumer) -> None:
         self._owner = owner
+        # Its own reference: an assignment may complete while `run` is already stopping.
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # Nothing to save: offsets are stored with each batch's effects, never later.
         return None
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        assert self._owner._consumer is not None
-        await self._owner._on_assigned(self._owner._consumer, assigned)
+        await self._owner._on_assigned(self._consumer, assigned)
