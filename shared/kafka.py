@@ -43,8 +43,8 @@ async def end_offsets(
     consumer = AIOKafkaConsumer(
         **kafka.client_options(), group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50
     )
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = await partitions_of(consumer, topics)
         if not partitions:
             return {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,4 +167,13 @@ def run_service(app: FastAPI, settings: ServiceSettings) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # uvicorn stops gracefully on SIGTERM/SIGINT, then restores the handlers it found and raises the
+    # signal again; under the default handler that kills the process (exit 143), so a finished
+    # graceful stop would look like a crash to Docker and Kubernetes. The handler it finds exits 0.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _exit_after_graceful_stop)
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="info", access_log=False)
+
+
+def _exit_after_graceful_stop(signum: int, _frame: object) -> None:
+    raise SystemExit(0)

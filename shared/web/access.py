@@ -66,6 +66,9 @@ class Access:
         if scheme.lower() != "bearer" or not token.strip():
             raise _unauthorized("Send `Authorization: Bearer <token>`.")
         token = token.strip()
+        if not token.isascii():
+            # compare_digest refuses non-ASCII text; no token we issue has any.
+            raise _unauthorized("The bearer token is not valid.")
         if hmac.compare_digest(token, self._staff):
             return Principal(STAFF)
         if hmac.compare_digest(token, self._auditor):
