@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.payout import dashboard, projections
 from services.payout import handlers as command_side
-from services.payout import projections
 from services.payout.handlers import PayoutHandlers
 from services.payout.http import payout_router
 from shared.contracts import Topic
@@ -41,13 +41,18 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
     """The payout service, wired from `settings` (read from `ANYAM_*` when not given)."""
     settings = settings or PayoutSettings()
     runtime = ServiceRuntime(
-        name="payout", settings=settings, schema=[projections.install, command_side.install],
+        name="payout", settings=settings, schema=[projections.install, command_side.install, dashboard.install],
         consumers=[ConsumerSpec(name=ledger_consumer(settings.topic_prefix), topics=LEDGER_TOPICS,
-                                handler=projections.project)],
+                                handler=projections.project),
+                   # The dashboard's read model has its own group and offsets: it can be rebuilt, lag or
+                   # fail without ever holding up the ledger.
+                   ConsumerSpec(name=dashboard.dashboard_consumer(settings.topic_prefix),
+                                topics=dashboard.DASHBOARD_TOPICS, handler=dashboard.project)],
     )
     handlers = PayoutHandlers(store=EventStore())
     access = Access(settings)
     return service_app(
-        runtime, title="Anyam payout", access=access, routers=[payout_router(runtime, handlers, access)],
-        publishes=[Topic.PAYOUT, Topic.DEAD_LETTERS], subscribes=list(LEDGER_TOPICS),
+        runtime, title="Anyam payout", access=access,
+        routers=[payout_router(runtime, handlers, access), dashboard.dashboard_router(runtime, access)],
+        publishes=[Topic.PAYOUT, Topic.DEAD_LETTERS], subscribes=list(dashboard.DASHBOARD_TOPICS),
     )

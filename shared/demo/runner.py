@@ -151,6 +151,7 @@ class _Stack:
 def consumers_of(prefix: str) -> list[tuple[str, str, tuple[Topic, ...]]]:
     """(service, consumer group, topics) of every transactional consumer of the stack."""
     from services.payout.app import LEDGER_TOPICS, ledger_consumer
+    from services.payout.dashboard import DASHBOARD_TOPICS, dashboard_consumer
     from services.production.app import QC_CONSUMER
     from services.production.projections import TRAINING_CONSUMER
 
@@ -158,6 +159,7 @@ def consumers_of(prefix: str) -> list[tuple[str, str, tuple[Topic, ...]]]:
         ("production", TRAINING_CONSUMER, (Topic.ENROLLMENT,)),
         ("production", QC_CONSUMER, (Topic.QC_SUBMISSIONS,)),
         ("payout", ledger_consumer(prefix), tuple(LEDGER_TOPICS)),
+        ("payout", dashboard_consumer(prefix), tuple(DASHBOARD_TOPICS)),
     ]
 
 
