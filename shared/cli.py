@@ -211,13 +211,42 @@ def demo(
     with console.status("running the programme…") as spinner:
         result = asyncio.run(run_demo(inspection.env, nagrak(seed), progress=lambda line: spinner.update(line)))
     print_result(console, result)
+    _verify_after_demo(inspection.env)
+    console.print(f"Dashboard (this machine only; the link holds the read-only auditor token): "
+                  f"{inspection.env['ANYAM_PAYOUT_URL']}/dashboard?token={inspection.env[keys.AUDITOR_TOKEN]}",
+                  soft_wrap=True, markup=False, highlight=False)
     console.print(f"The stack keeps running ({inspection.path}); stop it with [bold]anyam down[/].")
+
+
+def _verify_after_demo(env: dict[str, str]) -> None:
+    """The auditor's check ends every demo: replay the topics, compare with the live ledger, every invariant."""
+    from shared.audit.report import print_verify
+    from shared.audit.verify import verify
+    from shared.settings import KafkaSettings
+
+    kafka = KafkaSettings(kafka_bootstrap=env[keys.KAFKA_BOOTSTRAP], topic_prefix=env.get(keys.TOPIC_PREFIX, ""),
+                          kafka_security_protocol="PLAINTEXT")
+    with console.status("verifying: replaying the history and comparing with the live ledger…"):
+        report = asyncio.run(verify(kafka, payout_url=env["ANYAM_PAYOUT_URL"],
+                                    auditor_token=env[keys.AUDITOR_TOKEN], workers=2))
+    print_verify(console, report)
+    if not report.ok:
+        raise StackError("anyam verify found the ledger and the history disagree (report above)")
 
 
 # Sub-apps of the services join here; imported last, so they may use what this module defines.
 from services.production.cli import collaborator_app  # noqa: E402
 
 app.add_typer(collaborator_app, name="collaborator", help="A collaborator's keys, signed QC submissions and token.")
+
+from shared.audit.cli import replay_command, verify_command  # noqa: E402
+
+app.command("replay")(replay_command)
+app.command("verify")(verify_command)
+
+from shared.bench.cli import bench  # noqa: E402
+
+app.command(help="Measure replay, end-to-end latency, commands, appends vs a peer and growth (--quick: small).")(bench)
 
 if __name__ == "__main__":
     app()

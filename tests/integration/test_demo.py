@@ -62,3 +62,6 @@ async def test_the_demo_runs_to_the_end_and_its_printed_totals_equal_the_ledgers
     # Every passed piece was paid by the last weekly run: the programme owes nothing at the end.
     assert owed == 0 and paid == earned > 0
     assert rupiah(earned) in result.stdout
+    # The demo ends with the auditor's verify, which passed (a failure would have exited non-zero).
+    assert "the live ledger equals the replay and every invariant holds" in result.stdout
+    assert f"Replayed ledger digest: {digest}" in result.stdout
