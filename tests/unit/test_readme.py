@@ -24,6 +24,6 @@ def test_every_setting_of_every_service_is_in_the_readme():
 
 
 def test_the_readme_gives_the_two_commands_and_ci_runs_the_test_one():
-    assert "make up" in README and "make test" in README
+    assert "make demo" in README and "make test" in README
     ci = (Path(__file__).parents[2] / ".ci" / "run").read_text()
     assert "make test" in ci
