@@ -65,3 +65,10 @@ async def test_the_demo_runs_to_the_end_and_its_printed_totals_equal_the_ledgers
     # The demo ends with the auditor's verify, which passed (a failure would have exited non-zero).
     assert "the live ledger equals the replay and every invariant holds" in result.stdout
     assert f"Replayed ledger digest: {digest}" in result.stdout
+
+    # No personal data in any log of the run: the services' logs, the broker's, and what the demo printed.
+    logs = result.stdout + result.stderr + "".join(p.read_text(errors="replace") for p in workdir.glob("*.log"))
+    assert list(workdir.glob("*.log")), "the stack wrote no logs to search"
+    for person in scenario.participants:
+        for secret in (person.full_name, person.nik, person.phone, person.payout_account):
+            assert secret not in logs, "personal data in the logs"
