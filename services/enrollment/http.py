@@ -15,7 +15,7 @@ from services.enrollment.personal_data import PersonalData
 from shared.ids import new_id
 from shared.service import ServiceRuntime
 from shared.web.access import AUDITOR, STAFF, Access, Principal
-from shared.web.commands import Outcome, execute, fingerprint
+from shared.web.commands import Outcome, command_runner
 from shared.web.inputs import CommandBody, IdempotencyKey, LookupId, ShortText, Text
 
 Name = Text
@@ -70,11 +70,7 @@ def enrollment_router(runtime: ServiceRuntime, handlers: EnrollmentHandlers, acc
     staff = access.allow(STAFF)
     reader = access.allow(STAFF, AUDITOR)
 
-    async def run(request: Request, principal: Principal, key: str | None, payload: object, action) -> Response:
-        return await execute(
-            runtime.pool, action, principal=principal, idempotency_key=key,
-            request_fingerprint=fingerprint(request.method, request.url.path, payload),
-        )
+    run = command_runner(lambda: runtime.pool)
 
     @router.post("/residents", status_code=201, summary="Register a resident (personal data is encrypted)")
     async def register_resident(

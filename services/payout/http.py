@@ -15,7 +15,7 @@ from shared.domain import NotFound
 from shared.service import ServiceRuntime
 from shared.timeutil import to_wib
 from shared.web.access import AUDITOR, STAFF, Access, Principal
-from shared.web.commands import Outcome, execute, fingerprint
+from shared.web.commands import Outcome, command_runner
 from shared.web.inputs import CommandBody, Id, IdempotencyKey, LookupId, Text
 
 
@@ -56,11 +56,7 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
     staff = access.allow(STAFF)
     reader = access.allow(STAFF, AUDITOR)
 
-    async def run(request: Request, principal: Principal, key: str | None, payload: object, action) -> Response:
-        return await execute(
-            runtime.pool, action, principal=principal, idempotency_key=key,
-            request_fingerprint=fingerprint(request.method, request.url.path, payload),
-        )
+    run = command_runner(lambda: runtime.pool)
 
     @router.post("/payout-runs", status_code=201,
                  summary="Schedule what each artisan earned up to period_end and was not yet scheduled")

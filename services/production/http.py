@@ -22,7 +22,7 @@ from shared.eventstore import DeadLetterPublisher
 from shared.service import ServiceRuntime
 from shared.timeutil import to_wib
 from shared.web.access import AUDITOR, COLLABORATOR, STAFF, Access, Principal
-from shared.web.commands import Outcome, execute, fingerprint
+from shared.web.commands import Outcome, command_runner
 from shared.web.inputs import CommandBody, Id, IdempotencyKey, Text, text
 from shared.web.problems import Problem
 
@@ -103,11 +103,7 @@ def production_router(runtime: ServiceRuntime, handlers: ProductionHandlers, acc
     submitter = access.allow(STAFF, COLLABORATOR)
     feedback_reader = access.allow(STAFF, AUDITOR, COLLABORATOR)
 
-    async def run(request: Request, principal: Principal, key: str | None, payload: object, action) -> Response:
-        return await execute(
-            runtime.pool, action, principal=principal, idempotency_key=key,
-            request_fingerprint=fingerprint(request.method, request.url.path, payload),
-        )
+    run = command_runner(lambda: runtime.pool)
 
     @router.post("/collaborators", status_code=201, summary="Register a collaborator company and its signing key")
     async def register_collaborator(

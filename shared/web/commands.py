@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from shared.domain import Refused
@@ -124,3 +125,23 @@ def _respond(outcome: Outcome) -> JSONResponse:
     if outcome.status >= 400:
         return problem_response(outcome.body)
     return JSONResponse(outcome.body, status_code=outcome.status)
+
+
+RunCommand = Callable[[Request, Principal, "str | None", Any, Action], Awaitable[JSONResponse]]
+
+
+def command_runner(pool: Callable[[], asyncpg.Pool]) -> RunCommand:
+    """What every router's command endpoints call: `execute` with the request's fingerprint.
+
+    `pool` is looked up per call, because routers are built before the runtime opens its pool.
+    """
+
+    async def run(
+        request: Request, principal: Principal, key: str | None, payload: Any, action: Action
+    ) -> JSONResponse:
+        return await execute(
+            pool(), action, principal=principal, idempotency_key=key,
+            request_fingerprint=fingerprint(request.method, request.url.path, payload),
+        )
+
+    return run
