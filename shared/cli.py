@@ -244,5 +244,9 @@ from shared.audit.cli import replay_command, verify_command  # noqa: E402
 app.command("replay")(replay_command)
 app.command("verify")(verify_command)
 
+from shared.bench.cli import bench  # noqa: E402
+
+app.command(help="Measure replay, end-to-end latency, commands, appends vs a peer and growth (--quick: small).")(bench)
+
 if __name__ == "__main__":
     app()

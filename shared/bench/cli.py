@@ -1,0 +1,77 @@
+"""`anyam bench`: the command; the measuring is in `shared.bench.runner`."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from shared.stack import StackError
+
+console = Console()
+
+
+def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise StackError(f"{option} takes comma-separated whole numbers, e.g. 1,4,16,64") from None
+    if not values or min(values) < 1:
+        raise StackError(f"{option} takes positive whole numbers")
+    return values
+
+
+def bench(
+    events: Annotated[int | None, typer.Option("--events", min=10, help="Events replayed (default 1,000,000).")] = None,
+    artisans: Annotated[int | None, typer.Option("--artisans", min=1, help="Artisans in the history (10,000).")] = None,
+    e2e_rate: Annotated[int | None, typer.Option("--e2e-rate", min=1, help="QC submissions/s (1,000).")] = None,
+    e2e_seconds: Annotated[float | None, typer.Option("--e2e-seconds", min=0.1, help="Seconds of publishing (60).")
+                           ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A small version of everything (about 2 minutes).")] = False,
+    json_path: Annotated[Path, typer.Option("--json", help="Where to write the figures as JSON.", dir_okay=False)
+                         ] = Path("bench-results.json"),
+    endpoints: Annotated[bool, typer.Option(
+        "--endpoints", help="Use the broker and PostgreSQL of ANYAM_KAFKA_* / ANYAM_POSTGRES_URL instead of "
+                            "starting an embedded stack.")] = False,
+    only: Annotated[str | None, typer.Option(
+        "--only", help="Comma-separated subset of replay,growth,latency,commands,appends.")] = None,
+    growth: Annotated[str | None, typer.Option("--growth", help="Replay sizes, e.g. 100000,300000,1000000.")] = None,
+    before_events: Annotated[int | None, typer.Option(
+        "--before-events", min=0, help="Events replayed with apply_event one by one (50,000; 0: skip).")] = None,
+    concurrency: Annotated[str | None, typer.Option("--concurrency", help="POST /pieces steps (1,4,16,64).")] = None,
+    command_seconds: Annotated[float | None, typer.Option("--command-seconds", min=0.1, help="Seconds per step (10).")
+                               ] = None,
+    appends: Annotated[int | None, typer.Option("--appends", min=1, help="Appends per store and step (5,000).")
+                       ] = None,
+    partitions: Annotated[int | None, typer.Option("--partitions", min=1, help="Partitions per topic (3).")] = None,
+) -> None:
+    """Measure replay, end-to-end latency, commands, appends against a peer, and growth; print and write JSON."""
+    from shared.bench.report import print_results, write_json
+    from shared.bench.runner import MEASUREMENTS, BenchConfig, run, with_overrides
+
+    chosen = None
+    if only is not None:
+        chosen = tuple(part.strip() for part in only.split(",") if part.strip())
+        unknown = sorted(set(chosen) - set(MEASUREMENTS))
+        if unknown:
+            raise StackError(f"--only: no measurement {', '.join(unknown)}; choose from {', '.join(MEASUREMENTS)}")
+    config = with_overrides(
+        BenchConfig.quick_config() if quick else BenchConfig(),
+        events=events, artisans=artisans, e2e_rate=e2e_rate, e2e_seconds=e2e_seconds, only=chosen,
+        growth_sizes=_ints(growth, "--growth"), before_events=before_events,
+        command_concurrency=_ints(concurrency, "--concurrency"), command_seconds=command_seconds,
+        appends=appends, partitions=partitions,
+    )
+    command = "anyam " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+    with console.status("benchmarking…") as spinner:
+        results = run(config, endpoints=endpoints, progress=lambda line: (spinner.update(line), console.log(line)),
+                      command=command)
+    print_results(console, results)
+    write_json(results, json_path)
+    console.print(f"Figures written to [bold]{json_path}[/].")

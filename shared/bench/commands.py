@@ -1,0 +1,127 @@
+"""Measurement 3: `POST /pieces` against one production service process at increasing concurrency.
+
+Each step keeps `concurrency` requests in flight for `seconds` (each worker sends its
+next request as soon as its last one is answered), every request a new piece with an
+`Idempotency-Key`, as a staff client sends them. Throughput is answered requests per
+second of the step; latency is per request, measured in the client, so it includes
+the client's own (httpx) time. The client runs in the bench process, on the same two
+cores as the service, PostgreSQL and the broker: on this machine the figures are those
+of the whole box, not of the service alone.
+
+Before the steps, residents are trained (`training-completed` on the enrollment topic,
+waited for on production's stored offsets), a collaborator is registered and a rate set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from services.production.projections import TRAINING_CONSUMER
+from shared.bench.environment import BenchEnvironment
+from shared.bench.latency import percentile
+from shared.bench.services import bench_services
+from shared.contracts import Envelope, Topic, encode, service_source, topic_name
+from shared.contracts.events import TrainingCompleted
+from shared.contracts.signing import generate_private_key, public_key_b64
+from shared.eventstore import wait_until_caught_up
+from shared.kafka import start_producer
+from shared.timeutil import WIB, wib_now
+
+RESIDENTS = 100
+PRODUCT = "piring"
+
+
+@dataclass
+class CommandStep:
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    throughput_per_second: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def measure_commands(
+    env: BenchEnvironment, *, concurrency_steps: list[int], seconds: float
+) -> list[CommandStep]:
+    """Run each concurrency step for `seconds` against a fresh production service process."""
+    async with bench_services(env, ["production"], "commands") as services:
+        residents = [f"res_bench_{n:04d}" for n in range(RESIDENTS)]
+        await _train(services.kafka, residents)
+        await wait_until_caught_up(services.pools["production"], TRAINING_CONSUMER, services.kafka,
+                                   [Topic.ENROLLMENT], timeout=120)
+        collaborator = await services.post("production", "/collaborators", {
+            "name": "PT Bench Anyaman", "public_key": public_key_b64(generate_private_key()),
+        })
+        collaborator_id = collaborator["collaborator_id"]
+        await services.post("production", f"/collaborators/{collaborator_id}/rates", {
+            "product": PRODUCT, "rate_idr": 15_000, "effective_from": datetime(2024, 1, 1, tzinfo=WIB).isoformat(),
+        })
+        woven_at = (wib_now() - timedelta(hours=1)).isoformat()
+        steps = []
+        # A short warm-up: the first requests pay for connections and prepared statements.
+        await _step(services, 4, min(1.0, seconds), residents, collaborator_id, woven_at, "warmup")
+        for concurrency in concurrency_steps:
+            steps.append(await _step(services, concurrency, seconds, residents, collaborator_id, woven_at,
+                                     f"c{concurrency}"))
+        return steps
+
+
+async def _train(kafka, residents: list[str]) -> None:
+    producer = await start_producer(kafka)
+    try:
+        topic = topic_name(Topic.ENROLLMENT, kafka.topic_prefix)
+        deliveries = []
+        for resident in residents:
+            record = encode(Envelope.wrap(
+                TrainingCompleted(resident_id=resident, cohort_id="coh_bench", completed_on=date(2024, 2, 29)),
+                source=service_source("enrollment"),
+            ))
+            deliveries.append(await producer.send(topic, record.value, key=record.key, headers=list(record.headers)))
+        await asyncio.gather(*deliveries)
+    finally:
+        await producer.stop()
+
+
+async def _step(
+    services, concurrency: int, seconds: float, residents: list[str], collaborator_id: str, woven_at: str, tag: str
+) -> CommandStep:
+    latencies: list[float] = []
+    errors = 0
+    counter = 0
+    async with services.staff("production", connections=concurrency) as client:
+        deadline = time.monotonic() + seconds
+
+        async def worker() -> None:
+            nonlocal errors, counter
+            while time.monotonic() < deadline:
+                counter += 1
+                n = counter
+                body = {"artisan_id": residents[n % len(residents)], "collaborator_id": collaborator_id,
+                        "product": PRODUCT, "woven_at": woven_at}
+                began = time.perf_counter()
+                response = await client.post("/pieces", json=body, headers={"Idempotency-Key": f"{tag}-{n}"})
+                latencies.append((time.perf_counter() - began) * 1000)
+                if response.status_code != 201:
+                    errors += 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.monotonic() - started
+    return CommandStep(
+        concurrency=concurrency, requests=len(latencies), errors=errors, seconds=elapsed,
+        throughput_per_second=(len(latencies) - errors) / elapsed if elapsed else 0.0,
+        p50_ms=percentile(latencies, 0.5), p99_ms=percentile(latencies, 0.99), max_ms=max(latencies, default=0.0),
+        mean_ms=statistics.fmean(latencies) if latencies else 0.0,
+    )
