@@ -223,3 +223,21 @@ async def database_url(postgres: Postgres) -> AsyncIterator[str]:
             await conn.execute(f'drop database if exists "{name}" with (force)')
         finally:
             await conn.close()
+
+
+@pytest.fixture
+async def scratch_database(postgres: Postgres):
+    """Makes fresh empty databases on demand (rebuilds, replays) and drops them after the test."""
+    created: list[str] = []
+
+    async def create() -> str:
+        created.append(f"t_scratch_{uuid.uuid4().hex[:12]}")
+        return await postgres.create_database(created[-1])
+
+    yield create
+    conn = await asyncpg.connect(postgres.server_url)
+    try:
+        for name in created:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

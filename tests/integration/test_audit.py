@@ -22,7 +22,7 @@ import random
 import sys
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -134,22 +134,6 @@ async def producer(kafka_settings):
     await producer.stop()
 
 
-@pytest.fixture
-async def scratch(postgres) -> AsyncIterator[Callable[[], Awaitable[str]]]:
-    """Fresh empty databases to replay into (faster than an embedded server per replay); dropped after."""
-    created: list[str] = []
-
-    async def create() -> str:
-        created.append(f"t_replay_{uuid.uuid4().hex[:12]}")
-        return await postgres.create_database(created[-1])
-
-    yield create
-    conn = await asyncpg.connect(postgres.server_url)
-    try:
-        for name in created:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def live_digest(programme: Programme, as_of: datetime | None = None) -> dict:
@@ -222,8 +206,8 @@ async def anyam(programme: Programme, *args: str, cwd: Path, timeout: float = 12
 # --- replay -----------------------------------------------------------------------------------------
 
 
-async def test_a_replay_after_a_realistic_history_gives_the_live_digest_and_balances(programme, scratch):
-    result = await replay(programme.kafka, database_url=await scratch())
+async def test_a_replay_after_a_realistic_history_gives_the_live_digest_and_balances(programme, scratch_database):
+    result = await replay(programme.kafka, database_url=await scratch_database())
 
     live = await live_digest(programme)
     assert result.digest == live["digest"] == programme.demo.ledger_digest
@@ -236,12 +220,12 @@ async def test_a_replay_after_a_realistic_history_gives_the_live_digest_and_bala
     assert sum(a.earned_idr for a in result.artisans) == sum(a.paid_idr for a in result.artisans) > 0
 
 
-async def test_reading_the_partitions_in_reverse_or_shuffled_gives_the_same_digest(programme, scratch):
-    forward = await replay(programme.kafka, database_url=await scratch())
-    backward = await replay(programme.kafka, database_url=await scratch(),
+async def test_reading_the_partitions_in_reverse_or_shuffled_gives_the_same_digest(programme, scratch_database):
+    forward = await replay(programme.kafka, database_url=await scratch_database())
+    backward = await replay(programme.kafka, database_url=await scratch_database(),
                             partition_order=lambda parts: list(reversed(sorted_order(parts))))
     # Shuffled, and applied by two connections side by side.
-    shuffled = await replay(programme.kafka, database_url=await scratch(), workers=2,
+    shuffled = await replay(programme.kafka, database_url=await scratch_database(), workers=2,
                             partition_order=lambda parts: random.Random(3).sample(parts, len(parts)))
 
     assert backward.history.order == list(reversed(forward.history.order))
@@ -250,17 +234,17 @@ async def test_reading_the_partitions_in_reverse_or_shuffled_gives_the_same_dige
     assert forward.accounts == backward.accounts == shuffled.accounts
 
 
-async def test_a_replay_as_of_mid_history_gives_the_balances_that_were_true_then(programme, scratch):
+async def test_a_replay_as_of_mid_history_gives_the_balances_that_were_true_then(programme, scratch_database):
     events = [*await history_events(programme, Topic.PRODUCTION), *await history_events(programme, Topic.PAYOUT)]
     # Two cuts: in the middle of the weaving weeks (earnings only), and between the first two payout
     # runs, whose events carry the moment they ran (the first run paid, the second not yet).
     runs = sorted({(e.time, e.data.run_id) for e in events if isinstance(e.data, PayoutScheduled)})
     second_run = min(t for t, run_id in runs if run_id != runs[0][1])
     between_runs = second_run - timedelta(microseconds=1)
-    database_url = await scratch()
+    database_url = await scratch_database()
     for cut in (MID_WEAVING, between_runs):
         result = await replay(programme.kafka, as_of=cut, database_url=database_url)
-        database_url = await scratch()
+        database_url = await scratch_database()
 
         expected = balances_from_events(events, cut)
         assert per_artisan(result) == expected
@@ -272,13 +256,13 @@ async def test_a_replay_as_of_mid_history_gives_the_balances_that_were_true_then
     assert sum(v[3] for v in balances_from_events(events, MID_WEAVING).values()) == 0
 
 
-async def test_a_replay_leaves_every_topics_end_offsets_and_consumer_groups_as_they_were(programme, scratch):
+async def test_a_replay_leaves_every_topics_end_offsets_and_consumer_groups_as_they_were(programme, scratch_database):
     names = [topic_name(t, programme.kafka.topic_prefix) for t in ALL_TOPICS]
     admin = AIOKafkaAdminClient(**programme.kafka.client_options())
     await admin.start()
     try:
         before, groups_before = await end_offsets(programme.kafka, names), await admin.list_consumer_groups()
-        result = await replay(programme.kafka, database_url=await scratch())
+        result = await replay(programme.kafka, database_url=await scratch_database())
         after, groups_after = await end_offsets(programme.kafka, names), await admin.list_consumer_groups()
     finally:
         await admin.close()
@@ -303,7 +287,9 @@ async def test_anyam_replay_as_of_prints_the_cut_ledger_as_json(programme, tmp_p
     assert document["history"]["undecodable"]["count"] == 0
 
 
-async def test_records_that_are_not_events_are_counted_and_reported_never_fatal(kafka_settings, producer, scratch):
+async def test_records_that_are_not_events_are_counted_and_reported_never_fatal(
+    kafka_settings, producer, scratch_database
+):
     passed = Envelope.wrap(QcPassed(piece_id="pc_1", artisan_id="res_1", collaborator_id="col_1", product="piring",
                                     amount_idr=15_000, submission_id="sub_1", inspected_at=MID_WEAVING,
                                     signature="c2lnbmF0dXJl"), source="/services/production", time=MID_WEAVING)
@@ -315,7 +301,7 @@ async def test_records_that_are_not_events_are_counted_and_reported_never_fatal(
     await producer.send_and_wait(production, None, key=b"res_1")  # a tombstone
     await producer.send_and_wait(submissions, record.value, key=b"pc_1")  # a qc-passed forged onto submissions
 
-    result = await replay(kafka_settings, database_url=await scratch())
+    result = await replay(kafka_settings, database_url=await scratch_database())
 
     assert result.history.records == 4 and result.history.events == 1
     assert sorted(u.reason for u in result.history.undecodable) == ["malformed", "malformed", "unexpected-type"]
@@ -334,14 +320,14 @@ async def test_a_replay_refuses_to_write_into_a_database_that_holds_a_ledger(pro
 # --- verify -----------------------------------------------------------------------------------------
 
 
-async def test_verify_with_a_wrong_token_stops_before_replaying(programme, scratch):
+async def test_verify_with_a_wrong_token_stops_before_replaying(programme, scratch_database):
     with pytest.raises(AuditError, match="refused the auditor token"):
         await verify(programme.kafka, payout_url=programme.payout_url, auditor_token="not-the-token",
-                     database_url=await scratch())
+                     database_url=await scratch_database())
     collaborator = collaborator_token(programme.tokens.secret, "col_1")  # a real token, of a role that may not read
     with pytest.raises(AuditError, match=r"refused the auditor token \(HTTP 403\)"):
         await verify(programme.kafka, payout_url=programme.payout_url, auditor_token=collaborator,
-                     database_url=await scratch())
+                     database_url=await scratch_database())
 
 
 async def test_anyam_verify_on_an_untouched_programme_verifies_and_exits_zero(programme, tmp_path):
@@ -360,9 +346,9 @@ async def test_anyam_verify_on_an_untouched_programme_verifies_and_exits_zero(pr
     assert not list(tmp_path.glob("**/pgdata"))  # nothing of the scratch database is left behind
 
 
-async def test_verify_as_of_a_moment_checks_the_ledger_of_that_moment(programme, scratch):
+async def test_verify_as_of_a_moment_checks_the_ledger_of_that_moment(programme, scratch_database):
     report = await verify(programme.kafka, payout_url=programme.payout_url, auditor_token=programme.tokens.auditor,
-                          as_of=MID_WEAVING, database_url=await scratch())
+                          as_of=MID_WEAVING, database_url=await scratch_database())
 
     assert report.ok, [v.message for r in report.broken for v in r.violations]
     assert report.replayed.digest == (await live_digest(programme, MID_WEAVING))["digest"]
@@ -422,9 +408,9 @@ async def tampered(programme: Programme) -> AsyncIterator[dict[str, str]]:
         await conn.close()
 
 
-async def test_a_ledger_edited_in_the_database_fails_verify_which_names_each_row(programme, scratch, tmp_path):
+async def test_a_ledger_edited_in_the_database_fails_verify_which_names_each_row(programme, scratch_database, tmp_path):
     async with tampered(programme) as tamper:
-        code, stdout, stderr = await anyam(programme, "verify", "--database-url", await scratch(),
+        code, stdout, stderr = await anyam(programme, "verify", "--database-url", await scratch_database(),
                                            "--json-report", str(tmp_path / "report.json"), cwd=tmp_path)
 
     assert code == 1, stdout[-3000:] + stderr[-3000:]

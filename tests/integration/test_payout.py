@@ -101,22 +101,6 @@ def expected_digest(events: Iterable[Envelope]) -> str:
 # --- plumbing -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def scratch_database(postgres):
-    """Makes fresh databases (for rebuilds and replays) and drops them after the test."""
-    created: list[str] = []
-
-    async def create() -> str:
-        created.append(f"t_scratch_{os.urandom(6).hex()}")
-        return await postgres.create_database(created[-1])
-
-    yield create
-    conn = await asyncpg.connect(postgres.server_url)
-    try:
-        for name in created:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
