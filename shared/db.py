@@ -6,6 +6,18 @@ import asyncpg
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Failures of the database server itself, not of one statement: wait and retry, never blame the input.
+#: Class 57 covers a server shutting down or restarting under us (admin/crash shutdown, "cannot
+#: connect now" while it starts), which is what a restart of PostgreSQL looks like to a live connection.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+)
+
 
 class DatabaseSettings(BaseSettings):
     """Where a service's own database is (`ANYAM_DATABASE_URL`); each service has its own."""

@@ -50,8 +50,15 @@ def bench(
     appends: Annotated[int | None, typer.Option("--appends", min=1, help="Appends per store and step (5,000).")
                        ] = None,
     partitions: Annotated[int | None, typer.Option("--partitions", min=1, help="Partitions per topic (3).")] = None,
+    soak: Annotated[str | None, typer.Option(
+        "--soak", help="Instead: a steady mixed load for this long (e.g. 10m) with a fault every minute, then "
+                       "reconcile the ledger with what was accepted (own embedded stack).")] = None,
+    soak_rate: Annotated[float, typer.Option("--soak-rate", min=0.1, help="Pieces per second in the soak.")] = 10.0,
 ) -> None:
     """Measure replay, end-to-end latency, commands, appends against a peer, and growth; print and write JSON."""
+    if soak is not None:
+        _soak(soak, soak_rate, json_path, endpoints)
+        return
     from shared.bench.report import print_results, write_json
     from shared.bench.runner import MEASUREMENTS, BenchConfig, run, with_overrides
 
@@ -75,3 +82,21 @@ def bench(
     print_results(console, results)
     write_json(results, json_path)
     console.print(f"Figures written to [bold]{json_path}[/].")
+
+
+def _soak(duration: str, rate: float, json_path: Path, endpoints: bool) -> None:
+    import asyncio
+    import json
+
+    from shared.bench.soak import parse_duration, print_soak, run_soak
+
+    if endpoints:
+        raise StackError("--soak injects faults into processes it starts itself; it cannot run on --endpoints")
+    with console.status("soaking…") as spinner:
+        result = asyncio.run(run_soak(parse_duration(duration), rate=rate,
+                                      progress=lambda line: (spinner.update(line), console.log(line))))
+    print_soak(console, result)
+    json_path.write_text(json.dumps({"soak": result.as_json()}, indent=2) + "\n")
+    console.print(f"Figures written to [bold]{json_path}[/].")
+    if not result.exact:
+        raise typer.Exit(1)

@@ -83,7 +83,7 @@ class DemoResult:
 
 
 @dataclass
-class _Stack:
+class StackClients:
     """The running stack as `.anyam/stack.env` describes it, plus the demo's clients."""
 
     env: Mapping[str, str]
@@ -166,7 +166,7 @@ def consumers_of(prefix: str) -> list[tuple[str, str, tuple[Topic, ...]]]:
 async def run_demo(env: Mapping[str, str], scenario: Scenario, progress: Progress = lambda _: None) -> DemoResult:
     """Run `scenario` on the stack `env` describes; returns what the services say happened."""
     started = time.monotonic()
-    stack = _Stack(env)
+    stack = StackClients(env)
     await stack.open()
     producer = await start_producer(stack.kafka)
     consumers = consumers_of(stack.kafka.topic_prefix)
@@ -206,7 +206,7 @@ async def run_demo(env: Mapping[str, str], scenario: Scenario, progress: Progres
         await stack.close()
 
 
-async def _gather(jobs: Iterable[Awaitable], limit: int = 8) -> list:
+async def gather_bounded(jobs: Iterable[Awaitable], limit: int = 8) -> list:
     gate = asyncio.Semaphore(limit)
 
     async def bounded(job: Awaitable):
@@ -216,9 +216,9 @@ async def _gather(jobs: Iterable[Awaitable], limit: int = 8) -> list:
     return await asyncio.gather(*(bounded(job) for job in jobs))
 
 
-async def _train(stack: _Stack, scenario: Scenario, tag: str) -> dict[int | str, str]:
+async def _train(stack: StackClients, scenario: Scenario, tag: str) -> dict[int | str, str]:
     people = scenario.participants
-    registered = await _gather(
+    registered = await gather_bounded(
         stack.post("enrollment", "/residents", {
             "rusunawa": RUSUNAWA, "unit": p.unit, "full_name": p.full_name, "nik": p.nik, "phone": p.phone,
             "payout_account": p.payout_account,
@@ -231,17 +231,18 @@ async def _train(stack: _Stack, scenario: Scenario, tag: str) -> dict[int | str,
         "ends_on": COHORT_ENDS.isoformat(), "capacity": len(people),
     }, key=f"{tag}-cohort")
     cohort_id = cohort["cohort_id"]
-    await _gather(stack.post("enrollment", f"/cohorts/{cohort_id}/enrolments", {"resident_id": residents[p.index]},
-                             key=f"{tag}-enrol-{p.index}") for p in people)
-    await _gather(stack.post("enrollment", f"/cohorts/{cohort_id}/completions",
-                             {"resident_id": residents[p.index], "completed_on": COHORT_ENDS.isoformat()},
-                             key=f"{tag}-complete-{p.index}") for p in people)
+    await gather_bounded(stack.post("enrollment", f"/cohorts/{cohort_id}/enrolments",
+                                    {"resident_id": residents[p.index]}, key=f"{tag}-enrol-{p.index}")
+                         for p in people)
+    await gather_bounded(stack.post("enrollment", f"/cohorts/{cohort_id}/completions",
+                                    {"resident_id": residents[p.index], "completed_on": COHORT_ENDS.isoformat()},
+                                    key=f"{tag}-complete-{p.index}") for p in people)
     residents["_cohort"] = cohort_id
     return residents
 
 
 async def _collaborate(
-    stack: _Stack, scenario: Scenario, residents: Mapping[int | str, str], key: Ed25519PrivateKey, tag: str
+    stack: StackClients, scenario: Scenario, residents: Mapping[int | str, str], key: Ed25519PrivateKey, tag: str
 ) -> str:
     collaborator = await stack.post("production", "/collaborators",
                                     {"name": COLLABORATOR, "public_key": public_key_b64(key)}, key=f"{tag}-collab")
@@ -253,7 +254,7 @@ async def _collaborate(
         await stack.post("production", f"/collaborators/{collaborator_id}/rates",
                          {"product": product, "rate_idr": rate, "effective_from": effective_from.isoformat()},
                          key=f"{tag}-rate-{product}-{effective_from.date()}")
-    await _gather(
+    await gather_bounded(
         stack.post("production", "/material-issues", {
             "artisan_id": residents[p.index], "collaborator_id": collaborator_id, "material": material,
             "quantity": quantity, "unit": unit,
@@ -264,10 +265,10 @@ async def _collaborate(
 
 
 async def _weave(
-    stack: _Stack, scenario: Scenario, weavings: list[Weaving], residents: Mapping[int | str, str],
+    stack: StackClients, scenario: Scenario, weavings: list[Weaving], residents: Mapping[int | str, str],
     collaborator_id: str, tag: str,
 ) -> list[dict]:
-    pieces = await _gather(
+    pieces = await gather_bounded(
         stack.post("production", "/pieces", {
             "artisan_id": residents[w.participant], "collaborator_id": collaborator_id, "product": w.product,
             "woven_at": w.woven_at.isoformat(),
@@ -282,7 +283,7 @@ async def _weave(
 
 
 async def _inspect(
-    stack: _Stack, producer: AIOKafkaProducer, weavings: list[Weaving], pieces: list[dict], collaborator_id: str,
+    stack: StackClients, producer: AIOKafkaProducer, weavings: list[Weaving], pieces: list[dict], collaborator_id: str,
     key: Ed25519PrivateKey, tag: str,
 ) -> None:
     """The collaborator's QC, signed with its own key and published straight onto `qc-submissions`."""
@@ -301,7 +302,7 @@ async def _inspect(
     await asyncio.gather(*deliveries)
 
 
-async def _pay(stack: _Stack, run: PayoutRun, residents: Mapping[int | str, str], tag: str) -> tuple[int, int]:
+async def _pay(stack: StackClients, run: PayoutRun, residents: Mapping[int | str, str], tag: str) -> tuple[int, int]:
     body = {"run_id": run.run_id, "period_end": run.period_end.isoformat()}
     result = await stack.post("payout", "/payout-runs", body, key=f"{tag}-{run.run_id}")
     failing = {residents[i] for i in run.failing_participants}
@@ -324,7 +325,7 @@ async def _pay(stack: _Stack, run: PayoutRun, residents: Mapping[int | str, str]
 
 
 async def _summaries(
-    stack: _Stack, scenario: Scenario, residents: Mapping[int | str, str], woven: Mapping[int, int]
+    stack: StackClients, scenario: Scenario, residents: Mapping[int | str, str], woven: Mapping[int, int]
 ) -> list[ArtisanSummary]:
     summaries = []
     for person in scenario.participants:

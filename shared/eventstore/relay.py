@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from shared.contracts import CONTENT_TYPE, topic_name
 from shared.contracts.codec import CONTENT_TYPE_HEADER
+from shared.db import DATABASE_UNAVAILABLE
 from shared.eventstore.schema import OUTBOX_CHANNEL, RELAY_LOCK_KEY
 from shared.settings import KafkaSettings
 
@@ -97,25 +98,36 @@ class OutboxRelay:
         """Publish forever: wake on each commit's notification, poll as a fallback, retry on failure.
 
         Only one relay per database publishes at a time (a session advisory lock);
-        a second replica waits, ready to take over if the first dies.
+        a second replica waits, ready to take over if the first dies. The lock lives
+        as long as the leader's connection: when the database restarts, that
+        connection dies with the lock, and the relay goes back to winning it first,
+        never publishing without it.
         """
+        while True:
+            try:
+                await self._lead()
+            except DATABASE_UNAVAILABLE as exc:
+                log.warning("outbox relay: lost the database (%s); reconnecting", type(exc).__name__)
+                await asyncio.sleep(self._retry_backoff)
+
+    async def _lead(self) -> None:
         async with self._pool.acquire() as leader:
             while not await leader.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
                 await asyncio.sleep(self._idle_wait)
             await leader.add_listener(OUTBOX_CHANNEL, self._on_append)
             try:
-                await self._publish_forever()
+                await self._publish_while_leading(leader)
             finally:
                 with contextlib.suppress(Exception):
                     await leader.remove_listener(OUTBOX_CHANNEL, self._on_append)
                     await leader.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
 
-    async def _publish_forever(self) -> None:
-        while True:
+    async def _publish_while_leading(self, leader: asyncpg.Connection) -> None:
+        while not leader.is_closed():
             self._appended.clear()
             try:
                 published = await self.publish_pending()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_UNAVAILABLE as exc:
                 log.warning("outbox relay: database unavailable (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(self._retry_backoff)
                 continue
@@ -126,6 +138,7 @@ class OutboxRelay:
             if published < self._batch_size:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._appended.wait(), self._idle_wait)
+        raise asyncpg.ConnectionDoesNotExistError("the leader's connection closed; its lock went with it")
 
     def _on_append(self, *_: object) -> None:
         self._appended.set()

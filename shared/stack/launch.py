@@ -19,10 +19,11 @@ from shared.stack.services import LaunchedService, ServiceSpec, service_environm
 
 
 async def launch_service_process(
-    spec: ServiceSpec, stack_env: Mapping[str, str], workdir: Path, *, timeout: float = 60.0
+    spec: ServiceSpec, stack_env: Mapping[str, str], workdir: Path, *, timeout: float = 60.0, port: int | None = None
 ) -> LaunchedService:
-    """Start the service on a free loopback port, logging to `<workdir>/<name>.log`; return once healthy."""
-    port = free_port()
+    """Start the service on `port` (default: a free loopback port), logging to `<workdir>/<name>.log`;
+    return once healthy."""
+    port = port or free_port()
     env = {**os.environ, **service_environment(spec, stack_env), "ANYAM_HTTP_HOST": "127.0.0.1",
            "ANYAM_HTTP_PORT": str(port)}
     log_path = workdir / f"{spec.name}.log"

@@ -17,7 +17,7 @@ import psutil
 from shared.settings import KafkaSettings
 from shared.stack import stackfile as keys
 from shared.stack.broker import EmbeddedBroker, broker_answers
-from shared.stack.errors import NoStack, StackAlreadyRunning, StackError
+from shared.stack.errors import NoStack, PostgresFailed, StackAlreadyRunning, StackError
 from shared.stack.postgres import EmbeddedPostgres, discard_pgdata, postgres_pid, stop_postgres
 from shared.stack.processes import is_alive, terminate, wait_gone
 from shared.stack.provisioning import ensure_topics
@@ -162,6 +162,53 @@ class RunningStack:
             dead.append("postgres")
         return dead
 
+    async def relaunch_service(self, name: str, *, sig: signal.Signals = signal.SIGKILL) -> LaunchedService:
+        """Stop service `name` with `sig` (SIGKILL: a crash) and start it again on the same port.
+
+        Returns once the new process answers; the stack file names its new pid.
+        """
+        from shared.stack.launch import launch_service_process
+
+        spec = next(s for s in SERVICES if s.name == name)
+        old = self.services[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old.pid, sig)
+        if wait_gone([old.pid], 30):
+            raise StackError(f"the {name} service (pid {old.pid}) did not stop on {sig.name}")
+        port = int(old.url.rsplit(":", 1)[1])
+        launched = await launch_service_process(spec, self.env, self.workdir, port=port)
+        self.services[name] = launched
+        self.env[spec.pid_key] = str(launched.pid)
+        self._write()
+        return launched
+
+    async def restart_postgres(self) -> None:
+        """Fast-shutdown PostgreSQL and start it again on the same data directory (so at the same address).
+
+        The services are not told: their pools must reconnect by themselves.
+        """
+        pgdata = self.postgres.pgdata
+        await asyncio.to_thread(stop_postgres, pgdata)
+        for attempt in range(3):
+            try:
+                self.postgres = await EmbeddedPostgres(pgdata).start()
+                break
+            except PostgresFailed:
+                # The wheel gives pg_ctl ten seconds, which a starved machine can exceed while the
+                # server itself comes up fine: asking again adopts the server once it runs.
+                if attempt == 2:
+                    raise
+        assert self.postgres.pid is not None
+        self.env[keys.POSTGRES_PID] = str(self.postgres.pid)
+        self._write()
+
+    def _write(self) -> None:
+        write_stack_env(
+            self.path,
+            self.env,
+            header="Written by `anyam up`; holds secrets. Load with: set -a; . .anyam/stack.env; set +a",
+        )
+
     def stop(self) -> None:
         """Stop the services, the broker and PostgreSQL, then remove the stack file."""
         for svc in self.services.values():
@@ -238,11 +285,7 @@ async def start_stack(
         if supervised:
             env[keys.SUPERVISOR_PID] = str(os.getpid())
         stack.env = env
-        write_stack_env(
-            stack.path,
-            env,
-            header="Written by `anyam up`; holds secrets. Load with: set -a; . .anyam/stack.env; set +a",
-        )
+        stack._write()
     except BaseException:
         await asyncio.to_thread(stack.stop)
         raise

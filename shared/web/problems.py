@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.db import DATABASE_UNAVAILABLE
 from shared.domain import Refused
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,29 @@ def _validation_problem(errors: list[Any]) -> Problem:
     return Problem(422, "invalid-request", f"The request is not valid: {summary}", errors=named)
 
 
+#: Marks a FastAPI dependency that decides who may call a route (`shared.web.access.Access.allow` sets it).
+GUARD = "anyam_guard"
+
+
+def _refusal_of_caller(request: Request) -> Problem | None:
+    """The 401/403 the matched route's guard gives this caller, if it refuses them.
+
+    FastAPI reads a JSON body before it runs any dependency, so a body it cannot parse would
+    otherwise be answered (400/422) before the token is even looked at (SPEC §10).
+    """
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    pending = [dependant] if dependant is not None else []
+    while pending:
+        current = pending.pop()
+        if getattr(current.call, GUARD, False):
+            try:
+                current.call(request)
+            except Problem as refusal:
+                return refusal
+        pending.extend(current.dependencies)
+    return None
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Answer every error of `app` as problem details; an unexpected one as a 500 that leaks nothing."""
 
@@ -89,11 +113,14 @@ def install_problem_handlers(app: FastAPI) -> None:
         return Problem.from_refusal(exc).response()
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_problem(list(exc.errors())).response()
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        refusal = _refusal_of_caller(request)
+        return (refusal or _validation_problem(list(exc.errors()))).response()
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and (refusal := _refusal_of_caller(request)) is not None:
+            return refusal.response()  # a body FastAPI could not even read, from a caller refused anyway
         codes = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized", 403: "forbidden"}
         code = codes.get(exc.status_code, "http-error")
         detail = exc.detail if isinstance(exc.detail, str) else code
@@ -101,6 +128,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DATABASE_UNAVAILABLE):
+            # The database restarting or unreachable: nothing was committed, and the same request
+            # (with its Idempotency-Key) will succeed once the pool has reconnected.
+            log.warning("database unavailable (%s) while serving a request", type(exc).__name__)
+            return Problem(
+                503, "database-unavailable", "The service's database is unavailable; nothing was changed. "
+                "Retry the same request shortly.", headers={"Retry-After": "1"},
+            ).response()
         # The type only: an exception's text may quote personal data.
         log.error("unexpected %s while serving a request", type(exc).__name__)
         return Problem(500, "internal-error", "Something went wrong on our side; nothing was changed.").response()

@@ -1,0 +1,94 @@
+"""Faults injected into a running embedded stack, each returning once the stack has recovered.
+
+A fault's report says how long the stack took to answer healthily again: the
+services are never told about a fault, they must notice and recover alone
+(except a killed process, which is restarted as an orchestrator would).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+
+from shared.stack.lifecycle import RunningStack
+from shared.stack.services import SERVICES
+
+
+class NotRecovered(Exception):
+    """The stack did not answer healthily again in time after a fault."""
+
+
+@dataclass(frozen=True)
+class FaultReport:
+    """One fault: what it was, when (monotonic seconds) it began and ended, and when all was healthy again."""
+
+    name: str
+    began: float
+    ended: float
+    healthy_again: float
+
+    @property
+    def recovery_seconds(self) -> float:
+        """From the end of the fault to every service answering healthily."""
+        return self.healthy_again - self.ended
+
+
+async def wait_until_healthy(stack: RunningStack, timeout: float = 120.0) -> float:
+    """Poll every service's `/health` until all answer 200 (database and every component ok); returns when."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=5) as http:
+        while True:
+            answers = []
+            for service in stack.services.values():
+                try:
+                    answers.append((await http.get(f"{service.url}/health")).status_code)
+                except httpx.TransportError:
+                    answers.append(None)
+            if all(code == 200 for code in answers):
+                return time.monotonic()
+            if time.monotonic() > deadline:
+                unhealthy = [name for (name, _), code in zip(stack.services.items(), answers, strict=True)
+                             if code != 200]
+                raise NotRecovered(f"still unhealthy {timeout:.0f}s after the fault: {', '.join(unhealthy)}")
+            await asyncio.sleep(0.2)
+
+
+async def broker_outage(stack: RunningStack, seconds: float = 30.0) -> FaultReport:
+    """Freeze the broker (SIGSTOP) for `seconds`: every connection to it hangs, and nothing it held is lost."""
+    began = time.monotonic()
+    with stack.broker.frozen():
+        await asyncio.sleep(seconds)  # the length of the outage itself
+    ended = time.monotonic()
+    return FaultReport(f"broker unreachable for {seconds:.0f}s", began, ended, await wait_until_healthy(stack))
+
+
+async def postgres_restart(stack: RunningStack) -> FaultReport:
+    """Restart PostgreSQL (fast shutdown: open transactions roll back, connections drop)."""
+    began = time.monotonic()
+    await stack.restart_postgres()
+    ended = time.monotonic()
+    return FaultReport("PostgreSQL restarted", began, ended, await wait_until_healthy(stack))
+
+
+def service_killed(name: str) -> Callable[[RunningStack], Awaitable[FaultReport]]:
+    """SIGKILL service `name` and start it again on the same port, as a supervisor would."""
+
+    async def inject(stack: RunningStack) -> FaultReport:
+        began = time.monotonic()
+        await stack.relaunch_service(name)
+        ended = time.monotonic()
+        return FaultReport(f"{name} killed (SIGKILL) and restarted", began, ended, await wait_until_healthy(stack))
+
+    return inject
+
+
+#: Every fault the soak cycles through, in order.
+FAULTS: tuple[Callable[[RunningStack], Awaitable[FaultReport]], ...] = (
+    lambda stack: broker_outage(stack, 30.0),
+    postgres_restart,
+    *(service_killed(spec.name) for spec in SERVICES),
+)
