@@ -87,9 +87,13 @@ def bench(
 def _soak(duration: str, rate: float, json_path: Path, endpoints: bool) -> None:
     import asyncio
     import json
+    import logging
 
     from shared.bench.soak import parse_duration, print_soak, run_soak
 
+    # The faults are deliberate: clients' reconnection complaints would bury the soak's own lines.
+    for noisy in ("asyncpg.pool", "aiokafka"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     if endpoints:
         raise StackError("--soak injects faults into processes it starts itself; it cannot run on --endpoints")
     with console.status("soaking…") as spinner:

@@ -43,6 +43,7 @@ class SoakResult:
     fault_every: float
     accepted: int = 0
     retries: int = 0
+    retried_statuses: dict[int, int] = field(default_factory=dict)
     longest_wait_seconds: float = 0.0
     faults: list[FaultReport] = field(default_factory=list)
     reconciliation: Reconciliation | None = None
@@ -56,6 +57,7 @@ class SoakResult:
         return {
             "seconds": round(self.seconds, 1), "rate_per_second": self.rate, "fault_every_seconds": self.fault_every,
             "commands_accepted": self.accepted, "retries": self.retries,
+            "retried_statuses": {str(code): n for code, n in sorted(self.retried_statuses.items())},
             "longest_wait_seconds": round(self.longest_wait_seconds, 2),
             "faults": [{"fault": f.name, "lasted_seconds": round(f.ended - f.began, 1),
                         "recovery_seconds": round(f.recovery_seconds, 2)} for f in self.faults],
@@ -92,6 +94,7 @@ async def run_soak(seconds: float, *, rate: float = 10.0, fault_every: float = 6
     finally:
         result.accepted = load.figures.accepted
         result.retries = load.figures.retries
+        result.retried_statuses = dict(load.figures.retried_statuses)
         result.longest_wait_seconds = load.figures.longest_wait_seconds
         result.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         await load.close()
@@ -115,7 +118,9 @@ def print_soak(console, result: SoakResult) -> None:
     figures.add_column("figure", justify="right")
     rec = result.reconciliation
     rows = [("commands accepted", f"{result.accepted:,}"), ("retries through faults", f"{result.retries:,}"),
-            ("longest a command waited (s)", f"{result.longest_wait_seconds:.1f}")]
+            ("longest a command waited (s)", f"{result.longest_wait_seconds:.1f}"),
+            ("HTTP answers retried, by status", ", ".join(f"{code}: {n:,}" for code, n in
+                                                          sorted(result.retried_statuses.items())) or "none")]
     if rec is not None:
         rows += [("pieces", f"{rec.pieces:,}"), ("passed QC", f"{rec.passed:,}"),
                  ("earned in the ledger (IDR)", f"{rec.earned_idr:,}"), ("residents enrolled", f"{rec.enrolments:,}")]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -59,6 +60,8 @@ class LoadFigures:
     accepted: int = 0
     retries: int = 0
     longest_wait_seconds: float = 0.0
+    #: Status codes of answers that were retried (503 while a database restarts; a 500 would be a bug).
+    retried_statuses: Counter[int] = field(default_factory=Counter)
     accepted_at: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, command)
 
     def accepted_between(self, start: float, end: float, command: str = "") -> int:
@@ -271,6 +274,7 @@ class SteadyLoad:
                 response.status_code == 409 and response.json().get("code") != "busy"
             ):
                 raise LoadFailed(f"{what} refused: {response.status_code} {response.text[:300]}")
+            self.figures.retried_statuses[response.status_code] += 1
             await self._retry(started, what)
 
     def _accepted(self, started: float, what: str) -> None:

@@ -65,6 +65,8 @@ async def accepted_more(load: SteadyLoad, command: str, *, count: int, timeout: 
 
 async def assert_reconciles(load: SteadyLoad) -> None:
     reconciliation = await load.reconcile()
+    # Retried answers are "try again" (503, or 409 busy), never an error of ours.
+    assert set(load.figures.retried_statuses) <= {409, 503}, load.figures.retried_statuses
     assert reconciliation.pieces > 0 and reconciliation.passed > 0 and reconciliation.enrolments > 0
     assert reconciliation.exact, "\n".join(reconciliation.problems[:20])
 
