@@ -17,7 +17,7 @@ from fastapi import Request
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.web.problems import Problem
+from shared.web.problems import GUARD, Problem
 
 STAFF, AUDITOR, COLLABORATOR = "staff", "auditor", "collaborator"
 _COLLABORATOR_TOKEN_PREFIX = "col."
@@ -88,6 +88,7 @@ class Access:
                 raise Problem(403, "forbidden", f"The {principal.role} role may not do this.")
             return principal
 
+        setattr(dependency, GUARD, True)  # so a body FastAPI cannot parse is refused by role first
         return dependency
 
 
