@@ -6,6 +6,8 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.production import domain
 from services.production.domain import (
@@ -350,3 +352,63 @@ def test_an_http_body_is_kept_exactly_as_sent_for_the_signature():
     assert raw["inspected_at"] == "2024-03-05T10:00:00.000+07:00"
     assert verify(public_key_b64(KEY), raw)
     assert submission.piece_id == "pc_1"
+
+
+# --- property: random command sequences never break production's invariants -------------------------
+
+SECOND = fold(domain.evolve_collaborator, Collaborator(), (
+    CollaboratorRegistered(collaborator_id="col_2", name="PT Lain", public_key=public_key_b64(OTHER_KEY)),
+    PieceRateSet(collaborator_id="col_2", product="piring", rate_idr=9_000, effective_from=MARCH),
+))
+COLLABORATORS = {"col_1": (PRICED, KEY), "col_2": (SECOND, OTHER_KEY)}
+
+weave_steps = st.tuples(
+    st.just("weave"), st.sampled_from(["pc_0", "pc_1", "pc_2"]), st.sampled_from(["col_1", "col_2", "col_9"]),
+    st.booleans(), st.sampled_from(["piring", "tas", "dompet"]),
+    st.sampled_from([MARCH - timedelta(days=1), MARCH + timedelta(days=2), APRIL + timedelta(days=2),
+                     NOW + timedelta(days=30)]),
+)
+judge_steps = st.tuples(
+    st.just("judge"), st.sampled_from(["pc_0", "pc_1", "pc_2", "pc_9"]), st.sampled_from(["col_1", "col_2"]),
+    st.sampled_from(["col_1", "col_2"]),  # whose key signs it
+    st.sampled_from(["passed", "failed"]), st.sampled_from(["sub_a", "sub_b"]),
+    st.sampled_from(["2024-03-05T10:00:00+07:00", "2024-04-05T10:00:00+07:00"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(weave_steps, judge_steps), max_size=25))
+def test_random_command_sequences_give_each_piece_one_result_at_its_own_rate_for_its_own_collaborator(steps):
+    pieces: dict[str, Piece] = {}
+    results: dict[str, list] = {}
+    for step in steps:
+        piece_id = step[1]
+        state = pieces.get(piece_id, Piece())
+        if step[0] == "weave":
+            _, _, collaborator_id, trained, product, woven_at = step
+            known = COLLABORATORS.get(collaborator_id, (Collaborator(), KEY))[0]
+            command = WeavePiece(piece_id=piece_id, artisan_id="res_1", artisan_trained=trained,
+                                 collaborator_id=collaborator_id, collaborator=known, product=product,
+                                 woven_at=woven_at, recorded_at=NOW)
+        else:
+            _, _, collaborator_id, signer, verdict, submission_id, inspected_at = step
+            raw = signed(COLLABORATORS[signer][1], submission_data(
+                piece_id=piece_id, collaborator_id=collaborator_id, result=verdict, submission_id=submission_id,
+                inspected_at=inspected_at, defects=[] if verdict == "passed" else ["longgar"]))
+            command = JudgeSubmission(submission=QcSubmitted.model_validate(raw), raw=raw,
+                                      collaborator=COLLABORATORS[collaborator_id][0])
+        try:
+            events = domain.decide_piece(state, command)
+        except Refused:
+            continue  # a refusal (NotFound, Conflict, SubmissionRejected) changes nothing
+        for event in events:
+            if isinstance(event, QcPassed | QcFailed):
+                results.setdefault(piece_id, []).append(event)
+                woven = state.woven
+                assert woven is not None and event.collaborator_id == woven.collaborator_id
+                if isinstance(event, QcPassed):
+                    assert event.amount_idr == woven.rate_idr > 0
+            if isinstance(event, PieceWoven):
+                assert not state.exists, "a piece was woven twice"
+        pieces[piece_id] = fold(domain.evolve_piece, state, events)
+    assert all(len(found) == 1 for found in results.values()), results
