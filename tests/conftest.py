@@ -235,9 +235,14 @@ async def scratch_database(postgres: Postgres):
         return await postgres.create_database(created[-1])
 
     yield create
-    conn = await asyncpg.connect(postgres.server_url)
+    await drop_databases(postgres.server_url, created)
+
+
+async def drop_databases(server_url: str, names: list[str]) -> None:
+    """Drop the test's databases, whoever is still connected to them."""
+    conn = await asyncpg.connect(server_url)
     try:
-        for name in created:
+        for name in names:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -46,6 +45,7 @@ from shared.settings import KafkaSettings
 from shared.stack import ensure_topics
 from shared.web.access import collaborator_token
 from tests import schemathesis_checks as checks
+from tests.conftest import drop_databases
 from tests.fuzzing import fuzz_hostile
 from tests.services import Tokens, client, new_personal_data_key, new_tokens, serve, service_settings
 
@@ -223,12 +223,7 @@ async def programme(broker, postgres) -> AsyncIterator[Programme]:
             urls = {"enrollment": enrollment, "production": production, "payout": payout}
             yield await seed(tokens, apps, urls, kafka)
     finally:
-        conn = await asyncpg.connect(postgres.server_url)
-        try:
-            for database in databases:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await drop_databases(postgres.server_url, databases)
 
 
 # --- the checks can fail ------------------------------------------------------------------------------------
