@@ -33,6 +33,11 @@ from shared.web.asyncapi import asyncapi_document
 from shared.web.observability import Metrics, observability_router
 from shared.web.problems import install_problem_handlers
 
+#: How long an idle HTTP connection stays open. Longer than clients keep theirs (httpx and most pools: 5 s),
+#: so the client always closes an idle connection first; were the server first, a request sent on the
+#: connection just as the server closed it would fail with a reset the client cannot tell from a crash.
+KEEP_ALIVE_SECONDS = 75
+
 log = logging.getLogger(__name__)
 
 SchemaInstaller = Callable[[asyncpg.Pool], Awaitable[None]]
@@ -172,7 +177,8 @@ def run_service(app: FastAPI, settings: ServiceSettings) -> None:
     # graceful stop would look like a crash to Docker and Kubernetes. The handler it finds exits 0.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _exit_after_graceful_stop)
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="info", access_log=False)
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="info", access_log=False,
+                timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 
 def _exit_after_graceful_stop(signum: int, _frame: object) -> None:

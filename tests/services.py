@@ -15,6 +15,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from shared.service import KEEP_ALIVE_SECONDS
 from shared.settings import KafkaSettings
 
 
@@ -44,7 +45,8 @@ def service_settings(kafka: KafkaSettings, database_url: str, tokens: Tokens) ->
 @asynccontextmanager
 async def serve(app: FastAPI, *, timeout: float = 60.0) -> AsyncIterator[str]:
     """Serve `app` with uvicorn on a free loopback port (lifespan included); yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                                           timeout_keep_alive=KEEP_ALIVE_SECONDS))
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + timeout
     while not server.started:
