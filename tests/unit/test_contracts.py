@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import unicodedata
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
@@ -189,6 +191,17 @@ def test_missing_or_invalid_fields_are_named_by_their_path(mutate, path, wording
     assert caught.value.reason == "schema-invalid"
     assert caught.value.path == path
     assert wording in str(caught.value)
+
+
+def test_text_is_refused_for_exactly_the_control_characters_but_tab_and_newline_and_lone_surrogates():
+    for code_point in range(sys.maxunicode + 1):
+        char = chr(code_point)
+        unstorable = char not in "\t\n" and unicodedata.category(char) in ("Cc", "Cs")
+        if unstorable:
+            with pytest.raises(ValueError, match=f"U\\+{code_point:04X}"):
+                ev.storable_text(f"a{char}b")
+        else:
+            assert ev.storable_text(f"a{char}b") == f"a{char}b"
 
 
 def test_error_messages_never_repeat_field_values():
