@@ -29,9 +29,7 @@ async def load_state(
     conn: asyncpg.Connection, store: EventStore, aggregate: Aggregate[S], stream_id: str, *, lock: bool = False
 ) -> tuple[S, int]:
     """The aggregate's current state and version; with `lock`, other deciders on it wait for this transaction."""
-    if lock:
-        await store.lock_stream(conn, stream_id)
-    history = await store.load(stream_id, connection=conn)
+    history = await store.load(stream_id, connection=conn, lock=lock)
     return fold(aggregate.evolve, aggregate.initial, (event.data for event in history.events)), history.version
 
 

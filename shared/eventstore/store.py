@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import asyncpg
 
 from shared.contracts import Envelope, decode, encode
-from shared.eventstore.schema import APPEND_LOCK_KEY, OUTBOX_CHANNEL
 
 NO_STREAM = 0
 """`expected_version` for a stream that must not exist yet."""
@@ -67,32 +66,23 @@ class EventStore:
             if not connection.is_in_transaction():
                 raise RuntimeError("append(connection=...) needs a connection inside a transaction")
             return await self._append(connection, stream_id, expected_version, events)
-        async with self._own_pool().acquire() as conn, conn.transaction():
+        async with self._own_pool().acquire() as conn:
             return await self._append(conn, stream_id, expected_version, events)
 
     async def _append(
         self, conn: asyncpg.Connection, stream_id: str, expected_version: int, events: Sequence[Envelope]
     ) -> int:
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_KEY)
+        records = [encode(event) for event in events]  # before the append lock is taken, not while it is held
+        # One round trip (`event_store_append` in the schema): the lock, the version check, the rows
+        # and the notification. Without a caller's transaction it is a transaction of its own.
         actual = await conn.fetchval(
-            "SELECT coalesce(max(version), 0) FROM event_store WHERE stream_id = $1", stream_id
+            "SELECT event_store_append($1, $2, $3, $4, $5, $6, $7)",
+            stream_id, expected_version, [event.id for event in events], [event.type for event in events],
+            [record.topic.value for record in records], [record.key.decode() for record in records],
+            [record.value for record in records],
         )
         if actual != expected_version:
             raise ConcurrencyConflict(stream_id, expected_version, actual)
-        if not events:
-            return actual
-        records = [encode(event) for event in events]
-        await conn.executemany(
-            """INSERT INTO event_store (stream_id, version, event_id, event_type, topic, record_key, payload)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-            [
-                (stream_id, expected_version + i, event.id, event.type, record.topic.value, record.key.decode(),
-                 record.value)
-                for i, (event, record) in enumerate(zip(events, records, strict=True), start=1)
-            ],
-        )
-        # Delivered at commit, and only if it commits: wakes the relay without polling.
-        await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
         return expected_version + len(events)
 
     @staticmethod
@@ -103,11 +93,21 @@ class EventStore:
         racing for one cohort would mostly lose and retry; waiting in line is kinder.
         (The two-key advisory lock space is disjoint from the append lock's one-key space.)
         """
-        await connection.execute("SELECT pg_advisory_xact_lock(1, hashtext($1))", stream_id)
+        await connection.execute("SELECT event_store_lock_stream($1)", stream_id)
 
-    async def load(self, stream_id: str, *, connection: asyncpg.Connection | None = None) -> StreamHistory:
-        """Every event of `stream_id` in version order (an empty history when the stream does not exist)."""
+    async def load(
+        self, stream_id: str, *, connection: asyncpg.Connection | None = None, lock: bool = False
+    ) -> StreamHistory:
+        """Every event of `stream_id` in version order (an empty history when the stream does not exist).
+
+        With `lock`, first takes the stream's lock (`lock_stream`) in the same round trip; it needs
+        the `connection` of a transaction, which holds the lock until it ends.
+        """
         query = "SELECT version, payload, topic FROM event_store WHERE stream_id = $1 ORDER BY version"
+        if lock:
+            if connection is None or not connection.is_in_transaction():
+                raise RuntimeError("load(lock=True) needs the connection of a transaction")
+            query = "SELECT version, payload, topic FROM event_store_load_locked($1)"
         if connection is not None:
             rows = await connection.fetch(query, stream_id)
         else:
