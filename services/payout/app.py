@@ -9,7 +9,7 @@ from services.payout import handlers as command_side
 from services.payout.handlers import PayoutHandlers
 from services.payout.http import payout_router
 from shared.contracts import Topic
-from shared.eventstore import EventStore
+from shared.eventstore import EventStore, without_savepoints
 from shared.service import ConsumerSpec, ServiceRuntime, ServiceSettings, service_app
 from shared.web.access import Access
 
@@ -43,11 +43,12 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime(
         name="payout", settings=settings, schema=[projections.install, command_side.install, dashboard.install],
         consumers=[ConsumerSpec(name=ledger_consumer(settings.topic_prefix), topics=LEDGER_TOPICS,
-                                handler=projections.project),
+                                handler=projections.LEDGER_HANDLER),
                    # The dashboard's read model has its own group and offsets: it can be rebuilt, lag or
                    # fail without ever holding up the ledger.
                    ConsumerSpec(name=dashboard.dashboard_consumer(settings.topic_prefix),
-                                topics=dashboard.DASHBOARD_TOPICS, handler=dashboard.project)],
+                                topics=dashboard.DASHBOARD_TOPICS,
+                                handler=without_savepoints(dashboard.project))],
     )
     handlers = PayoutHandlers(store=EventStore())
     access = Access(settings)

@@ -24,12 +24,12 @@ from services.production.handlers import ProductionHandlers
 from shared.contracts import Envelope, collaborator_source
 from shared.contracts.events import QcSubmitted
 from shared.eventstore import Reject
-from shared.eventstore.consumer import Handler
+from shared.eventstore.consumer import EventHandler
 
 QC_CONSUMER = "production-qc-submissions"
 
 
-def qc_submission_handler(handlers: ProductionHandlers) -> Handler:
+def qc_submission_handler(handlers: ProductionHandlers) -> EventHandler:
     """The `qc-submissions` consumer's handler: judge each submission, or `Reject` it with the reason."""
 
     async def on_submission(conn: asyncpg.Connection, event: Envelope, record: ConsumerRecord) -> None:

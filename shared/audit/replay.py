@@ -7,7 +7,8 @@ What makes it an audit and not a second payout service:
 - it reads up to the end offsets taken when it starts, so what it rebuilds is a
   fixed history, whatever is published meanwhile;
 - it writes with the payout service's own projection code
-  (`projections.install_ledger` and `projections.apply_event`) into a database
+  (`projections.install_ledger` and `projections.apply_events`, as the ledger
+  consumer does) into a database
   of its own: an embedded PostgreSQL in a temporary directory, removed
   afterwards, unless `--database-url` names an empty one;
 - every record is decoded exactly as the live consumers decode it (for the
@@ -44,7 +45,6 @@ from aiokafka.errors import KafkaError
 from services.payout import domain, projections
 from shared.audit.invariants import LedgerRow, Position, artisan_of
 from shared.contracts import EVENT_TOPICS, DecodeError, Envelope, Topic, base_topic, decode, topic_name
-from shared.eventstore import Reject
 from shared.kafka import end_offsets, partitions_of
 from shared.settings import KafkaSettings
 from shared.stack.errors import StackError
@@ -294,17 +294,29 @@ async def _apply(
     while (item := await queue.get()) is not None:
         tp, records = item
         topic = base_topic(tp.topic, kafka.topic_prefix)
+        events: list[tuple[Envelope, Position]] = []
+        for record in records:
+            event = _decode_record(topic, tp, record, read, observers)
+            if event is not None:
+                events.append((event, Position(topic.value, tp.partition, record.offset)))
         async with conn.transaction():
-            for record in records:
-                await _apply_record(conn, topic, tp, record, read, observers)
+            outcome = await projections.apply_events(
+                conn, [(event, projections.Source(tp.topic, tp.partition, position.offset))
+                       for event, position in events])
+        read.posted += outcome.posted
+        # What the live consumer dead-letters: refusals with their reason, failures (undone by their
+        # savepoints, so the batch goes on) as `handler-error`, as it reports them after its retries.
+        problems = [(index, rejection.reason, rejection.detail) for index, rejection in outcome.rejected]
+        problems += [(index, "handler-error", type(exc).__name__) for index, exc in outcome.failed]
+        for index, reason, detail in sorted(problems, key=lambda problem: problem[0]):
+            _refuse(read, *events[index], reason, detail)
         if progress is not None:
             progress(ReplayProgress(read.records, total, f"{topic.value}[{tp.partition}]"))
 
 
-async def _apply_record(
-    conn: asyncpg.Connection, topic: Topic, tp: TopicPartition, record: ConsumerRecord, read: HistoryRead,
-    observers: Sequence[Observer],
-) -> None:
+def _decode_record(
+    topic: Topic, tp: TopicPartition, record: ConsumerRecord, read: HistoryRead, observers: Sequence[Observer],
+) -> Envelope | None:
     read.records += 1
     position = Position(topic.value, tp.partition, record.offset)
     try:
@@ -315,20 +327,11 @@ async def _apply_record(
         read.undecodable_count += 1
         if len(read.undecodable) < LISTED:
             read.undecodable.append(Undecodable(position, exc.reason, exc.message))
-        return
+        return None
     read.by_type[event.type] += 1
     for observe in observers:
         observe(event, position, record.value)
-    try:
-        if await projections.apply_event(conn, event,
-                                         source=projections.Source(tp.topic, tp.partition, record.offset)):
-            read.posted += 1
-    except Reject as rejection:
-        _refuse(read, event, position, rejection.reason, rejection.detail)
-    except asyncpg.PostgresError as exc:
-        # What the live consumer dead-letters as `handler-error` after its retries; the
-        # savepoint of `apply_event` has undone it, so the batch goes on.
-        _refuse(read, event, position, "handler-error", type(exc).__name__)
+    return event
 
 
 def _refuse(read: HistoryRead, event: Envelope, position: Position, reason: str, detail: str) -> None:

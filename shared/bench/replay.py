@@ -11,8 +11,9 @@ process as the replay it is compared with:
   contracts' `decode`, then `services.payout.projections.apply_event` per event, in one
   transaction per fetched batch with the batch's offsets, as the ledger consumer does;
 - `apply_events`: the same records decoded the same way, posted a batch at a time by
-  `shared.bench.ledger_batch.apply_events` (rows identical to apply_event's), with
-  reading and decoding the next batch overlapping the database's work on this one.
+  `services.payout.projections.apply_events` (as the ledger consumer and the auditor post
+  them; rows identical to apply_event's), with reading and decoding the next batch
+  overlapping the database's work on this one.
 
 Each replay writes into a fresh database; its digest (`projections.ledger_digest`) is
 taken after the clock stops.
@@ -36,7 +37,6 @@ from services.payout import projections
 from services.payout.app import LEDGER_TOPICS
 from services.payout.projections import Source
 from shared.bench.environment import BenchEnvironment
-from shared.bench.ledger_batch import apply_events
 from shared.bench.memory import PeakRss
 from shared.contracts import DecodeError, Envelope, base_topic, decode, topic_name
 from shared.eventstore import Reject
@@ -337,7 +337,7 @@ async def _replay_overlapped(
         while (decoded := await queue.get()) is not None:
             mark = time.perf_counter()
             async with conn.transaction():
-                outcome = await apply_events(conn, decoded.items)
+                outcome = await projections.apply_events(conn, decoded.items)
                 await _store_offsets(conn, decoded.next_offsets)
             stages["database"] += time.perf_counter() - mark
             counts["rejected"] += len(outcome.rejected)

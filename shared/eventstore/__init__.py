@@ -1,6 +1,12 @@
 """The event store as outbox, the relay, transactional consumers and dead letters (asyncpg + aiokafka)."""
 
-from shared.eventstore.consumer import OffsetBeyondEnd, Reject, TransactionalConsumer
+from shared.eventstore.consumer import (
+    BatchHandler,
+    OffsetBeyondEnd,
+    Reject,
+    TransactionalConsumer,
+    without_savepoints,
+)
 from shared.eventstore.deadletters import DeadLetter, DeadLetterPublisher
 from shared.eventstore.relay import OutboxRelay
 from shared.eventstore.schema import install
@@ -9,6 +15,7 @@ from shared.eventstore.tracking import stored_offsets, wait_until_caught_up, wai
 
 __all__ = [
     "NO_STREAM",
+    "BatchHandler",
     "ConcurrencyConflict",
     "DeadLetter",
     "DeadLetterPublisher",
@@ -22,4 +29,5 @@ __all__ = [
     "stored_offsets",
     "wait_until_caught_up",
     "wait_until_published",
+    "without_savepoints",
 ]

@@ -10,6 +10,8 @@ cancellation or a rebalance can neither lose nor repeat an effect:
   records below the stored offset, so two instances that briefly both hold a
   partition during a rebalance cannot both apply it (trap 3);
 - event ids are recorded too, so the relay's at-least-once duplicates are no-ops;
+- a handler takes one event, or (`BatchHandler`) a whole batch's fresh events at once,
+  for projections where one statement per batch beats a few round trips per event;
 - a record that cannot be decoded, or that the handler refuses (`Reject`), is
   dead-lettered with a machine-readable reason and the offset moves on; a
   handler that keeps failing is retried a bounded number of times, then
@@ -29,14 +31,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
 from shared.contracts import DecodeError, Envelope, Topic, base_topic, decode, topic_name
+from shared.db import DATABASE_UNAVAILABLE  # retry the batch, never dead-letter for these
 from shared.eventstore.deadletters import DeadLetterPublisher
 from shared.kafka import end_offsets
 from shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-#: Failures of the database itself (not of one record): retry the batch, never dead-letter for them.
-DATABASE_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
 
 
 class Reject(Exception):
@@ -64,7 +65,47 @@ class OffsetBeyondEnd(Exception):
     """
 
 
-Handler = Callable[[asyncpg.Connection, Envelope, ConsumerRecord], Awaitable[None]]
+#: Applies one record's event in the batch's transaction; raises `Reject` to refuse it.
+EventHandler = Callable[[asyncpg.Connection, Envelope, ConsumerRecord], Awaitable[None]]
+#: A batch's fresh events, in the order a per-event handler would get them.
+BatchItems = Sequence[tuple[Envelope, ConsumerRecord]]
+
+
+@dataclass(frozen=True)
+class BatchHandler:
+    """A handler given a whole batch at once, with a per-event handler to fall back on.
+
+    `apply_batch(conn, items)` applies the fresh events of a batch (decoded, deduplicated, in
+    partition and offset order) in the consumer's transaction and returns its refusals: the
+    index into `items` and the `Reject`, whose event's writes it has already undone. Should it
+    raise (the database being unavailable aside), all its writes are undone and the batch is
+    applied event by event with `each`, so a failing event gets exactly the bounded retries and
+    the dead letter it would get from a per-event handler.
+    """
+
+    apply_batch: Callable[[asyncpg.Connection, BatchItems], Awaitable[Sequence[tuple[int, Reject]]]]
+    each: EventHandler
+
+
+Handler = EventHandler | BatchHandler
+
+
+def without_savepoints(each: EventHandler) -> BatchHandler:
+    """`each` applied to a whole batch, event after event, without a savepoint around every event.
+
+    The savepoint exists so that a refused or failing event leaves nothing behind; it costs two
+    round trips per event, more than many handlers' own work. Here the batch runs under the one
+    savepoint of `BatchHandler`: should any event refuse (`Reject`) or fail, the batch is undone
+    and applied event by event with `each`, with its savepoints, retries and dead letters, so
+    the outcome is exactly the per-event handler's. For handlers that rarely refuse.
+    """
+
+    async def apply_batch(conn: asyncpg.Connection, items: BatchItems) -> Sequence[tuple[int, Reject]]:
+        for event, record in items:
+            await each(conn, event, record)
+        return ()
+
+    return BatchHandler(apply_batch=apply_batch, each=each)
 
 
 @dataclass(frozen=True)
@@ -156,17 +197,26 @@ class TransactionalConsumer:
         next_offsets: dict[TopicPartition, int] = {}
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await self._lock_offsets(conn, batch)
+            decoded: list[tuple[ConsumerRecord, Envelope]] = []
             for tp, records in sorted(batch.items(), key=lambda item: (item[0].topic, item[0].partition)):
                 start = stored.get(tp, 0)
-                fresh = [record for record in records if record.offset >= start]
-                decoded = [(record, self._decode(record, refusals)) for record in fresh]
-                new_ids = await self._record_event_ids(conn, [event.id for _, event in decoded if event is not None])
-                for record, event in decoded:
-                    if event is None or event.id not in new_ids:
-                        continue
-                    new_ids.discard(event.id)  # a duplicate inside the batch is applied once
-                    await self._apply(conn, event, record, refusals)
+                for record in records:
+                    if record.offset >= start and (event := self._decode(record, refusals)) is not None:
+                        decoded.append((record, event))
                 next_offsets[tp] = max(start, records[-1].offset + 1)
+            new_ids = await self._record_event_ids(conn, [event.id for _, event in decoded])
+            fresh: list[tuple[Envelope, ConsumerRecord]] = []
+            for record, event in decoded:
+                if event.id in new_ids:
+                    new_ids.discard(event.id)  # a duplicate inside the batch is applied once
+                    fresh.append((event, record))
+            if isinstance(self._handler, BatchHandler):
+                await self._apply_batch(conn, self._handler, fresh, refusals)
+            else:
+                for event, record in fresh:
+                    await self._apply(conn, self._handler, event, record, refusals)
+            # Dead letters in the order of the log, whichever step refused them.
+            refusals.sort(key=lambda refusal: (refusal.record.topic, refusal.record.partition, refusal.record.offset))
             for refusal in refusals:
                 record = refusal.record
                 await self._dead_letters.publish(
@@ -224,18 +274,38 @@ class TransactionalConsumer:
             refusals.append(_Refusal(record, exc.reason, str(exc)))
             return None
 
+    async def _apply_batch(
+        self, conn: asyncpg.Connection, handler: BatchHandler, items: list[tuple[Envelope, ConsumerRecord]],
+        refusals: list[_Refusal],
+    ) -> None:
+        if not items:
+            return
+        try:
+            async with conn.transaction():  # a savepoint: a failed batch leaves nothing behind
+                rejected = await handler.apply_batch(conn, items)
+        except DATABASE_UNAVAILABLE:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one event's refusal or failure: find it, event by event
+            log.log(logging.DEBUG if isinstance(exc, Reject) else logging.WARNING,
+                    "%s: batch handler raised %s; applying the batch event by event", self.name, type(exc).__name__)
+            for event, record in items:
+                await self._apply(conn, handler.each, event, record, refusals)
+            return
+        for index, rejection in rejected:
+            event, record = items[index]
+            await self._refuse(conn, event, record, rejection, refusals)
+
     async def _apply(
-        self, conn: asyncpg.Connection, event: Envelope, record: ConsumerRecord, refusals: list[_Refusal]
+        self, conn: asyncpg.Connection, handler: EventHandler, event: Envelope, record: ConsumerRecord,
+        refusals: list[_Refusal],
     ) -> None:
         for attempt in range(1, self._max_attempts + 1):
             try:
                 async with conn.transaction():  # a savepoint: a refused record leaves nothing behind
-                    await self._handler(conn, event, record)
+                    await handler(conn, event, record)
                 return
             except Reject as rejection:
-                refusals.append(_Refusal(record, rejection.reason, rejection.detail))
-                if rejection.on_rejected is not None:
-                    await self._after_rejection(conn, event, rejection.on_rejected)
+                await self._refuse(conn, event, record, rejection, refusals)
                 return
             except DATABASE_UNAVAILABLE:
                 raise
@@ -250,6 +320,14 @@ class TransactionalConsumer:
                     )
                     return
                 await asyncio.sleep(self._retry_backoff * attempt)
+
+    async def _refuse(
+        self, conn: asyncpg.Connection, event: Envelope, record: ConsumerRecord, rejection: Reject,
+        refusals: list[_Refusal],
+    ) -> None:
+        refusals.append(_Refusal(record, rejection.reason, rejection.detail))
+        if rejection.on_rejected is not None:
+            await self._after_rejection(conn, event, rejection.on_rejected)
 
     async def _after_rejection(
         self, conn: asyncpg.Connection, event: Envelope, on_rejected: Callable[[asyncpg.Connection], Awaitable[None]]

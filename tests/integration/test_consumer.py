@@ -12,6 +12,7 @@ from aiokafka import ConsumerRecord
 from shared.contracts import Envelope, Topic, encode, topic_name
 from shared.contracts.events import PieceWoven
 from shared.eventstore import (
+    BatchHandler,
     DeadLetter,
     DeadLetterPublisher,
     OffsetBeyondEnd,
@@ -19,6 +20,7 @@ from shared.eventstore import (
     TransactionalConsumer,
     install,
     wait_until_caught_up,
+    without_savepoints,
 )
 from shared.kafka import start_producer
 from shared.timeutil import wib_now
@@ -243,3 +245,107 @@ async def test_a_stored_offset_beyond_the_topics_end_stops_the_consumer_with_a_c
     with pytest.raises(OffsetBeyondEnd, match="beyond the topic's end"):
         await asyncio.wait_for(consumer_for(pool, kafka_settings, producer).run(), 60)
     assert await applied_rows(pool) == []
+
+
+# --- batch handlers ---------------------------------------------------------------------------------
+
+
+async def project_pieces(conn: asyncpg.Connection, items) -> list[tuple[int, Reject]]:
+    await conn.executemany("INSERT INTO applied (event_id, artisan_id, rate_idr) VALUES ($1, $2, $3)",
+                           [(event.id, event.data.artisan_id, event.data.rate_idr) for event, _ in items])
+    return []
+
+
+async def test_a_batch_handler_gets_each_event_once_in_log_order(pool, producer, kafka_settings):
+    events = [woven(f"res_{i % 7}", i) for i in range(200)]
+    await publish(producer, kafka_settings, events, times=2)
+    batches: list[list[tuple[str, int, int]]] = []
+
+    async def record_batches(conn, items):
+        batches.append([(record.topic, record.partition, record.offset) for _, record in items])
+        return await project_pieces(conn, items)
+
+    handler = BatchHandler(apply_batch=record_batches, each=project_piece)
+    await run_until_caught_up(consumer_for(pool, kafka_settings, producer, handler), pool, kafka_settings)
+
+    assert await applied_rows(pool) == sorted(e.id for e in events)
+    assert all(batch == sorted(batch) for batch in batches)
+    assert any(len(batch) > 1 for batch in batches)
+
+
+async def test_a_batch_handlers_refusals_are_dead_lettered_with_their_reason_and_their_feedback_kept(
+    pool, producer, kafka_settings, broker
+):
+    refused, accepted = woven("res_r", 1), woven("res_r", 2)
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE feedback (event_id text NOT NULL)")
+
+    async def note_for_sender(conn):
+        await conn.execute("INSERT INTO feedback VALUES ($1)", refused.id)
+
+    async def refuse_one(conn, items):
+        # The contract: a refused event's writes are undone by the handler itself (here: never made).
+        await project_pieces(conn, [(event, record) for event, record in items if event.id != refused.id])
+        return [(index, Reject("bad-signature", "does not verify", on_rejected=note_for_sender))
+                for index, (event, _) in enumerate(items) if event.id == refused.id]
+
+    await publish(producer, kafka_settings, [refused, accepted])
+    handler = BatchHandler(apply_batch=refuse_one, each=project_piece)
+    await run_until_caught_up(consumer_for(pool, kafka_settings, producer, handler), pool, kafka_settings)
+
+    assert await applied_rows(pool) == [accepted.id]
+    async with pool.acquire() as conn:
+        assert [r["event_id"] for r in await conn.fetch("SELECT event_id FROM feedback")] == [refused.id]
+    (letter,) = await dead_letters(broker, kafka_settings, 1)
+    assert (letter.reason, letter.source_offset) == ("bad-signature", 0)
+
+
+async def test_a_failing_batch_is_undone_and_applied_event_by_event_with_bounded_retries(
+    pool, producer, kafka_settings, broker
+):
+    poison, healthy = woven("res_p", 1), woven("res_h", 2)
+    attempts = 0
+
+    async def fails_with_poison(conn, items):
+        await project_pieces(conn, items)  # written, then undone with the failure
+        if any(event.id == poison.id for event, _ in items):
+            raise ValueError("cannot project this batch")
+        return []
+
+    async def fails_on_poison(conn, event, record):
+        nonlocal attempts
+        await project_piece(conn, event, record)
+        if event.id == poison.id:
+            attempts += 1
+            raise ValueError("cannot project this one")
+
+    await publish(producer, kafka_settings, [poison, healthy])
+    handler = BatchHandler(apply_batch=fails_with_poison, each=fails_on_poison)
+    await run_until_caught_up(consumer_for(pool, kafka_settings, producer, handler, max_attempts=3), pool,
+                              kafka_settings)
+
+    assert attempts == 3
+    assert await applied_rows(pool) == [healthy.id]
+    (letter,) = await dead_letters(broker, kafka_settings, 1)
+    assert letter.reason == "handler-error"
+    assert json.loads(letter.value)["id"] == poison.id
+
+
+async def test_a_handler_run_without_savepoints_still_leaves_nothing_of_a_refused_event(
+    pool, producer, kafka_settings, broker
+):
+    events = [woven("res_s", n) for n in range(30)]
+    refused = events[17]
+
+    async def refuse_one(conn, event, record):
+        await project_piece(conn, event, record)  # written, then undone with the refusal
+        if event.id == refused.id:
+            raise Reject("bad-signature", "the signature does not verify against the collaborator's key")
+
+    await publish(producer, kafka_settings, events)
+    await run_until_caught_up(consumer_for(pool, kafka_settings, producer, without_savepoints(refuse_one)), pool,
+                              kafka_settings)
+
+    assert await applied_rows(pool) == sorted(e.id for e in events if e is not refused)
+    (letter,) = await dead_letters(broker, kafka_settings, 1)
+    assert (letter.reason, json.loads(letter.value)["id"]) == ("bad-signature", refused.id)

@@ -28,8 +28,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.payout import domain, projections
 from services.payout.app import PayoutSettings, create_app, ledger_consumer
+from shared.bench.history import generate_history
 from shared.contracts import Envelope, Topic, decode, encode, service_source, topic_name
-from shared.contracts.events import PieceWoven, QcFailed, QcPassed
+from shared.contracts.events import Paid, PayoutFailed, PieceWoven, QcFailed, QcPassed
 from shared.eventstore import Reject, stored_offsets, wait_until_caught_up, wait_until_published
 from shared.kafka import start_producer
 from shared.stack.processes import free_port
@@ -546,6 +547,70 @@ def simulate_with_earnings(history: list[Envelope], operations) -> list[Envelope
     earnings = [("earn", e.data.artisan_id, e.data.amount_idr, e.data.collaborator_id,
                  int((e.time - MARCH).total_seconds() // 60)) for e in history if isinstance(e.data, QcPassed)]
     return [e for e in simulate(earnings + operations) if e.data.topic is Topic.PAYOUT]
+
+
+def _with_trouble(events: list[Envelope]) -> list[Envelope]:
+    """The history with what a replay must survive: redeliveries, and second events for one piece or payout."""
+    troubled = list(events)
+    passed = [e for e in events if isinstance(e.data, QcPassed)]
+    paid = [e for e in events if isinstance(e.data, Paid)]
+    for event in passed[:5] + paid[:3]:
+        troubled.insert(events.index(event) + 2, event)  # the relay's at-least-once: the same event again
+    for event in passed[5:9]:
+        # A second, different qc-passed for one piece: the first one posted wins, the second is refused.
+        second = Envelope.wrap(event.data.model_copy(update={"amount_idr": 1}), source=event.source,
+                               time=event.time + timedelta(minutes=5))
+        troubled.insert(troubled.index(event) + 1, second)
+    for event in paid[3:6]:
+        # A payout that ends twice: failed after it was paid.
+        failed = Envelope.wrap(PayoutFailed(payout_id=event.data.payout_id, artisan_id=event.data.artisan_id,
+                                            amount_idr=event.data.amount_idr, reason="late bounce"),
+                               source=event.source, time=event.time)
+        troubled.insert(troubled.index(event) + 3, failed)
+    return troubled
+
+
+async def test_apply_events_writes_what_apply_event_writes(scratch_database):
+    events = _with_trouble(list(generate_history(1500, 12, seed=3)))
+    sources = [projections.Source("production", n % 3, n) for n in range(len(events))]
+    one_by_one, batched = await scratch_database(), await scratch_database()
+    digests, refusals = {}, {}
+    for url in (one_by_one, batched):
+        conn = await asyncpg.connect(url)
+        try:
+            await projections.install_ledger(conn)
+            refused: list[tuple[int, str, str]] = []
+            if url == one_by_one:
+                async with conn.transaction():
+                    for n, (event, source) in enumerate(zip(events, sources, strict=True)):
+                        try:
+                            await projections.apply_event(conn, event, source=source)
+                        except Reject as refusal:
+                            refused.append((n, refusal.reason, refusal.detail))
+            else:
+                # Batches of 7: redeliveries and second events land both inside a batch and across batches.
+                for start in range(0, len(events), 7):
+                    async with conn.transaction():
+                        outcome = await projections.apply_events(
+                            conn, list(zip(events[start:start + 7], sources[start:start + 7], strict=True)))
+                    assert not outcome.failed
+                    refused += [(start + i, r.reason, r.detail) for i, r in outcome.rejected]
+            digests[url] = (await projections.ledger_digest(conn)).digest
+            rows = await conn.fetch("""SELECT transaction_id, kind, business_key, event_id, event_type, event_time,
+                                              artisan_id, subject_id, amount_idr, source_topic, source_partition,
+                                              source_offset FROM ledger_transactions ORDER BY transaction_id""")
+            refusals[url] = (refused, [tuple(row) for row in rows])
+        finally:
+            await conn.close()
+    assert digests[one_by_one] == digests[batched]
+    assert refusals[one_by_one] == refusals[batched]  # the same refusals, word for word, and the same rows
+    refused = refusals[batched][0]
+    assert {reason for _, reason, _ in refused} == {"piece-already-posted", "payout-already-posted"}
+    assert len(refused) == 4 + 3
+    expected = domain.ledger_digest(domain.digest_rows(
+        {tx.business_key: tx for tx in reversed([domain.transaction_for(e) for e in events])
+         if tx is not None}.values()))
+    assert digests[batched] == expected
 
 
 async def test_the_database_refuses_an_unbalanced_transaction_and_any_edit_of_the_ledger(database_url):
