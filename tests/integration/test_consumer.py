@@ -62,6 +62,12 @@ async def project_piece(conn: asyncpg.Connection, event: Envelope, record: Consu
     )
 
 
+async def project_pieces(conn: asyncpg.Connection, items) -> list[tuple[int, Reject]]:
+    await conn.executemany("INSERT INTO applied (event_id, artisan_id, rate_idr) VALUES ($1, $2, $3)",
+                           [(event.id, event.data.artisan_id, event.data.rate_idr) for event, _ in items])
+    return []
+
+
 def consumer_for(pool, kafka_settings, producer, handler=project_piece, name=PROJECTION, **options):
     return TransactionalConsumer(
         name=name, topics=[Topic.PRODUCTION], pool=pool, kafka=kafka_settings, handler=handler,
@@ -188,12 +194,22 @@ async def test_poison_records_are_dead_lettered_with_their_reason_and_the_consum
     )
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["per-event", "batch-undone-then-per-event"])
 async def test_a_handler_that_keeps_failing_is_retried_a_bounded_number_of_times_then_dead_lettered(
-    pool, producer, kafka_settings, broker
+    pool, producer, kafka_settings, broker, batched
 ):
-    """Trap 2: a failing record is neither passed over silently nor retried forever."""
+    """Trap 2: a failing record is neither passed over silently nor retried forever.
+
+    Batched, the failing batch is undone and applied event by event: the same retries, the same dead letter.
+    """
     poison, healthy = woven("res_p", 1), woven("res_h", 2)
     attempts = 0
+
+    async def batch_fails_with_poison(conn, items):
+        await project_pieces(conn, items)  # written, then undone with the failure
+        if any(event.id == poison.id for event, _ in items):
+            raise ValueError("cannot project this batch")
+        return []
 
     async def fails_on_poison(conn, event, record):
         nonlocal attempts
@@ -203,8 +219,9 @@ async def test_a_handler_that_keeps_failing_is_retried_a_bounded_number_of_times
             raise ValueError("cannot project this one")
 
     await publish(producer, kafka_settings, [poison, healthy])
+    handler = BatchHandler(apply_batch=batch_fails_with_poison, each=fails_on_poison) if batched else fails_on_poison
     await run_until_caught_up(
-        consumer_for(pool, kafka_settings, producer, fails_on_poison, max_attempts=3), pool, kafka_settings
+        consumer_for(pool, kafka_settings, producer, handler, max_attempts=3), pool, kafka_settings
     )
 
     assert attempts == 3
@@ -250,12 +267,6 @@ async def test_a_stored_offset_beyond_the_topics_end_stops_the_consumer_with_a_c
 # --- batch handlers ---------------------------------------------------------------------------------
 
 
-async def project_pieces(conn: asyncpg.Connection, items) -> list[tuple[int, Reject]]:
-    await conn.executemany("INSERT INTO applied (event_id, artisan_id, rate_idr) VALUES ($1, $2, $3)",
-                           [(event.id, event.data.artisan_id, event.data.rate_idr) for event, _ in items])
-    return []
-
-
 async def test_a_batch_handler_gets_each_event_once_in_log_order(pool, producer, kafka_settings):
     events = [woven(f"res_{i % 7}", i) for i in range(200)]
     await publish(producer, kafka_settings, events, times=2)
@@ -298,37 +309,6 @@ async def test_a_batch_handlers_refusals_are_dead_lettered_with_their_reason_and
         assert [r["event_id"] for r in await conn.fetch("SELECT event_id FROM feedback")] == [refused.id]
     (letter,) = await dead_letters(broker, kafka_settings, 1)
     assert (letter.reason, letter.source_offset) == ("bad-signature", 0)
-
-
-async def test_a_failing_batch_is_undone_and_applied_event_by_event_with_bounded_retries(
-    pool, producer, kafka_settings, broker
-):
-    poison, healthy = woven("res_p", 1), woven("res_h", 2)
-    attempts = 0
-
-    async def fails_with_poison(conn, items):
-        await project_pieces(conn, items)  # written, then undone with the failure
-        if any(event.id == poison.id for event, _ in items):
-            raise ValueError("cannot project this batch")
-        return []
-
-    async def fails_on_poison(conn, event, record):
-        nonlocal attempts
-        await project_piece(conn, event, record)
-        if event.id == poison.id:
-            attempts += 1
-            raise ValueError("cannot project this one")
-
-    await publish(producer, kafka_settings, [poison, healthy])
-    handler = BatchHandler(apply_batch=fails_with_poison, each=fails_on_poison)
-    await run_until_caught_up(consumer_for(pool, kafka_settings, producer, handler, max_attempts=3), pool,
-                              kafka_settings)
-
-    assert attempts == 3
-    assert await applied_rows(pool) == [healthy.id]
-    (letter,) = await dead_letters(broker, kafka_settings, 1)
-    assert letter.reason == "handler-error"
-    assert json.loads(letter.value)["id"] == poison.id
 
 
 async def test_a_handler_run_without_savepoints_still_leaves_nothing_of_a_refused_event(
