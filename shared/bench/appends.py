@@ -30,11 +30,10 @@ from importlib import metadata
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import asyncpg
-
 from shared.bench.environment import BenchEnvironment
 from shared.contracts import Envelope, encode, service_source
 from shared.contracts.events import PieceWoven
+from shared.db import create_pool
 from shared.eventstore import EventStore
 from shared.eventstore.schema import DDL as EVENTSTORE_DDL
 from shared.timeutil import wib_now
@@ -91,7 +90,7 @@ def _split(work: list[tuple[str, int, Envelope]], writers: int) -> list[list[tup
 
 
 async def _ours(database_url: str, work: list[tuple[str, int, Envelope]], writers: int) -> AppendRun:
-    pool = await asyncpg.create_pool(database_url, min_size=writers, max_size=writers)
+    pool = await create_pool(database_url, min_size=writers, max_size=writers)  # the services' own pool settings
     try:
         async with pool.acquire() as conn:
             await conn.execute(EVENTSTORE_DDL)

@@ -112,15 +112,18 @@ class OutboxRelay:
 
     async def _lead(self) -> None:
         async with self._pool.acquire() as leader:
-            while not await leader.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
-                await asyncio.sleep(self._idle_wait)
-            await leader.add_listener(OUTBOX_CHANNEL, self._on_append)
             try:
+                while not await leader.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+                    await asyncio.sleep(self._idle_wait)
+                await leader.add_listener(OUTBOX_CHANNEL, self._on_append)
                 await self._publish_while_leading(leader)
             finally:
+                # Closing the connection ends its session lock and its LISTEN together, however
+                # leadership ended (a cancellation mid-close aborts it, with the same effect): the
+                # pool, which resets nothing on release (`shared.db.keep_session`), never hands
+                # out a connection still holding them. The pool opens a fresh one when needed.
                 with contextlib.suppress(Exception):
-                    await leader.remove_listener(OUTBOX_CHANNEL, self._on_append)
-                    await leader.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
+                    await leader.close(timeout=5)
 
     async def _publish_while_leading(self, leader: asyncpg.Connection) -> None:
         while not leader.is_closed():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import defaultdict
 
 import asyncpg
@@ -14,6 +15,7 @@ import pytest
 
 from shared.contracts import Envelope, Topic, service_source, topic_name
 from shared.contracts.events import Enrolled, PieceWoven
+from shared.db import create_pool
 from shared.eventstore import (
     NO_STREAM,
     ConcurrencyConflict,
@@ -22,6 +24,7 @@ from shared.eventstore import (
     install,
     wait_until_published,
 )
+from shared.eventstore.schema import RELAY_LOCK_KEY
 from shared.kafka import start_producer
 from shared.timeutil import wib_now
 from tests.kafka_reader import read_topic, wait_for_records
@@ -44,7 +47,7 @@ def woven(artisan: str, n: int) -> Envelope:
 
 @pytest.fixture
 async def pool(database_url):
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+    pool = await create_pool(database_url, max_size=10)  # the services' pool, which resets nothing on release
     await install(pool)
     yield pool
     await pool.close()
@@ -172,3 +175,49 @@ async def test_broker_outage_every_appended_event_reaches_the_topic_in_per_strea
     assert all(versions == list(range(1, 21)) for versions in order.values())
     for record in records:
         assert record.key.decode() == appended[json.loads(record.value)["id"]]
+
+
+async def relay_lock_is_free(database_url: str) -> bool:
+    """Whether another session could take the relay's lock now (it lets go at once if it could)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        if taken := await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+            await conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
+        return taken
+    finally:
+        await conn.close()
+
+
+async def until(condition, *, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_relay_that_stops_leaves_no_pooled_connection_holding_its_lock(
+    pool, producer, kafka_settings, database_url
+):
+    """Pooled connections are not reset on release (a round trip saved on every command), so the
+    relay's session lock and LISTEN must leave with their connection however leadership ends;
+    otherwise an idle pooled connection would keep the lock and no relay could ever lead again."""
+    async def held() -> bool:
+        return not await relay_lock_is_free(database_url)
+
+    first = asyncio.create_task(OutboxRelay(pool, producer, kafka_settings, idle_wait_seconds=0.2).run())
+    await until(held)
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+
+    await until(lambda: relay_lock_is_free(database_url))
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+
+    # A relay started again in the same process, on the same pool, leads and publishes.
+    again = asyncio.create_task(OutboxRelay(pool, producer, kafka_settings, idle_wait_seconds=0.2).run())
+    try:
+        await EventStore(pool).append("res_after_stop", NO_STREAM, [woven("res_after_stop", 1)])
+        await wait_until_published(pool, timeout=60)
+    finally:
+        again.cancel()
+        await asyncio.gather(again, return_exceptions=True)
