@@ -29,6 +29,7 @@ from aiokafka import ConsumerRecord
 
 from services.payout import domain
 from shared.contracts import Envelope
+from shared.db import DATABASE_UNAVAILABLE
 from shared.eventstore import BatchHandler, Reject
 
 #: Serialises installs of these tables by several instances starting at once.
@@ -271,7 +272,7 @@ async def apply_events(conn: asyncpg.Connection, events: Sequence[tuple[Envelope
     try:
         async with conn.transaction():  # a savepoint: a failed batch leaves nothing behind
             inserted = {row[0] for row in await conn.fetch(_INSERT_BATCH, *columns)}
-    except asyncpg.PostgresConnectionError:
+    except DATABASE_UNAVAILABLE:  # the server, not this batch: the caller retries or gives up
         raise
     except asyncpg.PostgresError:
         # An unbalanced transaction (impossible with the posting rules) or a value PostgreSQL
@@ -297,7 +298,7 @@ async def _apply_one(
             outcome.posted += 1
     except Reject as refusal:
         outcome.rejected.append((index, refusal))
-    except asyncpg.PostgresConnectionError:
+    except DATABASE_UNAVAILABLE:  # the server, not this batch: the caller retries or gives up
         raise
     except asyncpg.PostgresError as exc:
         outcome.failed.append((index, exc))
