@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -31,6 +31,19 @@ async def load_state(
     """The aggregate's current state and version; with `lock`, other deciders on it wait for this transaction."""
     history = await store.load(stream_id, connection=conn, lock=lock)
     return fold(aggregate.evolve, aggregate.initial, (event.data for event in history.events)), history.version
+
+
+async def load_states(
+    conn: asyncpg.Connection, store: EventStore, aggregate: Aggregate[S], stream_ids: Iterable[str], *,
+    lock: bool = False,
+) -> dict[str, tuple[S, int]]:
+    """`load_state` for many streams of one aggregate in one round trip: `{stream_id: (state, version)}`."""
+    histories = await store.load_streams(stream_ids, connection=conn, lock=lock)
+    return {
+        stream_id: (fold(aggregate.evolve, aggregate.initial, (event.data for event in history.events)),
+                    history.version)
+        for stream_id, history in histories.items()
+    }
 
 
 async def handle(

@@ -65,6 +65,35 @@ BEGIN
     RETURN actual;
 END $$;
 
+-- Appends to several streams in one round trip (a consumer deciding a whole batch): the same
+-- lock, every stream's version checked first, then the rows in the order given, each stream's
+-- versions following on from its `expected` one. Returns the streams not at their expected
+-- version; when there is any, nothing was appended.
+CREATE OR REPLACE FUNCTION event_store_append_streams(
+    streams text[], expected integer[], event_streams text[], event_ids text[], event_types text[],
+    topics text[], record_keys text[], payloads bytea[]
+) RETURNS text[] LANGUAGE plpgsql AS $$
+DECLARE
+    conflicts text[];
+BEGIN
+    PERFORM pg_advisory_xact_lock({APPEND_LOCK_KEY});
+    SELECT coalesce(array_agg(s.stream ORDER BY s.stream), '{{}}') INTO conflicts
+        FROM unnest(streams, expected) AS s(stream, expected)
+        WHERE (SELECT coalesce(max(e.version), 0) FROM event_store e WHERE e.stream_id = s.stream) <> s.expected;
+    IF cardinality(conflicts) > 0 OR cardinality(event_ids) = 0 THEN
+        RETURN conflicts;
+    END IF;
+    INSERT INTO event_store (stream_id, version, event_id, event_type, topic, record_key, payload)
+        SELECT e.stream, s.expected + row_number() OVER (PARTITION BY e.stream ORDER BY e.n), e.event_id,
+               e.event_type, e.topic, e.record_key, e.payload
+        FROM unnest(event_streams, event_ids, event_types, topics, record_keys, payloads) WITH ORDINALITY
+            AS e(stream, event_id, event_type, topic, record_key, payload, n)
+        JOIN unnest(streams, expected) AS s(stream, expected) ON s.stream = e.stream
+        ORDER BY e.n;
+    PERFORM pg_notify('{OUTBOX_CHANNEL}', '');
+    RETURN conflicts;
+END $$;
+
 -- The per-stream lock of deciders (`EventStore.lock_stream`): waits for whichever transaction
 -- holds it. Two keys, so its space is disjoint from the one-key append lock's.
 CREATE OR REPLACE FUNCTION event_store_lock_stream(stream text) RETURNS void LANGUAGE sql AS $$
@@ -80,6 +109,20 @@ BEGIN
     PERFORM event_store_lock_stream(stream);
     RETURN QUERY SELECT e.version, e.payload, e.topic FROM event_store e WHERE e.stream_id = stream
         ORDER BY e.version;
+END $$;
+
+-- Several streams' events once all their locks are held, in one round trip. The locks are taken
+-- in the order of their keys, so two transactions locking overlapping sets cannot deadlock.
+CREATE OR REPLACE FUNCTION event_store_load_locked_streams(streams text[])
+    RETURNS TABLE (stream_id text, version integer, payload bytea, topic text) LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    key integer;
+BEGIN
+    FOR key IN SELECT DISTINCT hashtext(s) FROM unnest(streams) AS s ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock(1, key);
+    END LOOP;
+    RETURN QUERY SELECT e.stream_id, e.version, e.payload, e.topic FROM event_store e
+        WHERE e.stream_id = ANY(streams) ORDER BY e.stream_id, e.version;
 END $$;
 
 CREATE TABLE IF NOT EXISTS outbox_checkpoint (

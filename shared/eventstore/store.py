@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -85,6 +85,33 @@ class EventStore:
             raise ConcurrencyConflict(stream_id, expected_version, actual)
         return expected_version + len(events)
 
+    async def append_streams(
+        self, appends: Mapping[str, tuple[int, Sequence[Envelope]]], *, connection: asyncpg.Connection
+    ) -> None:
+        """Append to several streams at once, in the caller's transaction: `{stream_id: (expected_version, events)}`.
+
+        All or nothing: raises `ConcurrencyConflict` (naming the first stream not at its expected
+        version) and appends none when any stream moved on. Positions follow the mapping's order.
+        One round trip, however many streams: for consumers that decide a whole batch together.
+        """
+        if not connection.is_in_transaction():
+            raise RuntimeError("append_streams needs a connection inside a transaction")
+        rows = [(stream_id, event, encode(event)) for stream_id, (_, events) in appends.items() for event in events]
+        if not rows:
+            return
+        conflicts = await connection.fetchval(
+            "SELECT event_store_append_streams($1, $2, $3, $4, $5, $6, $7, $8)",
+            list(appends), [expected for expected, _ in appends.values()],
+            [stream_id for stream_id, _, _ in rows], [event.id for _, event, _ in rows],
+            [event.type for _, event, _ in rows], [record.topic.value for _, _, record in rows],
+            [record.key.decode() for _, _, record in rows], [record.value for _, _, record in rows],
+        )
+        if conflicts:
+            stream_id = conflicts[0]
+            actual = await connection.fetchval(
+                "SELECT coalesce(max(version), 0) FROM event_store WHERE stream_id = $1", stream_id)
+            raise ConcurrencyConflict(stream_id, appends[stream_id][0], actual)
+
     @staticmethod
     async def lock_stream(connection: asyncpg.Connection, stream_id: str) -> None:
         """Serialise deciders on `stream_id` until the connection's transaction ends.
@@ -115,3 +142,32 @@ class EventStore:
                 rows = await conn.fetch(query, stream_id)
         events = tuple(decode(row["payload"]) for row in rows)
         return StreamHistory(stream_id=stream_id, version=rows[-1]["version"] if rows else NO_STREAM, events=events)
+
+    async def load_streams(
+        self, stream_ids: Iterable[str], *, connection: asyncpg.Connection, lock: bool = False
+    ) -> dict[str, StreamHistory]:
+        """Every one of `stream_ids`' histories (empty for a stream that does not exist), in one round trip.
+
+        With `lock`, first takes every stream's lock (`lock_stream`), in an order that cannot
+        deadlock against another transaction locking some of the same streams.
+        """
+        wanted = sorted(set(stream_ids))
+        if lock:
+            if not connection.is_in_transaction():
+                raise RuntimeError("load_streams(lock=True) needs the connection of a transaction")
+            query = "SELECT stream_id, version, payload FROM event_store_load_locked_streams($1)"
+        else:
+            query = """SELECT stream_id, version, payload FROM event_store WHERE stream_id = ANY($1)
+                       ORDER BY stream_id, version"""
+        rows = await connection.fetch(query, wanted) if wanted else []
+        found: dict[str, list[asyncpg.Record]] = {}
+        for row in rows:
+            found.setdefault(row["stream_id"], []).append(row)
+        return {
+            stream_id: StreamHistory(
+                stream_id=stream_id,
+                version=found[stream_id][-1]["version"] if stream_id in found else NO_STREAM,
+                events=tuple(decode(row["payload"]) for row in found.get(stream_id, ())),
+            )
+            for stream_id in wanted
+        }

@@ -110,6 +110,62 @@ async def test_two_concurrent_appends_at_the_same_expected_version_exactly_one_s
     assert (await store.load("res_b")).version == 2
 
 
+async def test_appends_to_several_streams_in_one_call_are_all_or_nothing(pool):
+    """A consumer deciding a batch appends its streams together: versions follow on per stream,
+    positions follow the order given, and one stream that moved on means nothing is appended."""
+    store = EventStore(pool)
+    await store.append("res_m1", NO_STREAM, [woven("res_m1", 0)])
+    first, second, third = woven("res_m1", 1), woven("res_m2", 0), woven("res_m1", 2)
+    async with pool.acquire() as conn, conn.transaction():
+        await store.append_streams({"res_m1": (1, [first, third]), "res_m2": (NO_STREAM, [second])}, connection=conn)
+
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT stream_id, version, event_id FROM event_store WHERE stream_id LIKE 'res_m%' "
+                                "ORDER BY position")
+        histories = await store.load_streams(["res_m2", "res_m1", "nobody"], connection=conn)
+    assert [(r["stream_id"], r["version"], r["event_id"]) for r in rows][1:] == [
+        ("res_m1", 2, first.id), ("res_m1", 3, third.id), ("res_m2", 1, second.id)]
+    assert [e.id for e in histories["res_m1"].events][1:] == [first.id, third.id]
+    assert histories["res_m1"].version == 3 and histories["res_m2"].version == 1
+    assert histories["nobody"].version == NO_STREAM and histories["nobody"].events == ()
+
+    late = woven("res_m3", 0)
+    async with pool.acquire() as conn:
+        with pytest.raises(ConcurrencyConflict) as conflict:
+            async with conn.transaction():
+                await store.append_streams({"res_m3": (NO_STREAM, [late]), "res_m2": (NO_STREAM, [woven("res_m2", 1)])},
+                                           connection=conn)
+    assert (conflict.value.stream_id, conflict.value.expected, conflict.value.actual) == ("res_m2", NO_STREAM, 1)
+    assert (await store.load("res_m3")).version == NO_STREAM  # the stream that was fine got nothing either
+
+
+async def test_loading_several_streams_locked_makes_their_deciders_wait_and_then_see_the_append(pool):
+    """The batch's stream locks hold off every other decider of those streams until it commits, and a
+    decider let in afterwards reads what the batch appended (its read follows the lock)."""
+    store = EventStore(pool)
+    async with pool.acquire() as batch, pool.acquire() as other:
+        async with batch.transaction():
+            histories = await store.load_streams(["res_l1", "res_l2"], connection=batch, lock=True)
+            assert histories["res_l1"].version == NO_STREAM
+            waiting = asyncio.create_task(_load_locked(store, other, "res_l2"))
+
+            async def blocked_on_the_lock() -> bool:
+                async with pool.acquire() as conn:
+                    return await conn.fetchval(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())") == 1
+
+            await until(blocked_on_the_lock)
+            assert not waiting.done()
+            await store.append_streams({"res_l2": (NO_STREAM, [woven("res_l2", 0)])}, connection=batch)
+        assert await asyncio.wait_for(waiting, timeout=30) == 1
+
+
+async def _load_locked(store: EventStore, conn: asyncpg.Connection, stream_id: str) -> int:
+    async with conn.transaction():
+        return (await store.load(stream_id, connection=conn, lock=True)).version
+
+
 async def test_history_cannot_be_edited_or_deleted_in_the_database(pool):
     store = EventStore(pool)
     await store.append("res_c", NO_STREAM, [enrolled("res_c")])
