@@ -9,7 +9,7 @@ from services.production.handlers import ProductionHandlers
 from services.production.http import production_router
 from services.production.messaging import QC_CONSUMER, qc_submission_handler
 from shared.contracts import Topic
-from shared.eventstore import EventStore, without_savepoints
+from shared.eventstore import EventStore
 from shared.service import ConsumerSpec, ServiceRuntime, ServiceSettings, service_app
 from shared.web.access import Access
 
@@ -29,10 +29,7 @@ def create_app(settings: ProductionSettings | None = None) -> FastAPI:
         consumers=[
             ConsumerSpec(name=projections.TRAINING_CONSUMER, topics=[Topic.ENROLLMENT],
                          handler=projections.project_training),
-            # Refusals are rare: a batch of submissions is judged in one go, and event by event
-            # (with every refusal dead-lettered as ever) only when one of them is refused.
-            ConsumerSpec(name=QC_CONSUMER, topics=[Topic.QC_SUBMISSIONS],
-                         handler=without_savepoints(qc_submission_handler(handlers))),
+            ConsumerSpec(name=QC_CONSUMER, topics=[Topic.QC_SUBMISSIONS], handler=qc_submission_handler(handlers)),
         ],
     )
     access = Access(settings)

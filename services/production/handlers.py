@@ -7,7 +7,7 @@ QC submissions arrive on two entrypoints (the `qc-submissions` consumer and
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from services.production import domain, projections
 from services.production.domain import MALFORMED, SCHEMA_INVALID, SubmissionRejected
-from shared.contracts import service_source
+from shared.contracts import Envelope, service_source
 from shared.contracts.codec import MAX_VALUE_BYTES
 from shared.contracts.events import (
     EventData,
@@ -27,8 +27,9 @@ from shared.contracts.events import (
     QcPassed,
     QcSubmitted,
 )
-from shared.eventstore import EventStore
-from shared.handling import Aggregate, handle, load_state
+from shared.domain import fold
+from shared.eventstore import NO_STREAM, EventStore
+from shared.handling import Aggregate, handle, load_state, load_states
 from shared.ids import new_id
 from shared.timeutil import wib_now
 
@@ -103,23 +104,50 @@ class ProductionHandlers:
 
         `raw` is the submission's data exactly as sent, over which the signature is checked.
         """
-        _check_inspected_at(submission)
-        command = domain.JudgeSubmission(
-            submission=submission, raw=raw,
-            collaborator=await self.collaborator_state(conn, submission.collaborator_id),
-        )
-        if not projections.storable(submission.piece_id):
-            # No stream can have this id; deciding on "no piece" gives the right reason
-            # (a bad signature still comes before an unknown piece).
-            domain.decide_piece(domain.Piece(), command)
-            raise AssertionError("deciding on no piece always rejects")
-        events = await handle(conn, self.store, PIECE, submission.piece_id, command, source=SOURCE,
-                              time=_business_time)
-        if events:
-            return QcOutcome(recorded_now=True, result=events[0].data)
-        piece, _ = await load_state(conn, self.store, PIECE, submission.piece_id)
-        assert piece.result is not None
-        return QcOutcome(recorded_now=False, result=piece.result)
+        (outcome,) = await self.judge_many(conn, [(submission, raw)])
+        if isinstance(outcome, SubmissionRejected):
+            raise outcome
+        return outcome
+
+    async def judge_many(
+        self, conn: asyncpg.Connection, submissions: Sequence[tuple[QcSubmitted, Mapping[str, Any]]]
+    ) -> list[QcOutcome | SubmissionRejected]:
+        """`judge` for each of `submissions` in turn, in three round trips however many there are.
+
+        The outcomes are exactly those of judging them one after the other: a later submission
+        for the same piece sees what an earlier one recorded. A rejected one records nothing.
+        """
+        collaborator_ids = {submission.collaborator_id for submission, _ in submissions}
+        collaborators = await load_states(
+            conn, self.store, COLLABORATOR, filter(projections.storable, collaborator_ids))
+        # No stream can have an unstorable id: deciding on "no piece" gives the right reason
+        # (a bad signature still comes before an unknown piece).
+        piece_ids = {submission.piece_id for submission, _ in submissions}
+        pieces = await load_states(conn, self.store, PIECE, filter(projections.storable, piece_ids), lock=True)
+        outcomes: list[QcOutcome | SubmissionRejected] = []
+        appends: dict[str, tuple[int, list[Envelope]]] = {}
+        for submission, raw in submissions:
+            piece, version = pieces.get(submission.piece_id, (domain.Piece(), NO_STREAM))
+            command = domain.JudgeSubmission(
+                submission=submission, raw=raw,
+                collaborator=collaborators.get(submission.collaborator_id, (domain.Collaborator(), NO_STREAM))[0],
+            )
+            try:
+                _check_inspected_at(submission)
+                decided = domain.decide_piece(piece, command)
+            except SubmissionRejected as rejected:
+                outcomes.append(rejected)
+                continue
+            if not decided:
+                assert piece.result is not None
+                outcomes.append(QcOutcome(recorded_now=False, result=piece.result))
+                continue
+            events = [Envelope.wrap(data, source=SOURCE, time=_business_time(data)) for data in decided]
+            appends.setdefault(submission.piece_id, (version, []))[1].extend(events)
+            pieces[submission.piece_id] = (fold(domain.evolve_piece, piece, decided), version)
+            outcomes.append(QcOutcome(recorded_now=True, result=events[0].data))
+        await self.store.append_streams(appends, connection=conn)
+        return outcomes
 
     async def collaborator_state(self, conn: asyncpg.Connection, collaborator_id: str) -> domain.Collaborator:
         """The collaborator's state (empty when there is none, or the id cannot name one)."""

@@ -23,38 +23,72 @@ from services.production.domain import SCHEMA_INVALID, SubmissionRejected
 from services.production.handlers import ProductionHandlers
 from shared.contracts import Envelope, collaborator_source
 from shared.contracts.events import QcSubmitted
-from shared.eventstore import Reject
-from shared.eventstore.consumer import EventHandler
+from shared.eventstore import BatchHandler, Reject
+from shared.eventstore.consumer import BatchItems
 
 QC_CONSUMER = "production-qc-submissions"
 
 
-def qc_submission_handler(handlers: ProductionHandlers) -> EventHandler:
-    """The `qc-submissions` consumer's handler: judge each submission, or `Reject` it with the reason."""
+def qc_submission_handler(handlers: ProductionHandlers) -> BatchHandler:
+    """The `qc-submissions` consumer's handler: judge each submission, or `Reject` it with the reason.
+
+    A batch is judged in one go (`judge_many`: three round trips, not three per submission),
+    its refusals dead-lettered as they would be one by one; should judging the batch fail,
+    the consumer judges it submission by submission.
+    """
 
     async def on_submission(conn: asyncpg.Connection, event: Envelope, record: ConsumerRecord) -> None:
-        submission = event.data
-        assert isinstance(submission, QcSubmitted)  # the consumer decodes for this topic only
+        submission = _submission(event)
         try:
-            if event.source != collaborator_source(submission.collaborator_id):
-                raise SubmissionRejected(
-                    SCHEMA_INVALID,
-                    "`source` must be /collaborators/<collaborator_id>, naming the collaborator of the data.",
-                )
+            _check_source(event, submission)
             await handlers.judge(conn, submission, _raw_data(record))
         except SubmissionRejected as rejected:
-            rejection = projections.Rejection(
-                collaborator_id=submission.collaborator_id, submission_id=submission.submission_id,
-                piece_id=submission.piece_id, reason=rejected.reason, detail=rejected.message, channel="kafka",
-                source=f"{record.topic}[{record.partition}]@{record.offset}",
-            )
+            raise _reject(submission, record, rejected) from None
 
-            async def note_for_collaborator(connection: asyncpg.Connection) -> None:
-                await projections.record_rejection(connection, rejection)
+    async def on_batch(conn: asyncpg.Connection, items: BatchItems) -> list[tuple[int, Reject]]:
+        refusals: list[tuple[int, Reject]] = []
+        judged: list[int] = []
+        for index, (event, record) in enumerate(items):
+            try:
+                _check_source(event, _submission(event))
+                judged.append(index)
+            except SubmissionRejected as rejected:
+                refusals.append((index, _reject(event.data, record, rejected)))
+        outcomes = await handlers.judge_many(
+            conn, [(_submission(items[index][0]), _raw_data(items[index][1])) for index in judged])
+        for index, outcome in zip(judged, outcomes, strict=True):
+            if isinstance(outcome, SubmissionRejected):
+                refusals.append((index, _reject(items[index][0].data, items[index][1], outcome)))
+        return sorted(refusals, key=lambda refusal: refusal[0])
 
-            raise Reject(rejected.reason, rejected.message, on_rejected=note_for_collaborator) from None
+    return BatchHandler(apply_batch=on_batch, each=on_submission)
 
-    return on_submission
+
+def _submission(event: Envelope) -> QcSubmitted:
+    submission = event.data
+    assert isinstance(submission, QcSubmitted)  # the consumer decodes for this topic only
+    return submission
+
+
+def _check_source(event: Envelope, submission: QcSubmitted) -> None:
+    if event.source != collaborator_source(submission.collaborator_id):
+        raise SubmissionRejected(
+            SCHEMA_INVALID, "`source` must be /collaborators/<collaborator_id>, naming the collaborator of the data."
+        )
+
+
+def _reject(submission: QcSubmitted, record: ConsumerRecord, rejected: SubmissionRejected) -> Reject:
+    """The consumer's refusal of `record`, which also notes it in `qc_rejections` for the collaborator."""
+    rejection = projections.Rejection(
+        collaborator_id=submission.collaborator_id, submission_id=submission.submission_id,
+        piece_id=submission.piece_id, reason=rejected.reason, detail=rejected.message, channel="kafka",
+        source=f"{record.topic}[{record.partition}]@{record.offset}",
+    )
+
+    async def note_for_collaborator(connection: asyncpg.Connection) -> None:
+        await projections.record_rejection(connection, rejection)
+
+    return Reject(rejected.reason, rejected.message, on_rejected=note_for_collaborator)
 
 
 def _raw_data(record: ConsumerRecord) -> dict[str, Any]:

@@ -24,12 +24,14 @@ from typer.testing import CliRunner
 
 from services.production.app import ProductionSettings, create_app
 from services.production.cli import collaborator_app
+from services.production.domain import SubmissionRejected
+from services.production.handlers import ProductionHandlers, validate_submission
 from services.production.messaging import QC_CONSUMER
 from services.production.projections import TRAINING_CONSUMER
 from shared.contracts import CONTENT_TYPE, Envelope, Topic, encode, service_source, topic_name
 from shared.contracts.events import TrainingCompleted, Withdrawn
 from shared.contracts.signing import generate_private_key, public_key_b64, verifying_key
-from shared.eventstore import DeadLetter, wait_until_caught_up, wait_until_published
+from shared.eventstore import DeadLetter, EventStore, wait_until_caught_up, wait_until_published
 from shared.ids import new_event_id
 from shared.settings import KafkaSettings
 from shared.web.access import collaborator_token
@@ -274,6 +276,71 @@ async def test_each_rejection_reason_lands_in_dead_letters_and_a_valid_submissio
         "sub_other_verdict", contested, "kafka")
     assert conflict["rejected_at"].endswith("+07:00")
     assert "sub_ok_1" in conflict["detail"]
+
+
+async def test_a_batch_judged_at_once_ends_exactly_as_judging_its_submissions_one_after_another(
+    production, tmp_path
+):
+    """The QC consumer judges a whole batch in three round trips (`judge_many`); every outcome and
+    every recorded event must be what judging the submissions one by one gives, including a
+    submission that sees what an earlier one in the same batch recorded."""
+    shop = await workshop(production, tmp_path)
+    other = await workshop(production, tmp_path, name="beta", artisan="res_dewi")
+    stranger = keygen(tmp_path, "stranger")
+    me = shop.collaborator_id
+    first, second, third = [
+        (await weave(production, shop.artisan, me, f"2024-03-2{n}T09:00:00+07:00"))["piece_id"] for n in range(3)]
+    theirs = (await weave(production, other.artisan, other.collaborator_id, "2024-03-20T09:00:00+07:00"))["piece_id"]
+    passed = cli_sign(tmp_path, shop.key, result_data("sub_1", first, me))
+    submissions = [
+        passed,
+        passed,  # the same again: recorded once, then "already recorded"
+        cli_sign(tmp_path, shop.key, result_data("sub_2", first, me, result="failed", defects=["longgar"])),
+        cli_sign(tmp_path, stranger, result_data("sub_3", second, me)),  # bad signature
+        cli_sign(tmp_path, shop.key, result_data("sub_4", second, me, result="failed", defects=["sobek"])),
+        cli_sign(tmp_path, shop.key, result_data("sub_5", "pc_nothing", me)),
+        cli_sign(tmp_path, shop.key, result_data("sub_7", theirs, me)),
+        cli_sign(tmp_path, shop.key, result_data("sub_8", third, me, inspected_at="1999-03-21T10:00:00.000+07:00")),
+        cli_sign(tmp_path, stranger, result_data("sub_9", third, "col_nobody")),
+        cli_sign(tmp_path, shop.key, result_data("sub_10", third, me)),
+    ]
+    handlers = ProductionHandlers(store=EventStore())
+    items = [(validate_submission(raw), raw) for raw in submissions]
+
+    async def judged(all_at_once: bool) -> tuple[list[Any], list[tuple[str, int, str, str]]]:
+        async with production.pool.acquire() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                if all_at_once:
+                    outcomes = await handlers.judge_many(conn, items)
+                else:
+                    outcomes = []
+                    for submission, raw in items:
+                        try:
+                            outcomes.append(await handlers.judge(conn, submission, raw))
+                        except SubmissionRejected as rejected:
+                            outcomes.append(rejected)
+                rows = await conn.fetch(
+                    "SELECT stream_id, version, event_type, payload FROM event_store WHERE event_type LIKE 'qc-%' "
+                    "ORDER BY position")
+            finally:
+                await transaction.rollback()  # both runs start from the same history
+        described = [(o.reason, o.message) if isinstance(o, SubmissionRejected) else (o.recorded_now, o.result)
+                     for o in outcomes]
+        recorded = [(r["stream_id"], r["version"], r["event_type"], json.dumps(json.loads(r["payload"])["data"]))
+                    for r in rows]
+        return described, recorded
+
+    at_once, one_by_one = await judged(True), await judged(False)
+
+    assert at_once == one_by_one
+    outcomes, recorded = at_once
+    assert [o[0] for o in outcomes] == [
+        True, False, "conflicting-result", "bad-signature", True, "unknown-piece",
+        "wrong-collaborator", "schema-invalid", "unknown-collaborator", True]
+    assert [(stream, version, kind) for stream, version, kind, _ in recorded] == [
+        (first, 2, "qc-passed"), (second, 2, "qc-failed"), (third, 2, "qc-passed")]
 
 
 async def test_a_collaborator_token_cannot_submit_for_another_collaborators_piece(production, tmp_path):
