@@ -33,6 +33,16 @@ class KafkaSettings(BaseSettings):
         description="Turn on the idempotent producer (real Kafka only; the embedded broker rejects it).",
     )
 
+    kafka_fetch_max_wait_ms: int = Field(
+        default=20, ge=1, le=30_000,
+        description=(
+            "How long a consumer's fetch may wait at the broker for records to arrive. Apache Kafka "
+            "answers as soon as records arrive, so there this only paces idle polling (500 is its "
+            "default); the embedded broker (tansu 0.6) answers only when the wait is over, so there "
+            "every consumer hop adds up to this much latency."
+        ),
+    )
+
     @property
     def bootstrap_servers(self) -> str:
         """The bootstrap list in the form aiokafka takes (tansu's `tcp://` scheme stripped)."""
