@@ -79,6 +79,10 @@ class LatencyFigures:
     setup_seconds: float
     #: Pieces whose record the bench's tail read only after payout had committed past it (stamped late).
     late_observed: int = 0
+    #: Where the time goes: from publish to production's relay sending the piece's `qc-passed`
+    #: (the record's CreateTime), i.e. production's QC consumer, its commit and the relay.
+    relayed_p50_ms: float = 0.0
+    relayed_p99_ms: float = 0.0
     timeline: list[dict[str, float]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -108,9 +112,10 @@ async def measure_latency(
         pieces = await _weave(services, total, max(1, artisans), collaborator_id)
         submissions = [_submission(key, piece, collaborator_id) for piece in pieces]
         setup_seconds = time.monotonic() - setup_started
-        sent, seen, cycles, last_publish, late = await _run(services, pieces, submissions, rate,
+        sent, seen, relayed, cycles, last_publish, late = await _run(services, pieces, submissions, rate,
                                                             drain_timeout or max(900.0, 10 * seconds))
     latencies = [(seen[piece] - sent[piece]) * 1000 for piece in sent if piece in seen]
+    to_relay = [(relayed[piece] - sent[piece]) * 1000 for piece in sent if piece in relayed]
     published_seconds = max(sent.values()) - min(sent.values()) if len(sent) > 1 else 0.0
     timeline = _timeline(sent, seen)
     return LatencyFigures(
@@ -122,6 +127,7 @@ async def measure_latency(
         poll_resolution_ms=(statistics.fmean(cycles) * 1000) if cycles else 0.0,
         drain_seconds=max(0.0, max(seen.values(), default=last_publish) - last_publish),
         setup_seconds=setup_seconds, late_observed=late, timeline=timeline,
+        relayed_p50_ms=percentile(to_relay, 0.50), relayed_p99_ms=percentile(to_relay, 0.99),
     )
 
 
@@ -157,9 +163,10 @@ def _submission(key: Ed25519PrivateKey, piece: str, collaborator_id: str) -> byt
 
 async def _run(
     services: BenchServices, pieces: list[str], submissions: list[bytes], rate: int, drain_timeout: float
-) -> tuple[dict[str, float], dict[str, float], list[float], float, int]:
+) -> tuple[dict[str, float], dict[str, float], dict[str, float], list[float], float, int]:
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
+    relayed: dict[str, float] = {}
     cycles: list[float] = []
     late = 0
     # Per partition of `production`, the qc-passed records in offset order: (offset, piece).
@@ -192,6 +199,7 @@ async def _run(
                     if document.get("type") != "qc-passed":
                         continue
                     piece = document["data"]["piece_id"]
+                    relayed[piece] = record.timestamp / 1000
                     if record.offset < committed.get(tp.partition, 0):
                         # Committed before the tail saw it: stamped now, so counted as late-observed.
                         seen[piece] = time.time()
@@ -251,7 +259,7 @@ async def _run(
                 await task
         await tailer.stop()
         await producer.stop()
-    return sent, seen, cycles, last_publish, late
+    return sent, seen, relayed, cycles, last_publish, late
 
 
 def _timeline(sent: dict[str, float], seen: dict[str, float]) -> list[dict[str, float]]:

@@ -67,7 +67,8 @@ def print_results(console: Console, results: BenchResults) -> None:
                       f"{lat.p50_ms:,.0f}", f"{lat.p95_ms:,.0f}", f"{lat.p99_ms:,.0f}", f"{lat.max_ms:,.0f}")
         console.print(table)
         console.print(f"   poll resolution {lat.poll_resolution_ms:.1f} ms; last row {lat.drain_seconds:.1f}s after "
-                      f"the last publish")
+                      f"the last publish; to production's relay: p50 {lat.relayed_p50_ms:,.0f} ms, "
+                      f"p99 {lat.relayed_p99_ms:,.0f} ms")
     if results.commands is not None:
         table = _table("3. POST /pieces, one production process", "concurrency", "requests", "errors", "per s",
                        "p50 ms", "p99 ms", "max ms")
