@@ -5,7 +5,6 @@ from shared.eventstore.consumer import (
     OffsetBeyondEnd,
     Reject,
     TransactionalConsumer,
-    without_savepoints,
 )
 from shared.eventstore.deadletters import DeadLetter, DeadLetterPublisher
 from shared.eventstore.relay import OutboxRelay
@@ -29,5 +28,4 @@ __all__ = [
     "stored_offsets",
     "wait_until_caught_up",
     "wait_until_published",
-    "without_savepoints",
 ]

@@ -6,7 +6,7 @@ the same PostgreSQL transaction as whatever the handler wrote. On partition
 assignment the consumer seeks to those stored offsets, so a crash, a
 cancellation or a rebalance can neither lose nor repeat an effect:
 
-- each batch first locks its partitions' offset rows (`FOR UPDATE`) and drops
+- each batch first locks its partitions' offset rows (an upsert that changes nothing) and drops
   records below the stored offset, so two instances that briefly both hold a
   partition during a rebalance cannot both apply it (trap 3);
 - event ids are recorded too, so the relay's at-least-once duplicates are no-ops;
@@ -88,24 +88,6 @@ class BatchHandler:
 
 
 Handler = EventHandler | BatchHandler
-
-
-def without_savepoints(each: EventHandler) -> BatchHandler:
-    """`each` applied to a whole batch, event after event, without a savepoint around every event.
-
-    The savepoint exists so that a refused or failing event leaves nothing behind; it costs two
-    round trips per event, more than many handlers' own work. Here the batch runs under the one
-    savepoint of `BatchHandler`: should any event refuse (`Reject`) or fail, the batch is undone
-    and applied event by event with `each`, with its savepoints, retries and dead letters, so
-    the outcome is exactly the per-event handler's. For handlers that rarely refuse.
-    """
-
-    async def apply_batch(conn: asyncpg.Connection, items: BatchItems) -> Sequence[tuple[int, Reject]]:
-        for event, record in items:
-            await each(conn, event, record)
-        return ()
-
-    return BatchHandler(apply_batch=apply_batch, each=each)
 
 
 @dataclass(frozen=True)
@@ -239,17 +221,15 @@ class TransactionalConsumer:
     async def _lock_offsets(
         self, conn: asyncpg.Connection, batch: dict[TopicPartition, list[ConsumerRecord]]
     ) -> dict[TopicPartition, int]:
-        # Rows must exist to be locked; a missing row means "nothing consumed yet" (offset 0).
+        # One statement: a missing row is created at 0 ("nothing consumed yet"), an existing one is
+        # locked by the no-op update, in the rows' order so that two consumers cannot deadlock.
         keys = sorted((tp.topic, tp.partition) for tp in batch)
-        await conn.executemany(
-            """INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) VALUES ($1, $2, $3, 0)
-               ON CONFLICT DO NOTHING""",
-            [(self.name, topic, partition) for topic, partition in keys],
-        )
         rows = await conn.fetch(
-            """SELECT topic, partition, next_offset FROM consumer_offsets
-               WHERE consumer = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))
-               ORDER BY topic, partition FOR UPDATE""",
+            """INSERT INTO consumer_offsets (consumer, topic, partition, next_offset)
+               SELECT $1, k.topic, k.partition, 0 FROM unnest($2::text[], $3::int[]) AS k(topic, partition)
+               ORDER BY k.topic, k.partition
+               ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = consumer_offsets.next_offset
+               RETURNING topic, partition, next_offset""",
             self.name,
             [topic for topic, _ in keys],
             [partition for _, partition in keys],

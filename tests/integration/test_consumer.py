@@ -20,7 +20,6 @@ from shared.eventstore import (
     TransactionalConsumer,
     install,
     wait_until_caught_up,
-    without_savepoints,
 )
 from shared.kafka import start_producer
 from shared.timeutil import wib_now
@@ -311,7 +310,7 @@ async def test_a_batch_handlers_refusals_are_dead_lettered_with_their_reason_and
     assert (letter.reason, letter.source_offset) == ("bad-signature", 0)
 
 
-async def test_a_handler_run_without_savepoints_still_leaves_nothing_of_a_refused_event(
+async def test_a_batch_handler_that_raises_is_undone_and_its_events_applied_one_by_one(
     pool, producer, kafka_settings, broker
 ):
     events = [woven("res_s", n) for n in range(30)]
@@ -322,9 +321,14 @@ async def test_a_handler_run_without_savepoints_still_leaves_nothing_of_a_refuse
         if event.id == refused.id:
             raise Reject("bad-signature", "the signature does not verify against the collaborator's key")
 
+    async def write_all_then_refuse(conn, items):
+        for event, record in items:  # no savepoint per event: a refusal anywhere undoes the batch
+            await refuse_one(conn, event, record)
+        return []
+
     await publish(producer, kafka_settings, events)
-    await run_until_caught_up(consumer_for(pool, kafka_settings, producer, without_savepoints(refuse_one)), pool,
-                              kafka_settings)
+    handler = BatchHandler(apply_batch=write_all_then_refuse, each=refuse_one)
+    await run_until_caught_up(consumer_for(pool, kafka_settings, producer, handler), pool, kafka_settings)
 
     assert await applied_rows(pool) == sorted(e.id for e in events if e is not refused)
     (letter,) = await dead_letters(broker, kafka_settings, 1)
