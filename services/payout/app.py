@@ -9,7 +9,7 @@ from services.payout import handlers as command_side
 from services.payout.handlers import PayoutHandlers
 from services.payout.http import payout_router
 from shared.contracts import Topic
-from shared.eventstore import EventStore, without_savepoints
+from shared.eventstore import EventStore
 from shared.service import ConsumerSpec, ServiceRuntime, ServiceSettings, service_app
 from shared.web.access import Access
 
@@ -48,7 +48,7 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
                    # fail without ever holding up the ledger.
                    ConsumerSpec(name=dashboard.dashboard_consumer(settings.topic_prefix),
                                 topics=dashboard.DASHBOARD_TOPICS,
-                                handler=without_savepoints(dashboard.project))],
+                                handler=dashboard.DASHBOARD_HANDLER)],
     )
     handlers = PayoutHandlers(store=EventStore())
     access = Access(settings)

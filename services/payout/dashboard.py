@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 from urllib.parse import quote, unquote
 
 import asyncpg
@@ -34,6 +35,7 @@ from shared.contracts import Envelope, Topic
 from shared.contracts.events import (
     CohortScheduled,
     Enrolled,
+    EventData,
     Paid,
     PayoutFailed,
     PayoutScheduled,
@@ -43,6 +45,8 @@ from shared.contracts.events import (
     TrainingCompleted,
     Withdrawn,
 )
+from shared.eventstore import BatchHandler, Reject
+from shared.eventstore.consumer import BatchItems
 from shared.service import ServiceRuntime
 from shared.timeutil import to_wib, wib_now
 from shared.web.access import AUDITOR, STAFF, Access, Principal
@@ -129,59 +133,86 @@ async def project(conn: asyncpg.Connection, event: Envelope, record: ConsumerRec
     Never refuses: events of other types are simply not counted, and a second QC verdict
     or payout ending keeps the first (the ledger and production dead-letter those).
     """
-    data = event.data
+    if (upsert := _upsert(event.data)) is not None:
+        statement, arguments = upsert
+        await conn.execute(statement, *arguments)
+
+
+async def project_batch(conn: asyncpg.Connection, items: BatchItems) -> list[tuple[int, Reject]]:
+    """`project` for a whole batch: one pipelined `executemany` per kind of upsert.
+
+    Each kind keeps the batch's order. Across kinds order does not matter: each upsert only
+    sets its own columns or fills empty ones (a piece's woven week and product override the
+    ones an inspection guessed, whichever came first), so any interleaving ends the same.
+    """
+    batched: dict[str, list[tuple[Any, ...]]] = {}
+    for event, _ in items:
+        if (upsert := _upsert(event.data)) is not None:
+            statement, arguments = upsert
+            batched.setdefault(statement, []).append(arguments)
+    for statement, rows in batched.items():
+        await conn.executemany(statement, rows)
+    return []
+
+
+#: The `payout-dashboard` consumer's handler.
+DASHBOARD_HANDLER = BatchHandler(apply_batch=project_batch, each=project)
+
+
+def _upsert(data: EventData) -> tuple[str, tuple[Any, ...]] | None:
+    """The statement and arguments that fold `data` into the read model (None: not counted)."""
     match data:
         case CohortScheduled():
-            await conn.execute(
+            return (
                 """INSERT INTO dashboard_cohorts VALUES ($1, $2, $3, $4, $5, $6, $7)
                    ON CONFLICT (cohort_id) DO NOTHING""",
-                data.cohort_id, data.rusunawa, data.skill, data.product_focus, data.starts_on, data.ends_on,
-                data.capacity,
+                (data.cohort_id, data.rusunawa, data.skill, data.product_focus, data.starts_on, data.ends_on,
+                data.capacity),
             )
         case Enrolled() | TrainingCompleted() | Withdrawn():
             flag = {Enrolled: "enrolled", TrainingCompleted: "completed", Withdrawn: "withdrawn"}[type(data)]
-            await conn.execute(
+            return (
                 f"""INSERT INTO dashboard_enrolments (cohort_id, resident_id, {flag}) VALUES ($1, $2, true)
                     ON CONFLICT (cohort_id, resident_id) DO UPDATE SET {flag} = true""",
-                data.cohort_id, data.resident_id,
+                (data.cohort_id, data.resident_id),
             )
         case PieceWoven():
             # The woven week wins over a week guessed from an inspection that arrived first.
-            await conn.execute(
+            return (
                 """INSERT INTO dashboard_pieces (piece_id, artisan_id, product, week) VALUES ($1, $2, $3, $4)
                    ON CONFLICT (piece_id) DO UPDATE SET product = excluded.product, week = excluded.week""",
-                data.piece_id, data.artisan_id, data.product, iso_monday(data.woven_at),
+                (data.piece_id, data.artisan_id, data.product, iso_monday(data.woven_at)),
             )
         case QcPassed() | QcFailed():
             # qc-failed names no product: it is the piece's own, stored from its piece-woven, which
             # sits before it on the same partition (both are keyed by the artisan).
             verdict = "passed" if isinstance(data, QcPassed) else "failed"
             product = data.product if isinstance(data, QcPassed) else None
-            await conn.execute(
+            return (
                 """INSERT INTO dashboard_pieces (piece_id, artisan_id, product, week, qc) VALUES ($1, $2, $3, $4, $5)
                    ON CONFLICT (piece_id) DO UPDATE
                    SET qc = coalesce(dashboard_pieces.qc, excluded.qc),
                        product = coalesce(dashboard_pieces.product, excluded.product)""",
-                data.piece_id, data.artisan_id, product, iso_monday(data.inspected_at), verdict,
+                (data.piece_id, data.artisan_id, product, iso_monday(data.inspected_at), verdict),
             )
         case PayoutScheduled():
-            await conn.execute(
+            return (
                 """INSERT INTO dashboard_payouts (payout_id, artisan_id, run_id, period_end, amount_idr)
                    VALUES ($1, $2, $3, $4, $5)
                    ON CONFLICT (payout_id) DO UPDATE
                    SET run_id = excluded.run_id, period_end = excluded.period_end, amount_idr = excluded.amount_idr""",
-                data.payout_id, data.artisan_id, data.run_id, data.period_end, data.amount_idr,
+                (data.payout_id, data.artisan_id, data.run_id, data.period_end, data.amount_idr),
             )
         case Paid() | PayoutFailed():
             outcome = "paid" if isinstance(data, Paid) else "failed"
-            await conn.execute(
+            return (
                 """INSERT INTO dashboard_payouts (payout_id, artisan_id, amount_idr, outcome) VALUES ($1, $2, $3, $4)
                    ON CONFLICT (payout_id) DO UPDATE
                    SET outcome = coalesce(dashboard_payouts.outcome, excluded.outcome)""",
-                data.payout_id, data.artisan_id, data.amount_idr, outcome,
+                (data.payout_id, data.artisan_id, data.amount_idr, outcome),
             )
         case _:
-            return
+            return None
 
 
 # --- reading it -----------------------------------------------------------------------------------

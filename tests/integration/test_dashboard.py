@@ -395,8 +395,9 @@ def _history() -> list[Envelope]:
     return [Envelope.wrap(event, source=source) for source, event in data]
 
 
+@pytest.mark.parametrize("delivery", ["one by one", "in one batch", "in one batch, reversed"])
 async def test_the_read_model_counts_each_fact_once_whatever_arrived_first_and_money_comes_from_the_ledger(
-    database_url,
+    database_url, delivery,
 ):
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
@@ -405,9 +406,16 @@ async def test_the_read_model_counts_each_fact_once_whatever_arrived_first_and_m
         history = _history()
         async with pool.acquire() as conn:
             # The consumer dedupes event ids; the handler's upserts alone are idempotent as well.
-            for event in history + history:
+            # It hands the handler whole batches, which group the upserts by kind: the order
+            # between kinds (a verdict before its piece, a payment before its scheduling) must not matter.
+            for _ in range(2):
                 async with conn.transaction():
-                    await dashboard.project(conn, event, None)
+                    if delivery == "one by one":
+                        for event in history:
+                            await dashboard.project(conn, event, None)
+                    else:
+                        batch = history[::-1] if delivery.endswith("reversed") else history
+                        assert await dashboard.project_batch(conn, [(event, None) for event in batch]) == []
             for event in history:
                 await projections.apply_event(conn, event)
             data = await dashboard.read_dashboard(conn)
