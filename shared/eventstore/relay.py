@@ -50,6 +50,9 @@ class OutboxRelay:
         self._retry_backoff = retry_backoff_seconds
         self._appended = asyncio.Event()
         self.published_position = 0
+        #: The checkpoint as this relay last wrote it, while it leads: no other relay writes it
+        #: then, so it need not be read back before every batch (a round trip per batch).
+        self._led_checkpoint: int | None = None
 
     async def checkpoint(self) -> int:
         """The position of the last event the broker acknowledged (0 before the first)."""
@@ -60,7 +63,7 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publish one batch above the checkpoint, advance it; returns how many events went out."""
-        checkpoint = await self.checkpoint()
+        checkpoint = self._led_checkpoint if self._led_checkpoint is not None else await self.checkpoint()
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 """SELECT position, topic, record_key, payload FROM event_store
@@ -92,6 +95,8 @@ class OutboxRelay:
                 last,
             )
         self.published_position = last
+        if self._led_checkpoint is not None:
+            self._led_checkpoint = last
         return len(rows)
 
     async def run(self) -> None:
@@ -116,8 +121,10 @@ class OutboxRelay:
                 while not await leader.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
                     await asyncio.sleep(self._idle_wait)
                 await leader.add_listener(OUTBOX_CHANNEL, self._on_append)
+                self._led_checkpoint = await self.checkpoint()
                 await self._publish_while_leading(leader)
             finally:
+                self._led_checkpoint = None
                 # Closing the connection ends its session lock and its LISTEN together, however
                 # leadership ended (a cancellation mid-close aborts it, with the same effect): the
                 # pool, which resets nothing on release (`shared.db.keep_session`), never hands
