@@ -82,7 +82,7 @@ def _validation_problem(errors: list[Any]) -> Problem:
 GUARD = "anyam_guard"
 
 
-def _refusal_of_caller(request: Request) -> Problem | None:
+async def _refusal_of_caller(request: Request) -> Problem | None:
     """The 401/403 the matched route's guard gives this caller, if it refuses them.
 
     FastAPI reads a JSON body before it runs any dependency, so a body it cannot parse would
@@ -94,7 +94,7 @@ def _refusal_of_caller(request: Request) -> Problem | None:
         current = pending.pop()
         if getattr(current.call, GUARD, False):
             try:
-                current.call(request)
+                await current.call(request)
             except Problem as refusal:
                 return refusal
         pending.extend(current.dependencies)
@@ -114,12 +114,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        refusal = _refusal_of_caller(request)
+        refusal = await _refusal_of_caller(request)
         return (refusal or _validation_problem(list(exc.errors()))).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400 and (refusal := _refusal_of_caller(request)) is not None:
+        if exc.status_code == 400 and (refusal := await _refusal_of_caller(request)) is not None:
             return refusal.response()  # a body FastAPI could not even read, from a caller refused anyway
         codes = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized", 403: "forbidden"}
         code = codes.get(exc.status_code, "http-error")
