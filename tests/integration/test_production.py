@@ -531,7 +531,11 @@ async def test_tokens_roles_documents_and_idempotency(production, tmp_path):
         assert view["rates"]["piring"][1] == {"effective_from": "2024-04-01T00:00:00+07:00", "rate_idr": 12_500}
         assert (await auditor.get(f"/collaborators/{shop.collaborator_id}/rejections")).status_code == 200
         assert (await auditor.get("/pieces/pc_nothing")).status_code == 404
-        assert "anyam_http_requests" in (await auditor.get("/metrics")).text
+        metrics = (await auditor.get("/metrics")).text
+        # Counted by route template (ids never become labels) and by the status the client got.
+        assert re.search(r'anyam_http_requests_total\{method="POST",route="/pieces",service="production",'
+                         r'status="403"\} [1-9]', metrics)
+        assert 'route="/pieces/{piece_id}"' in metrics and "pc_nothing" not in metrics
         assert (await auditor.get("/openapi.json")).json()["info"]["title"] == "Anyam production"
         channels = (await auditor.get("/asyncapi.json")).json()["channels"]
         assert {"production:publish", "dead-letters:publish", "enrollment:subscribe",
