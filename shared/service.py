@@ -177,8 +177,10 @@ def run_service(app: FastAPI, settings: ServiceSettings) -> None:
     # graceful stop would look like a crash to Docker and Kubernetes. The handler it finds exits 0.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _exit_after_graceful_stop)
+    # The asyncio loop, not uvloop, even where uvloop is installed: measured with the embedded stack,
+    # uvloop gave POST /pieces no more than httptools alone, and doubled the pipeline's p99 latency.
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="info", access_log=False,
-                timeout_keep_alive=KEEP_ALIVE_SECONDS)
+                loop="asyncio", timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 
 def _exit_after_graceful_stop(signum: int, _frame: object) -> None:
