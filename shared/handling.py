@@ -11,7 +11,7 @@ import asyncpg
 
 from shared.contracts import Envelope, EventData
 from shared.domain import fold
-from shared.eventstore import EventStore
+from shared.eventstore import NO_STREAM, EventStore
 
 S = TypeVar("S")
 
@@ -61,6 +61,30 @@ async def handle(
     `time` picks each event's CloudEvents `time` (its business time; now when it returns None).
     """
     state, version = await load_state(conn, store, aggregate, stream_id, lock=True)
+    return await _decide_and_append(conn, store, aggregate, stream_id, command, state, version, source, time)
+
+
+async def handle_new(
+    conn: asyncpg.Connection,
+    store: EventStore,
+    aggregate: Aggregate[S],
+    stream_id: str,
+    command: Any,
+    *,
+    source: str,
+    time: Callable[[EventData], datetime | None] = lambda _: None,
+) -> list[Envelope]:
+    """`handle` for a stream whose id was made for this command (`new_id`): nobody else can know it
+    yet, so there is no history to load or lock (a round trip saved); the append still refuses,
+    as a concurrency conflict, should the stream exist after all."""
+    return await _decide_and_append(conn, store, aggregate, stream_id, command, aggregate.initial, NO_STREAM,
+                                    source, time)
+
+
+async def _decide_and_append(
+    conn: asyncpg.Connection, store: EventStore, aggregate: Aggregate[S], stream_id: str, command: Any, state: S,
+    version: int, source: str, time: Callable[[EventData], datetime | None],
+) -> list[Envelope]:
     decided = aggregate.decide(state, command)
     events = [Envelope.wrap(data, source=source, time=time(data)) for data in decided]
     if events:

@@ -25,6 +25,7 @@ from shared.eventstore import (
     wait_until_published,
 )
 from shared.eventstore.schema import RELAY_LOCK_KEY
+from shared.handling import Aggregate, handle_new
 from shared.kafka import start_producer
 from shared.timeutil import wib_now
 from tests.kafka_reader import read_topic, wait_for_records
@@ -164,6 +165,23 @@ async def test_loading_several_streams_locked_makes_their_deciders_wait_and_then
 async def _load_locked(store: EventStore, conn: asyncpg.Connection, stream_id: str) -> int:
     async with conn.transaction():
         return (await store.load(stream_id, connection=conn, lock=True)).version
+
+
+async def test_a_command_on_a_new_stream_that_exists_after_all_is_a_conflict_not_a_second_history(pool):
+    """`handle_new` skips loading a stream whose id it just made; should the id exist anyway, the
+    append's version check refuses it (the command runner then retries with a fresh id)."""
+    store = EventStore(pool)
+    await store.append("pc_taken", NO_STREAM, [woven("res_n", 0)])
+    aggregate = Aggregate(initial=None, evolve=lambda state, _: state, decide=lambda _, command: [command])
+    async with pool.acquire() as conn:
+        with pytest.raises(ConcurrencyConflict):
+            async with conn.transaction():
+                await handle_new(conn, store, aggregate, "pc_taken", woven("res_n", 1).data, source="/services/test")
+        async with conn.transaction():
+            (event,) = await handle_new(conn, store, aggregate, "pc_fresh", woven("res_n", 2).data,
+                                        source="/services/test")
+    assert (await store.load("pc_taken")).version == 1
+    assert [e.id for e in (await store.load("pc_fresh")).events] == [event.id]
 
 
 async def test_history_cannot_be_edited_or_deleted_in_the_database(pool):
