@@ -73,26 +73,52 @@ async def execute(
     for _ in range(CONFLICT_RETRIES):
         try:
             async with pool.acquire() as conn, conn.transaction():
-                if idempotency_key is not None:
-                    stored = await _claim(conn, scope, idempotency_key, request_fingerprint)
-                    if stored is not None:
-                        return _respond(stored)
-                try:
-                    async with conn.transaction():  # a savepoint: a refused command leaves nothing behind
-                        outcome = await action(conn)
-                except Problem as problem:
-                    outcome = Outcome(problem.status, problem.body())
-                except Refused as refusal:
-                    outcome = Outcome(refusal.status, Problem.from_refusal(refusal).body())
-                if idempotency_key is not None:
-                    await conn.execute(
-                        "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2",
-                        scope, idempotency_key, outcome.status, json.dumps(outcome.body),
-                    )
+                if idempotency_key is None:
+                    outcome, refused = await _outcome_or_refusal(action, conn)
+                    if refused:
+                        raise _Undo(outcome)  # nothing to keep: the whole transaction rolls back
+                    return _respond(outcome)
+                stored = await _claim(conn, scope, idempotency_key, request_fingerprint)
+                if stored is not None:
+                    return _respond(stored)
+                # A refused command leaves nothing behind but its stored answer. The savepoint is
+                # never released (COMMIT does that), a round trip saved on every accepted command.
+                await conn.execute("SAVEPOINT command")
+                outcome, refused = await _outcome_or_refusal(action, conn)
+                if refused:
+                    await conn.execute("ROLLBACK TO SAVEPOINT command")
+                await conn.execute(
+                    "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2",
+                    scope, idempotency_key, outcome.status, json.dumps(outcome.body),
+                )
                 return _respond(outcome)
+        except _Undo as undone:
+            return _respond(undone.outcome)
         except ConcurrencyConflict:
             continue  # someone else appended to the stream first: load again and decide again
     raise Problem(409, "busy", "The record was changed by many requests at once; try again.")
+
+
+class _Undo(Exception):
+    """Leaves a transaction by rolling it back, carrying the refusal to answer."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.status)
+        self.outcome = outcome
+
+
+async def _outcome_or_refusal(action: Action, conn: asyncpg.Connection) -> tuple[Outcome, bool]:
+    """The action's outcome, or the problem it raised to refuse (whose writes must then be undone).
+
+    An action may also *return* a 4xx outcome: that is an answer whose writes it keeps (e.g. the
+    feedback a refused QC submission leaves for its collaborator).
+    """
+    try:
+        return await action(conn), False
+    except Problem as problem:
+        return Outcome(problem.status, problem.body()), True
+    except Refused as refusal:
+        return Outcome(refusal.status, Problem.from_refusal(refusal).body()), True
 
 
 async def install(pool: asyncpg.Pool) -> None:
