@@ -39,6 +39,8 @@ class BenchEnvironment:
     kind: str
     workdir: Path
     partitions: int = 3
+    #: The embedded broker's process (None on given endpoints), whose CPU the latency run reports.
+    broker_pid: int | None = None
     _prefixes: list[str] = field(default_factory=list, repr=False)
     _databases: list[str] = field(default_factory=list, repr=False)
 
@@ -127,7 +129,7 @@ async def bench_environment(*, endpoints: bool = False, partitions: int = 3) -> 
         # A short path of our own under /tmp: PostgreSQL's Unix socket lives in pgdata.
         async with EmbeddedBroker(workdir / "broker") as broker, EmbeddedPostgres(workdir / "pgdata") as postgres:
             kafka = KafkaSettings(kafka_bootstrap=broker.bootstrap, kafka_security_protocol="PLAINTEXT")
-            env = BenchEnvironment(kafka, postgres.server_url, EMBEDDED, workdir, partitions)
+            env = BenchEnvironment(kafka, postgres.server_url, EMBEDDED, workdir, partitions, broker.pid)
             try:
                 yield env
             finally:

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import psutil
 from aiokafka import AIOKafkaConsumer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -83,6 +84,9 @@ class LatencyFigures:
     #: (the record's CreateTime), i.e. production's QC consumer, its commit and the relay.
     relayed_p50_ms: float = 0.0
     relayed_p99_ms: float = 0.0
+    #: The embedded broker's CPU (% of one core) in each tenth of the publishing phase: tansu 0.6's
+    #: in-memory fetch costs more the longer the topic, so it grows as the run goes on.
+    broker_cpu_percent: list[float] = field(default_factory=list)
     timeline: list[dict[str, float]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -112,8 +116,10 @@ async def measure_latency(
         pieces = await _weave(services, total, max(1, artisans), collaborator_id)
         submissions = [_submission(key, piece, collaborator_id) for piece in pieces]
         setup_seconds = time.monotonic() - setup_started
+        broker = _BrokerCpu(env.broker_pid, seconds / 10)
         sent, seen, relayed, cycles, last_publish, late = await _run(services, pieces, submissions, rate,
-                                                            drain_timeout or max(900.0, 10 * seconds))
+                                                                     drain_timeout or max(900.0, 10 * seconds),
+                                                                     broker)
     latencies = [(seen[piece] - sent[piece]) * 1000 for piece in sent if piece in seen]
     to_relay = [(relayed[piece] - sent[piece]) * 1000 for piece in sent if piece in relayed]
     published_seconds = max(sent.values()) - min(sent.values()) if len(sent) > 1 else 0.0
@@ -128,6 +134,7 @@ async def measure_latency(
         drain_seconds=max(0.0, max(seen.values(), default=last_publish) - last_publish),
         setup_seconds=setup_seconds, late_observed=late, timeline=timeline,
         relayed_p50_ms=percentile(to_relay, 0.50), relayed_p99_ms=percentile(to_relay, 0.99),
+        broker_cpu_percent=broker.percentages,
     )
 
 
@@ -162,7 +169,8 @@ def _submission(key: Ed25519PrivateKey, piece: str, collaborator_id: str) -> byt
 
 
 async def _run(
-    services: BenchServices, pieces: list[str], submissions: list[bytes], rate: int, drain_timeout: float
+    services: BenchServices, pieces: list[str], submissions: list[bytes], rate: int, drain_timeout: float,
+    broker: _BrokerCpu,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, float], list[float], float, int]:
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
@@ -241,7 +249,9 @@ async def _run(
     try:
         deliveries = []
         started = time.monotonic()
+        broker.start()
         for n, (piece, value) in enumerate(zip(pieces, submissions, strict=True)):
+            broker.sample()
             # A fixed schedule: submission n leaves n/rate seconds after the first (a late one leaves at once).
             delay = started + n / rate - time.monotonic()
             if delay > 0:
@@ -249,6 +259,7 @@ async def _run(
             sent[piece] = time.time()
             deliveries.append(await producer.send(submissions_topic, value, key=piece.encode(), headers=headers))
         last_publish = time.time()
+        broker.sample(final=True)
         await asyncio.gather(*deliveries)
         publishing_done.set()
         await poller
@@ -260,6 +271,34 @@ async def _run(
         await tailer.stop()
         await producer.stop()
     return sent, seen, relayed, cycles, last_publish, late
+
+
+class _BrokerCpu:
+    """The broker process's CPU over consecutive windows of `window` seconds (nothing without a pid)."""
+
+    def __init__(self, pid: int | None, window: float) -> None:
+        self._process = psutil.Process(pid) if pid is not None else None
+        self._window = max(window, 0.5)
+        self.percentages: list[float] = []
+        self._since = self._cpu_at_since = 0.0
+
+    def _cpu(self) -> float:
+        assert self._process is not None
+        times = self._process.cpu_times()
+        return times.user + times.system
+
+    def start(self) -> None:
+        if self._process is not None:
+            self._since, self._cpu_at_since = time.monotonic(), self._cpu()
+
+    def sample(self, *, final: bool = False) -> None:
+        if self._process is None:
+            return
+        elapsed = time.monotonic() - self._since
+        if elapsed >= self._window or (final and elapsed > 0.1):
+            cpu = self._cpu()
+            self.percentages.append(round(100 * (cpu - self._cpu_at_since) / elapsed, 1))
+            self._since, self._cpu_at_since = time.monotonic(), cpu
 
 
 def _timeline(sent: dict[str, float], seen: dict[str, float]) -> list[dict[str, float]]:

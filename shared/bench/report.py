@@ -69,6 +69,9 @@ def print_results(console: Console, results: BenchResults) -> None:
         console.print(f"   poll resolution {lat.poll_resolution_ms:.1f} ms; last row {lat.drain_seconds:.1f}s after "
                       f"the last publish; to production's relay: p50 {lat.relayed_p50_ms:,.0f} ms, "
                       f"p99 {lat.relayed_p99_ms:,.0f} ms")
+        if lat.broker_cpu_percent:
+            console.print("   embedded broker's CPU over the run, % of a core per tenth: "
+                          + " ".join(f"{share:.0f}" for share in lat.broker_cpu_percent))
     if results.commands is not None:
         table = _table("3. POST /pieces, one production process", "concurrency", "requests", "errors", "per s",
                        "p50 ms", "p99 ms", "max ms")
