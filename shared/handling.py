@@ -55,36 +55,19 @@ async def handle(
     *,
     source: str,
     time: Callable[[EventData], datetime | None] = lambda _: None,
+    fresh_id: bool = False,
 ) -> list[Envelope]:
     """Decide `command` on the stream's current state and append the events, inside `conn`'s transaction.
 
     `time` picks each event's CloudEvents `time` (its business time; now when it returns None).
+    `fresh_id`: the stream's id was made for this command (`new_id`), so nobody else can know it
+    yet and there is no history to load or lock (a round trip saved); the append still refuses,
+    as a concurrency conflict, should the stream exist after all.
     """
-    state, version = await load_state(conn, store, aggregate, stream_id, lock=True)
-    return await _decide_and_append(conn, store, aggregate, stream_id, command, state, version, source, time)
-
-
-async def handle_new(
-    conn: asyncpg.Connection,
-    store: EventStore,
-    aggregate: Aggregate[S],
-    stream_id: str,
-    command: Any,
-    *,
-    source: str,
-    time: Callable[[EventData], datetime | None] = lambda _: None,
-) -> list[Envelope]:
-    """`handle` for a stream whose id was made for this command (`new_id`): nobody else can know it
-    yet, so there is no history to load or lock (a round trip saved); the append still refuses,
-    as a concurrency conflict, should the stream exist after all."""
-    return await _decide_and_append(conn, store, aggregate, stream_id, command, aggregate.initial, NO_STREAM,
-                                    source, time)
-
-
-async def _decide_and_append(
-    conn: asyncpg.Connection, store: EventStore, aggregate: Aggregate[S], stream_id: str, command: Any, state: S,
-    version: int, source: str, time: Callable[[EventData], datetime | None],
-) -> list[Envelope]:
+    if fresh_id:
+        state, version = aggregate.initial, NO_STREAM
+    else:
+        state, version = await load_state(conn, store, aggregate, stream_id, lock=True)
     decided = aggregate.decide(state, command)
     events = [Envelope.wrap(data, source=source, time=time(data)) for data in decided]
     if events:

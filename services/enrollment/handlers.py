@@ -13,7 +13,7 @@ from shared.contracts import service_source
 from shared.contracts.events import Enrolled, ResidentRegistered
 from shared.domain import Conflict, NotFound
 from shared.eventstore import EventStore
-from shared.handling import Aggregate, handle, handle_new, load_state
+from shared.handling import Aggregate, handle, load_state
 from shared.ids import new_id
 from shared.timeutil import wib_now
 
@@ -38,7 +38,8 @@ class EnrollmentHandlers:
         resident_id = new_id("res")
         await self.vault.store(conn, resident_id, person)
         command = domain.RegisterResident(resident_id=resident_id, rusunawa=rusunawa, registered_at=wib_now())
-        await handle_new(conn, self.store, RESIDENT, resident_id, command, source=SOURCE, time=_business_time)
+        await handle(conn, self.store, RESIDENT, resident_id, command, source=SOURCE, time=_business_time,
+                     fresh_id=True)
         return resident_id
 
     async def schedule_cohort(self, conn: asyncpg.Connection, command: domain.ScheduleCohort) -> str:

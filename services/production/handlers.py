@@ -29,7 +29,7 @@ from shared.contracts.events import (
 )
 from shared.domain import fold
 from shared.eventstore import NO_STREAM, EventStore
-from shared.handling import Aggregate, handle, handle_new, load_state, load_states
+from shared.handling import Aggregate, handle, load_state, load_states
 from shared.ids import new_id
 from shared.timeutil import wib_now
 
@@ -61,7 +61,7 @@ class ProductionHandlers:
     async def register_collaborator(self, conn: asyncpg.Connection, name: str, public_key: str) -> str:
         collaborator_id = new_id("col")
         command = domain.RegisterCollaborator(collaborator_id=collaborator_id, name=name, public_key=public_key)
-        await handle_new(conn, self.store, COLLABORATOR, collaborator_id, command, source=SOURCE)
+        await handle(conn, self.store, COLLABORATOR, collaborator_id, command, source=SOURCE, fresh_id=True)
         return collaborator_id
 
     async def add_key(self, conn: asyncpg.Connection, collaborator_id: str, public_key: str) -> bool:
@@ -83,7 +83,7 @@ class ProductionHandlers:
             collaborator_id=collaborator_id, collaborator=await self.collaborator_state(conn, collaborator_id),
             material=material, quantity=quantity, unit=unit,
         )
-        events = await handle_new(conn, self.store, ISSUE, issue_id, command, source=SOURCE)
+        events = await handle(conn, self.store, ISSUE, issue_id, command, source=SOURCE, fresh_id=True)
         return events[0].data
 
     async def weave(
@@ -96,7 +96,8 @@ class ProductionHandlers:
             collaborator_id=collaborator_id, collaborator=await self.collaborator_state(conn, collaborator_id),
             product=product, woven_at=woven_at, recorded_at=wib_now(),
         )
-        events = await handle_new(conn, self.store, PIECE, piece_id, command, source=SOURCE, time=_business_time)
+        events = await handle(conn, self.store, PIECE, piece_id, command, source=SOURCE, time=_business_time,
+                              fresh_id=True)
         return events[0].data
 
     async def judge(self, conn: asyncpg.Connection, submission: QcSubmitted, raw: Mapping[str, Any]) -> QcOutcome:

@@ -25,7 +25,7 @@ from shared.eventstore import (
     wait_until_published,
 )
 from shared.eventstore.schema import RELAY_LOCK_KEY
-from shared.handling import Aggregate, handle_new
+from shared.handling import Aggregate, handle
 from shared.kafka import start_producer
 from shared.timeutil import wib_now
 from tests.kafka_reader import read_topic, wait_for_records
@@ -168,7 +168,7 @@ async def _load_locked(store: EventStore, conn: asyncpg.Connection, stream_id: s
 
 
 async def test_a_command_on_a_new_stream_that_exists_after_all_is_a_conflict_not_a_second_history(pool):
-    """`handle_new` skips loading a stream whose id it just made; should the id exist anyway, the
+    """`handle(fresh_id=True)` skips loading a stream whose id it just made; should the id exist anyway, the
     append's version check refuses it (the command runner then retries with a fresh id)."""
     store = EventStore(pool)
     await store.append("pc_taken", NO_STREAM, [woven("res_n", 0)])
@@ -176,10 +176,11 @@ async def test_a_command_on_a_new_stream_that_exists_after_all_is_a_conflict_not
     async with pool.acquire() as conn:
         with pytest.raises(ConcurrencyConflict):
             async with conn.transaction():
-                await handle_new(conn, store, aggregate, "pc_taken", woven("res_n", 1).data, source="/services/test")
+                await handle(conn, store, aggregate, "pc_taken", woven("res_n", 1).data, source="/services/test",
+                             fresh_id=True)
         async with conn.transaction():
-            (event,) = await handle_new(conn, store, aggregate, "pc_fresh", woven("res_n", 2).data,
-                                        source="/services/test")
+            (event,) = await handle(conn, store, aggregate, "pc_fresh", woven("res_n", 2).data,
+                                    source="/services/test", fresh_id=True)
     assert (await store.load("pc_taken")).version == 1
     assert [e.id for e in (await store.load("pc_fresh")).events] == [event.id]
 
