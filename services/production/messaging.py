@@ -48,17 +48,18 @@ def qc_submission_handler(handlers: ProductionHandlers) -> BatchHandler:
     async def on_batch(conn: asyncpg.Connection, items: BatchItems) -> list[tuple[int, Reject]]:
         refusals: list[tuple[int, Reject]] = []
         judged: list[int] = []
+        submissions = [_submission(event) for event, _ in items]
         for index, (event, record) in enumerate(items):
             try:
-                _check_source(event, _submission(event))
+                _check_source(event, submissions[index])
                 judged.append(index)
             except SubmissionRejected as rejected:
-                refusals.append((index, _reject(event.data, record, rejected)))
+                refusals.append((index, _reject(submissions[index], record, rejected)))
         outcomes = await handlers.judge_many(
-            conn, [(_submission(items[index][0]), _raw_data(items[index][1])) for index in judged])
+            conn, [(submissions[index], _raw_data(items[index][1])) for index in judged])
         for index, outcome in zip(judged, outcomes, strict=True):
             if isinstance(outcome, SubmissionRejected):
-                refusals.append((index, _reject(items[index][0].data, items[index][1], outcome)))
+                refusals.append((index, _reject(submissions[index], items[index][1], outcome)))
         return sorted(refusals, key=lambda refusal: refusal[0])
 
     return BatchHandler(apply_batch=on_batch, each=on_submission)
