@@ -11,7 +11,7 @@ import asyncpg
 
 from shared.contracts import Envelope, EventData
 from shared.domain import fold
-from shared.eventstore import NO_STREAM, EventStore
+from shared.eventstore import NO_STREAM, EventStore, StreamHistory
 
 S = TypeVar("S")
 
@@ -29,8 +29,7 @@ async def load_state(
     conn: asyncpg.Connection, store: EventStore, aggregate: Aggregate[S], stream_id: str, *, lock: bool = False
 ) -> tuple[S, int]:
     """The aggregate's current state and version; with `lock`, other deciders on it wait for this transaction."""
-    history = await store.load(stream_id, connection=conn, lock=lock)
-    return fold(aggregate.evolve, aggregate.initial, (event.data for event in history.events)), history.version
+    return _state(aggregate, await store.load(stream_id, connection=conn, lock=lock))
 
 
 async def load_states(
@@ -39,11 +38,11 @@ async def load_states(
 ) -> dict[str, tuple[S, int]]:
     """`load_state` for many streams of one aggregate in one round trip: `{stream_id: (state, version)}`."""
     histories = await store.load_streams(stream_ids, connection=conn, lock=lock)
-    return {
-        stream_id: (fold(aggregate.evolve, aggregate.initial, (event.data for event in history.events)),
-                    history.version)
-        for stream_id, history in histories.items()
-    }
+    return {stream_id: _state(aggregate, history) for stream_id, history in histories.items()}
+
+
+def _state(aggregate: Aggregate[S], history: StreamHistory) -> tuple[S, int]:
+    return fold(aggregate.evolve, aggregate.initial, (event.data for event in history.events)), history.version
 
 
 async def handle(

@@ -140,8 +140,7 @@ class EventStore:
         else:
             async with self._own_pool().acquire() as conn:
                 rows = await conn.fetch(query, stream_id)
-        events = tuple(decode(row["payload"]) for row in rows)
-        return StreamHistory(stream_id=stream_id, version=rows[-1]["version"] if rows else NO_STREAM, events=events)
+        return _history(stream_id, rows)
 
     async def load_streams(
         self, stream_ids: Iterable[str], *, connection: asyncpg.Connection, lock: bool = False
@@ -163,11 +162,10 @@ class EventStore:
         found: dict[str, list[asyncpg.Record]] = {}
         for row in rows:
             found.setdefault(row["stream_id"], []).append(row)
-        return {
-            stream_id: StreamHistory(
-                stream_id=stream_id,
-                version=found[stream_id][-1]["version"] if stream_id in found else NO_STREAM,
-                events=tuple(decode(row["payload"]) for row in found.get(stream_id, ())),
-            )
-            for stream_id in wanted
-        }
+        return {stream_id: _history(stream_id, found.get(stream_id, [])) for stream_id in wanted}
+
+
+def _history(stream_id: str, rows: Sequence[asyncpg.Record]) -> StreamHistory:
+    """A stream's history from its rows in version order (none: the stream does not exist)."""
+    return StreamHistory(stream_id=stream_id, version=rows[-1]["version"] if rows else NO_STREAM,
+                         events=tuple(decode(row["payload"]) for row in rows))
