@@ -50,9 +50,9 @@ class OutboxRelay:
         self._retry_backoff = retry_backoff_seconds
         self._appended = asyncio.Event()
         self.published_position = 0
-        #: The checkpoint as this relay last wrote it, while it leads: no other relay writes it
-        #: then, so it need not be read back before every batch (a round trip per batch).
-        self._led_checkpoint: int | None = None
+        #: While it leads, no other relay writes the checkpoint, so `published_position` is the
+        #: checkpoint and need not be read back before every batch (a round trip per batch).
+        self._leading = False
 
     async def checkpoint(self) -> int:
         """The position of the last event the broker acknowledged (0 before the first)."""
@@ -63,7 +63,7 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publish one batch above the checkpoint, advance it; returns how many events went out."""
-        checkpoint = self._led_checkpoint if self._led_checkpoint is not None else await self.checkpoint()
+        checkpoint = self.published_position if self._leading else await self.checkpoint()
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 """SELECT position, topic, record_key, payload FROM event_store
@@ -95,8 +95,6 @@ class OutboxRelay:
                 last,
             )
         self.published_position = last
-        if self._led_checkpoint is not None:
-            self._led_checkpoint = last
         return len(rows)
 
     async def run(self) -> None:
@@ -121,10 +119,10 @@ class OutboxRelay:
                 while not await leader.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
                     await asyncio.sleep(self._idle_wait)
                 await leader.add_listener(OUTBOX_CHANNEL, self._on_append)
-                self._led_checkpoint = await self.checkpoint()
+                self.published_position, self._leading = await self.checkpoint(), True
                 await self._publish_while_leading(leader)
             finally:
-                self._led_checkpoint = None
+                self._leading = False
                 # Closing the connection ends its session lock and its LISTEN together, however
                 # leadership ended (a cancellation mid-close aborts it, with the same effect): the
                 # pool, which resets nothing on release (`shared.db.keep_session`), never hands
