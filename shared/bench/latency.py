@@ -280,25 +280,20 @@ class _BrokerCpu:
         self._process = psutil.Process(pid) if pid is not None else None
         self._window = max(window, 0.5)
         self.percentages: list[float] = []
-        self._since = self._cpu_at_since = 0.0
-
-    def _cpu(self) -> float:
-        assert self._process is not None
-        times = self._process.cpu_times()
-        return times.user + times.system
+        self._since = 0.0
 
     def start(self) -> None:
         if self._process is not None:
-            self._since, self._cpu_at_since = time.monotonic(), self._cpu()
+            self._process.cpu_percent()  # psutil measures each call from the one before
+            self._since = time.monotonic()
 
     def sample(self, *, final: bool = False) -> None:
         if self._process is None:
             return
         elapsed = time.monotonic() - self._since
         if elapsed >= self._window or (final and elapsed > 0.1):
-            cpu = self._cpu()
-            self.percentages.append(round(100 * (cpu - self._cpu_at_since) / elapsed, 1))
-            self._since, self._cpu_at_since = time.monotonic(), cpu
+            self.percentages.append(round(self._process.cpu_percent(), 1))
+            self._since = time.monotonic()
 
 
 def _timeline(sent: dict[str, float], seen: dict[str, float]) -> list[dict[str, float]]:
