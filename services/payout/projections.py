@@ -57,28 +57,40 @@ CREATE INDEX IF NOT EXISTS ledger_transactions_earned
     ON ledger_transactions (artisan_id, event_time) WHERE kind = 'earned';
 
 CREATE TABLE IF NOT EXISTS ledger_postings (
-    transaction_id text   NOT NULL REFERENCES ledger_transactions,
+    -- Its transaction must exist: checked per statement by `ledger_postings_belong_and_balance`
+    -- below, not by a foreign key, whose row-level checks lock the transaction's row once per
+    -- posting (a third of the ledger's write cost). Ledgers installed with the key drop it.
+    transaction_id text   NOT NULL,
     account        text   NOT NULL,
     amount_idr     bigint NOT NULL,
     PRIMARY KEY (transaction_id, account)
 );
+ALTER TABLE ledger_postings DROP CONSTRAINT IF EXISTS ledger_postings_transaction_id_fkey;
 CREATE INDEX IF NOT EXISTS ledger_postings_account ON ledger_postings (account);
 
 -- Double entry, enforced by the database: every statement that writes to the ledger must leave
 -- each transaction it touched with at least two postings summing to zero, so a transaction and
 -- its postings are written by one statement (the projection's `INSERT … WITH`). Checked once per
--- statement over its transition table, not once per row at commit: a batch of a thousand
--- transactions is one join instead of three thousand trigger calls (statement triggers cannot
--- be deferred, hence at the statement's end). Only inserts need checking: the ledger refuses
--- updates and deletes outright (below).
+-- statement over its transition tables, not once per row at commit: a batch of a thousand
+-- transactions is one join instead of thousands of trigger calls (statement triggers cannot be
+-- deferred, hence at the statement's end). Only inserts need checking: the ledger refuses
+-- updates, deletes and truncation outright (below). Two checks, one per table:
+--
+-- * every new transaction has at least two postings, summing to zero;
+-- * every new posting belongs to a transaction that exists, and the new postings of each
+--   transaction sum to zero.
+--
+-- Together they keep every transaction balanced: it is balanced when it is written (the first
+-- check), and postings can only be added to it later, never changed or removed, in groups that
+-- sum to zero (the second), so its sum stays zero and its postings stay at least two.
 CREATE OR REPLACE FUNCTION ledger_transaction_balances() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     unbalanced record;
 BEGIN
-    -- LATERAL: one index probe per touched transaction, whatever the planner guesses of the
+    -- LATERAL: one index probe per new transaction, whatever the planner guesses of the
     -- transition table's size (a join was planned as a scan of every posting, once per batch).
     SELECT t.transaction_id, legs.legs, legs.total INTO unbalanced
-        FROM (SELECT DISTINCT transaction_id FROM touched) t,
+        FROM new_transactions t,
         LATERAL (SELECT count(*) AS legs, coalesce(sum(p.amount_idr), 0) AS total
                  FROM ledger_postings p WHERE p.transaction_id = t.transaction_id) legs
         WHERE legs.legs < 2 OR legs.total <> 0
@@ -89,12 +101,33 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
+CREATE OR REPLACE FUNCTION ledger_postings_belong_and_balance() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    wrong record;
+BEGIN
+    -- The statement's new postings summed per transaction (no probe of older postings: those
+    -- already sum to zero), and one probe per transaction for its row.
+    SELECT added.transaction_id, added.total, t.transaction_id IS NULL AS orphan INTO wrong
+        FROM (SELECT transaction_id, sum(amount_idr) AS total FROM new_postings GROUP BY transaction_id) added
+        LEFT JOIN ledger_transactions t ON t.transaction_id = added.transaction_id
+        WHERE t.transaction_id IS NULL OR added.total <> 0
+        LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    ELSIF wrong.orphan THEN
+        RAISE EXCEPTION 'ledger postings refer to transaction %, which does not exist', wrong.transaction_id
+            USING ERRCODE = 'foreign_key_violation';
+    ELSE
+        RAISE EXCEPTION 'ledger transaction % does not balance: its new postings sum to % rupiah',
+            wrong.transaction_id, wrong.total USING ERRCODE = 'check_violation';
+    END IF;
+END $$;
 DROP TRIGGER IF EXISTS ledger_postings_balanced ON ledger_postings;
 CREATE TRIGGER ledger_postings_balanced AFTER INSERT ON ledger_postings
-    REFERENCING NEW TABLE AS touched FOR EACH STATEMENT EXECUTE FUNCTION ledger_transaction_balances();
+    REFERENCING NEW TABLE AS new_postings FOR EACH STATEMENT EXECUTE FUNCTION ledger_postings_belong_and_balance();
 DROP TRIGGER IF EXISTS ledger_transactions_balanced ON ledger_transactions;
 CREATE TRIGGER ledger_transactions_balanced AFTER INSERT ON ledger_transactions
-    REFERENCING NEW TABLE AS touched FOR EACH STATEMENT EXECUTE FUNCTION ledger_transaction_balances();
+    REFERENCING NEW TABLE AS new_transactions FOR EACH STATEMENT EXECUTE FUNCTION ledger_transaction_balances();
 
 -- Corrections are new events, never edits: the ledger refuses to be rewritten.
 CREATE OR REPLACE FUNCTION ledger_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -108,6 +141,12 @@ CREATE TRIGGER ledger_transactions_append_only BEFORE UPDATE OR DELETE ON ledger
 DROP TRIGGER IF EXISTS ledger_postings_append_only ON ledger_postings;
 CREATE TRIGGER ledger_postings_append_only BEFORE UPDATE OR DELETE ON ledger_postings
     FOR EACH ROW EXECUTE FUNCTION ledger_is_append_only();
+DROP TRIGGER IF EXISTS ledger_transactions_not_truncated ON ledger_transactions;
+CREATE TRIGGER ledger_transactions_not_truncated BEFORE TRUNCATE ON ledger_transactions
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_is_append_only();
+DROP TRIGGER IF EXISTS ledger_postings_not_truncated ON ledger_postings;
+CREATE TRIGGER ledger_postings_not_truncated BEFORE TRUNCATE ON ledger_postings
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_is_append_only();
 """
 
 _INSERT = """

@@ -631,10 +631,20 @@ async def test_the_database_refuses_an_unbalanced_transaction_and_any_edit_of_th
                                'forged', 1000000)""")
                 await conn.execute(
                     "INSERT INTO ledger_postings VALUES ('earned:forged', 'artisan:res_g:payable', 1000000)")
+        # Postings need their transaction, and what is added to a transaction later must sum to zero.
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match="earned:nowhere, which does not exist"):
+            await conn.execute("""INSERT INTO ledger_postings VALUES ('earned:nowhere', 'artisan:res_g:payable', 5),
+                                                     ('earned:nowhere', 'collaborator:col_1:fees', -5)""")
+        posted = domain.transaction_for(passed).transaction_id
+        with pytest.raises(asyncpg.CheckViolationError, match="its new postings sum to 700 rupiah"):
+            await conn.execute("INSERT INTO ledger_postings VALUES ($1, 'artisan:res_g:paid', 700)", posted)
         with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
             await conn.execute("UPDATE ledger_postings SET amount_idr = amount_idr * 2")
         with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
             await conn.execute("DELETE FROM ledger_transactions")
+        for table in ("ledger_postings", "ledger_transactions"):
+            with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
+                await conn.execute(f"TRUNCATE {table} CASCADE")
 
         # A second, different qc-passed for the same piece is refused; the first stays.
         (_, duplicate) = piece_events("res_g", 1, 50_000, at=MARCH + timedelta(days=1))
