@@ -119,7 +119,8 @@ def transaction_id(kind: Kind, event_id: str) -> str:
 
 def _transfer(source: str, destination: str, amount: int) -> tuple[Posting, ...]:
     # Sorted by account so the same transfer always has the same posting order.
-    return tuple(sorted((Posting(source, -amount), Posting(destination, amount)), key=lambda p: p.account))
+    legs = (Posting(source, -amount), Posting(destination, amount))
+    return legs if source <= destination else (legs[1], legs[0])
 
 
 def transaction_for(event: Envelope) -> LedgerTransaction | None:

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from shared.audit.replay import AuditError, ReplayProgress, replay
+from shared.audit.replay import DEFAULT_WORKERS, AuditError, ReplayProgress, replay
 from shared.audit.report import dumps, print_replay, print_verify, write_json
 from shared.audit.verify import verify
 from shared.settings import KafkaSettings
@@ -118,7 +118,7 @@ def replay_command(
     database_url: DatabaseOption = None,
     stack_env: StackEnvOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON document instead.")] = False,
-    workers: WorkersOption = 2,
+    workers: WorkersOption = DEFAULT_WORKERS,
 ) -> None:
     """Rebuild the ledger from the topics alone into a scratch database; print balances and the digest.
 
@@ -147,7 +147,7 @@ def verify_command(
     json_report: Annotated[Path | None, typer.Option(
         "--json-report", help="Also write the report as JSON to this file ('-': print it instead).",
         dir_okay=False)] = None,
-    workers: WorkersOption = 2,
+    workers: WorkersOption = DEFAULT_WORKERS,
 ) -> None:
     """Replay, compare with the live ledger and check every invariant; exit 1 unless all hold."""
     moment = parse_as_of(as_of)

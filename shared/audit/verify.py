@@ -28,6 +28,7 @@ from services.payout import domain
 from shared.audit import invariants as inv
 from shared.audit.invariants import HistoryFacts, InvariantResult, Violation
 from shared.audit.replay import (
+    DEFAULT_WORKERS,
     AuditError,
     HistoryRead,
     PartitionOrder,
@@ -156,7 +157,7 @@ async def verify(
     partition_order: PartitionOrder | None = None,
     progress: Callable[[ReplayProgress], None] | None = None,
     status: Callable[[str], None] = lambda _: None,
-    workers: int = 1,
+    workers: int = DEFAULT_WORKERS,
 ) -> VerifyReport:
     """Replay the topics into a scratch ledger, compare it with the live one as of `as_of`, and check
     every invariant. Raises `AuditError` when the audit cannot be carried out at all."""

@@ -10,19 +10,20 @@ process as the replay it is compared with:
 - `apply_event`: the service's projection as it is: every record decoded with the
   contracts' `decode`, then `services.payout.projections.apply_event` per event, in one
   transaction per fetched batch with the batch's offsets, as the ledger consumer does;
-- `apply_events`: the same records decoded the same way, posted a batch at a time by
-  `services.payout.projections.apply_events` (as the ledger consumer and the auditor post
-  them; rows identical to apply_event's), with reading and decoding the next batch
-  overlapping the database's work on this one.
+- `apply_events`: the auditor's rebuild itself (`shared.audit.replay.replayed_ledger`, what
+  `anyam replay` runs, with its default number of workers): the same records decoded the
+  same way, posted a batch at a time by `services.payout.projections.apply_events` (as the
+  ledger consumer posts them too; rows identical to apply_event's), partitions dealt out to
+  connections working side by side.
 
 Each replay writes into a fresh database; its digest (`projections.ledger_digest`) is
-taken after the clock stops.
+taken after the clock stops. Each phase also reports the CPU seconds of its own process and
+of the rest of the machine: on two cores, which of them is the bound.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sys
 import time
@@ -31,16 +32,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import asyncpg
+import psutil
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from services.payout import projections
 from services.payout.app import LEDGER_TOPICS
 from services.payout.projections import Source
+from shared.audit.replay import DEFAULT_WORKERS as REPLAY_WORKERS
+from shared.audit.replay import replayed_ledger
 from shared.bench.environment import BenchEnvironment
 from shared.bench.memory import PeakRss
 from shared.contracts import DecodeError, Envelope, base_topic, decode, topic_name
 from shared.eventstore import Reject
 from shared.eventstore.schema import DDL as EVENTSTORE_DDL
+from shared.gc_tuning import collections_for_batches
 from shared.kafka import end_offsets
 from shared.settings import KafkaSettings
 
@@ -144,11 +149,13 @@ async def _run_job(job: ReplayJob) -> list[dict[str, Any]]:
     stops = {TopicPartition(topic, partition): stop for topic, partition, stop in job.stops}
     results = []
     for phase in job.phases:
-        if phase.kind == BASELINE:
-            figures = await consume_raw(kafka, stops, job.batch)
-        else:
-            assert phase.database_url is not None
-            figures = await replay_ledger(kafka, stops, phase.database_url, kind=phase.kind, batch=job.batch)
+        # Every phase collects garbage as the auditor's replay does (`read_history`).
+        with collections_for_batches():
+            if phase.kind == BASELINE:
+                figures = await consume_raw(kafka, stops, job.batch)
+            else:
+                assert phase.database_url is not None
+                figures = await replay_ledger(kafka, stops, phase.database_url, kind=phase.kind, batch=job.batch)
         results.append(figures.as_json())
     return results
 
@@ -261,99 +268,101 @@ async def replay_ledger(
     kafka: KafkaSettings, stops: Mapping[TopicPartition, int], database_url: str, *, kind: str, batch: int
 ) -> PhaseFigures:
     """Replay the ledger's topics up to `stops` into the (fresh) database at `database_url`."""
+    if kind == APPLY_EVENT:
+        return await _replay_one_by_one(kafka, stops, database_url, batch)
+    if kind == APPLY_EVENTS:
+        return await _replay_as_the_auditor_does(kafka, stops, database_url)
+    raise ValueError(f"not a replay: {kind!r}")
+
+
+class _CpuSplit:
+    """CPU seconds of this process and of the rest of the machine (PostgreSQL, the broker, …) from
+    `start` to `stop`: which side bounds a replay, whatever its wall time says."""
+
+    def start(self) -> None:
+        self._process, self._machine = time.process_time(), _busy_seconds()
+
+    def stop(self) -> None:
+        self.this_process = time.process_time() - self._process
+        self.rest_of_machine = max(_busy_seconds() - self._machine - self.this_process, 0.0)
+
+    def stages(self) -> dict[str, float]:
+        return {"cpu_of_this_process": self.this_process, "cpu_of_the_rest_of_the_machine": self.rest_of_machine}
+
+
+def _busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+async def _replay_as_the_auditor_does(
+    kafka: KafkaSettings, stops: Mapping[TopicPartition, int], database_url: str,
+) -> PhaseFigures:
+    """`anyam replay`'s own rebuild (`replayed_ledger`: its connections, lanes and batches), up to `stops`."""
+    cpu = _CpuSplit()
+    with PeakRss() as memory:
+        started = time.perf_counter()
+        cpu.start()
+        async with replayed_ledger(kafka, database_url=database_url, topics=LEDGER_TOPICS, workers=REPLAY_WORKERS,
+                                   stop_at=stops) as ledger:
+            seconds = time.perf_counter() - started
+            cpu.stop()
+            history = ledger.history
+            digest = await ledger.digest()
+    if history.refused_count or history.undecodable_count:
+        raise RuntimeError(f"a generated history replayed with {history.refused_count} refused and "
+                           f"{history.undecodable_count} undecodable records")
+    return PhaseFigures(
+        APPLY_EVENTS, history.records, seconds, history.records / seconds if seconds else 0.0, memory.peak_mb,
+        memory.start_mb, stage_seconds={name: round(value, 3) for name, value in cpu.stages().items()},
+        transactions=digest.transactions, postings=digest.postings, digest=digest.digest,
+    )
+
+
+async def _replay_one_by_one(
+    kafka: KafkaSettings, stops: Mapping[TopicPartition, int], database_url: str, batch: int,
+) -> PhaseFigures:
+    """As the ledger consumer works event by event: fetch, decode, then apply_event per event in the
+    batch's transaction, with the batch's offsets."""
     await prepare_ledger_database(database_url)
     conn = await asyncpg.connect(database_url)
     stages = {"read": 0.0, "decode": 0.0, "database": 0.0}
     counts = {"events": 0, "rejected": 0, "undecodable": 0}
     try:
+        cpu = _CpuSplit()
         with PeakRss() as memory:
-            started = time.perf_counter()
-            if kind == APPLY_EVENT:
-                await _replay_sequential(kafka, stops, conn, batch, stages, counts)
-            elif kind == APPLY_EVENTS:
-                await _replay_overlapped(kafka, stops, conn, batch, stages, counts)
-            else:
-                raise ValueError(f"not a replay: {kind!r}")
+            started = mark = time.perf_counter()
+            cpu.start()
+            async for records in _fetched(kafka, stops, batch):
+                now = time.perf_counter()
+                stages["read"] += now - mark
+                decoded = _decode_batch(records, kafka.topic_prefix)
+                mark = time.perf_counter()
+                stages["decode"] += mark - now
+                async with conn.transaction():
+                    for event, source in decoded.items:
+                        try:
+                            await projections.apply_event(conn, event, source=source)
+                        except Reject:
+                            counts["rejected"] += 1
+                    await _store_offsets(conn, decoded.next_offsets)
+                now = time.perf_counter()
+                stages["database"] += now - mark
+                mark = now
+                counts["events"] += len(records)
+                counts["undecodable"] += decoded.undecodable
             seconds = time.perf_counter() - started
+            cpu.stop()
         digest = await projections.ledger_digest(conn)
     finally:
         await conn.close()
     events = counts["events"]
     return PhaseFigures(
-        kind, events, seconds, events / seconds if seconds else 0.0, memory.peak_mb, memory.start_mb,
-        stage_seconds={name: round(value, 3) for name, value in stages.items()},
+        APPLY_EVENT, events, seconds, events / seconds if seconds else 0.0, memory.peak_mb, memory.start_mb,
+        stage_seconds={name: round(value, 3) for name, value in (stages | cpu.stages()).items()},
         transactions=digest.transactions, postings=digest.postings, digest=digest.digest,
         rejected=counts["rejected"], undecodable=counts["undecodable"],
     )
-
-
-async def _replay_sequential(
-    kafka: KafkaSettings, stops: Mapping[TopicPartition, int], conn: asyncpg.Connection, batch: int,
-    stages: dict[str, float], counts: dict[str, int],
-) -> None:
-    """As the ledger consumer works: fetch, decode, then apply_event per event in the batch's transaction."""
-    mark = time.perf_counter()
-    async for records in _fetched(kafka, stops, batch):
-        now = time.perf_counter()
-        stages["read"] += now - mark
-        decoded = _decode_batch(records, kafka.topic_prefix)
-        mark = time.perf_counter()
-        stages["decode"] += mark - now
-        async with conn.transaction():
-            for event, source in decoded.items:
-                try:
-                    await projections.apply_event(conn, event, source=source)
-                except Reject:
-                    counts["rejected"] += 1
-            await _store_offsets(conn, decoded.next_offsets)
-        now = time.perf_counter()
-        stages["database"] += now - mark
-        mark = now
-        counts["events"] += len(records)
-        counts["undecodable"] += decoded.undecodable
-
-
-async def _replay_overlapped(
-    kafka: KafkaSettings, stops: Mapping[TopicPartition, int], conn: asyncpg.Connection, batch: int,
-    stages: dict[str, float], counts: dict[str, int],
-) -> None:
-    """Read and decode batch n+1 while PostgreSQL posts batch n (two cores: one for each)."""
-    queue: asyncio.Queue[_Decoded | None] = asyncio.Queue(maxsize=2)
-
-    async def read() -> None:
-        mark = time.perf_counter()
-        async for records in _fetched(kafka, stops, batch):
-            now = time.perf_counter()
-            stages["read"] += now - mark
-            decoded = _decode_batch(records, kafka.topic_prefix)
-            mark = time.perf_counter()
-            stages["decode"] += mark - now
-            counts["events"] += len(records)
-            await queue.put(decoded)
-            mark = time.perf_counter()  # waiting for the writer is neither reading nor decoding
-        await queue.put(None)
-
-    async def write() -> None:
-        while (decoded := await queue.get()) is not None:
-            mark = time.perf_counter()
-            async with conn.transaction():
-                outcome = await projections.apply_events(conn, decoded.items)
-                await _store_offsets(conn, decoded.next_offsets)
-            stages["database"] += time.perf_counter() - mark
-            counts["rejected"] += len(outcome.rejected)
-            counts["undecodable"] += decoded.undecodable
-            if outcome.failed:
-                raise RuntimeError(f"{len(outcome.failed)} events failed to post: {outcome.failed[0][1]!r}")
-
-    reader = asyncio.create_task(read())
-    try:
-        await write()
-        await reader
-    finally:
-        if not reader.done():
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
 
 
 if __name__ == "__main__":

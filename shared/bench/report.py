@@ -45,8 +45,10 @@ def print_results(console: Console, results: BenchResults) -> None:
                           f"{replay.after_on_cut.seconds:.2f}", f"{replay.after_on_cut.events_per_second:,.0f}",
                           f"{replay.after_on_cut.peak_rss_mb:.0f}", "", (replay.after_on_cut.digest or "")[:12])
         console.print(table)
-        stages = ", ".join(f"{name} {value:.1f}s" for name, value in replay.replay.stage_seconds.items())
-        console.print(f"   busy time of the batched replay: {stages} (they overlap); "
+        per_event = ", ".join(f"{name.removeprefix('cpu_of_').replace('_', ' ')} "
+                              f"{value / max(replay.replay.events, 1) * 1e6:.1f} µs"
+                              for name, value in replay.replay.stage_seconds.items() if name.startswith("cpu_of_"))
+        console.print(f"   CPU per event of the batched replay: {per_event}; "
                       f"same ledger as apply_event: {replay.identical}; "
                       f"in-memory digest matches: "
                       f"{None if replay.expected_digest is None else replay.expected_digest == replay.replay.digest}")

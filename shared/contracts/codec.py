@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from shared.contracts.envelope import CONTENT_TYPE, SPEC_VERSION, Envelope
 from shared.contracts.events import EVENT_TYPES
@@ -132,13 +133,23 @@ def _parse_json_object(value: bytes | None) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise MalformedRecord(f"the value is not UTF-8 (bad byte at offset {exc.start})") from None
     try:
-        document = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise MalformedRecord(f"the value is not JSON{where}") from None
+        # pydantic-core's parser, about twice as fast as `json`'s: parsing was a third of decoding.
+        document = from_json(text)
+    except ValueError:
+        # It refuses what `json` refuses, and more (a lone surrogate escape, deep nesting), so
+        # `json` has the last word: the same documents pass, fail and are worded as before.
+        document = _parse_with_json(text)
     if not isinstance(document, dict):
         raise MalformedRecord(f"the value is a JSON {type(document).__name__}, not an object")
     return document
+
+
+def _parse_with_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise MalformedRecord(f"the value is not JSON{where}") from None
 
 
 def _schema_invalid(exc: ValidationError, *, under: str | None) -> SchemaInvalid:

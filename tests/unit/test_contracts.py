@@ -26,6 +26,7 @@ from shared.contracts import (
     service_source,
 )
 from shared.contracts import events as ev
+from shared.contracts.codec import _parse_json_object
 from shared.contracts.schema_export import SCHEMA_DIR, stale_files
 
 JAKARTA_MORNING = datetime(2024, 3, 4, 9, 15, tzinfo=timezone(timedelta(hours=7)))
@@ -225,6 +226,36 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 )
+
+
+any_text = st.text(alphabet=st.characters(exclude_categories=()), max_size=20)  # lone surrogates too
+any_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | any_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(document=st.dictionaries(any_text, any_json, max_size=4), ascii_only=st.booleans())
+def test_documents_are_read_exactly_as_the_json_module_reads_them(document, ascii_only):
+    # decode parses with pydantic-core's faster parser and falls back to `json` where it refuses.
+    text = json.dumps(document, ensure_ascii=ascii_only)
+    try:
+        expected = json.loads(text)
+    except (ValueError, RecursionError):
+        expected = None
+    if not ascii_only and any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        return  # a raw lone surrogate cannot be UTF-8 encoded, so no record can carry it
+    assert _parse_json_object(text.encode()) == expected
+
+
+def test_nesting_too_deep_for_the_fast_parser_is_judged_as_json_judges_it():
+    value = valid_value()
+    value["data"]["product"] = json.loads("[" * 500 + "]" * 500)
+    with pytest.raises(SchemaInvalid) as caught:
+        decode(json.dumps(value).encode())
+    assert caught.value.path == "data.product"
 
 
 @settings(max_examples=300, deadline=None)
