@@ -106,11 +106,15 @@ DECLARE
     wrong record;
 BEGIN
     -- The statement's new postings summed per transaction (no probe of older postings: those
-    -- already sum to zero), and one probe per transaction for its row.
-    SELECT added.transaction_id, added.total, t.transaction_id IS NULL AS orphan INTO wrong
+    -- already sum to zero), and one index probe per transaction for its row. LATERAL … LIMIT 1
+    -- keeps it a probe: as a join, the plan PL/pgSQL cached while the ledger was small scanned
+    -- the whole table on every statement (one event at a time slowed from 3,955 to 1,524/s
+    -- over 30,000 events).
+    SELECT added.transaction_id, added.total, existing.found IS NULL AS orphan INTO wrong
         FROM (SELECT transaction_id, sum(amount_idr) AS total FROM new_postings GROUP BY transaction_id) added
-        LEFT JOIN ledger_transactions t ON t.transaction_id = added.transaction_id
-        WHERE t.transaction_id IS NULL OR added.total <> 0
+        LEFT JOIN LATERAL (SELECT true AS found FROM ledger_transactions t
+                           WHERE t.transaction_id = added.transaction_id LIMIT 1) existing ON true
+        WHERE existing.found IS NULL OR added.total <> 0
         LIMIT 1;
     IF NOT FOUND THEN
         RETURN NULL;

@@ -656,6 +656,34 @@ async def test_the_database_refuses_an_unbalanced_transaction_and_any_edit_of_th
         await conn.close()
 
 
+async def test_posting_probes_the_ledger_and_never_scans_it(database_url):
+    """The ledger's checks look transactions up by key: were any of them to scan the ledger (as a
+    join in a trigger once did, through the plan PL/pgSQL cached while the ledger was small),
+    posting would slow down as the history grows, for the live consumer and every replay."""
+    conn = await asyncpg.connect(database_url)
+
+    async def sequential_scans() -> int:
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        return await conn.fetchval("""SELECT sum(seq_scan) FROM pg_stat_user_tables
+                                      WHERE relname IN ('ledger_transactions', 'ledger_postings')""")
+
+    try:
+        await projections.install_ledger(conn)
+        history = list(generate_history(3_000, 30))
+        for event in history[:2_000]:  # long enough for PL/pgSQL to settle on its cached plans
+            await projections.apply_event(conn, event)
+        before = await sequential_scans()
+        for event in history[2_000:]:
+            await projections.apply_event(conn, event)
+        async with conn.transaction():
+            outcome = await projections.apply_events(conn, [(e, None) for e in generate_history(600, 30, seed=9)])
+        assert outcome.posted > 300 and not outcome.failed
+        assert await sequential_scans() == before
+    finally:
+        await conn.close()
+
+
 async def test_fuzzing_the_openapi_document_never_yields_a_server_error(payout, producer, kafka_settings):
     staff, tokens, url, db = payout
     await publish(producer, kafka_settings, piece_events("res_z", 1, 10_000, at=MARCH))
