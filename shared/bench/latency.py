@@ -10,13 +10,18 @@ connection, i.e. committed.
 How the end is seen, exactly and cheaply: the ledger consumer stores its offsets in
 the same transaction as the ledger rows, so a `qc-passed` record at offset o of a
 partition of `production` is committed in the ledger once payout's stored next offset
-for that partition exceeds o. The bench tails `production` to learn each piece's
-offset, and polls payout's `consumer_offsets` (three rows) every few milliseconds,
-stamping every piece its stored offset passed with the moment the query returned.
-Each latency is thus late by at most one poll cycle, whose mean is reported as the
-resolution. (`recorded_at` cannot serve: it is `now()`, the *start* of the consumer's
-transaction, not its commit; and asking the ledger for thousands of outstanding pieces
-every few milliseconds loaded PostgreSQL enough to distort what it measured.)
+for that partition exceeds o. The bench polls payout's `consumer_offsets` (three rows)
+every few milliseconds and keeps each advance with the moment the query returned; it
+tails `production` to learn each piece's offset, and stamps the piece with the first
+poll that saw the stored offset pass it, whether the tail read the record before that
+poll or after. Each latency is thus late by at most one poll cycle, whose mean is
+reported as the resolution, and the tail can let the broker wait as long as Kafka's
+default: it adds two fetches a second to the broker's load, not two hundred (until
+2026-11-29 it fetched every 5 ms and stamped what it read late with the moment it read
+it, which both loaded the embedded broker and overstated those latencies).
+(`recorded_at` cannot serve: it is `now()`, the *start* of the consumer's transaction,
+not its commit; and asking the ledger for thousands of outstanding pieces every few
+milliseconds loaded PostgreSQL enough to distort what it measured.)
 
 Pieces are woven first by appending `piece-woven` to production's event store with
 `EventStore.append` (one stream per piece, as the service's own handler does), and
@@ -28,6 +33,7 @@ QC, so every one must end as exactly one ledger row: any missing at the end is l
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import hashlib
@@ -54,6 +60,8 @@ from shared.kafka import end_offsets, partitions_of, start_producer
 from shared.timeutil import wib_now
 
 POLL_INTERVAL = 0.005
+#: How long the tail of `production` lets the broker wait before answering a fetch (Kafka's default).
+TAIL_FETCH_WAIT_MS = 500
 #: After the last publish, a submission still missing when nothing has reached the ledger for this
 #: long is lost. (A pipeline that keeps making progress is waited for, up to `drain_timeout`.)
 STALL_SECONDS = 30.0
@@ -78,7 +86,8 @@ class LatencyFigures:
     #: How long after the last publish the last ledger row appeared.
     drain_seconds: float
     setup_seconds: float
-    #: Pieces whose record the bench's tail read only after payout had committed past it (stamped late).
+    #: Pieces whose record the bench's tail read only after payout had committed past it (stamped from
+    #: the poll that saw the commit, as the others are).
     late_observed: int = 0
     #: Where the time goes: from publish to production's relay sending the piece's `qc-passed`
     #: (the record's CreateTime), i.e. production's QC consumer, its commit and the relay.
@@ -168,18 +177,51 @@ def _submission(key: Ed25519PrivateKey, piece: str, collaborator_id: str) -> byt
     return submission_event(data)
 
 
+class CommitClock:
+    """When each piece's `qc-passed` was committed in the ledger, from two sources in any order: where
+    the record sits on `production` (the tail) and payout's stored offsets (the polls)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, float] = {}
+        #: Pieces whose record the tail read only after a poll had seen the ledger commit past it.
+        self.late = 0
+        self._committed: dict[int, int] = {}  # payout's stored next offset per partition
+        # Per partition: every advance of the stored offset (moment seen, next offset), and the
+        # records read but not yet committed (offset, piece), both in offset order.
+        self._advances: dict[int, list[tuple[float, int]]] = collections.defaultdict(list)
+        self._pending: dict[int, collections.deque[tuple[int, str]]] = collections.defaultdict(collections.deque)
+
+    def stored(self, partition: int, next_offset: int, at: float) -> None:
+        """A poll at `at` found payout's stored next offset for `partition`."""
+        if next_offset <= self._committed.get(partition, 0):
+            return
+        self._committed[partition] = next_offset
+        self._advances[partition].append((at, next_offset))
+        waiting = self._pending[partition]
+        while waiting and waiting[0][0] < next_offset:
+            self.seen[waiting.popleft()[1]] = at
+
+    def read(self, partition: int, offset: int, piece: str) -> None:
+        """The tail read `piece`'s record at `offset` of `partition`."""
+        if offset < self._committed.get(partition, 0):
+            # Committed before the tail read it: stamped with the poll that first saw the stored
+            # offset pass it, exactly as if the tail had been there in time.
+            advances = self._advances[partition]
+            self.seen[piece] = advances[bisect.bisect_right(advances, offset, key=lambda advance: advance[1])][0]
+            self.late += 1
+        else:
+            self._pending[partition].append((offset, piece))
+
+
 async def _run(
     services: BenchServices, pieces: list[str], submissions: list[bytes], rate: int, drain_timeout: float,
     broker: _BrokerCpu,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, float], list[float], float, int]:
     sent: dict[str, float] = {}
-    seen: dict[str, float] = {}
+    clock = CommitClock()
+    seen = clock.seen
     relayed: dict[str, float] = {}
     cycles: list[float] = []
-    late = 0
-    # Per partition of `production`, the qc-passed records in offset order: (offset, piece).
-    pending: dict[int, collections.deque[tuple[int, str]]] = collections.defaultdict(collections.deque)
-    committed: dict[int, int] = {}  # payout's stored next offset per partition of `production`
     publishing_done = asyncio.Event()
     prefix = services.kafka.topic_prefix
     submissions_topic = topic_name(Topic.QC_SUBMISSIONS, prefix)
@@ -187,9 +229,11 @@ async def _run(
     headers = [(CONTENT_TYPE_HEADER, CONTENT_TYPE.encode())]
     consumer_name = ledger_consumer(prefix)
 
-    # Positioned before the first publish, so that no qc-passed can land before the tail looks.
+    # Positioned before the first publish, so that no qc-passed can land before the tail looks. Kafka's
+    # default wait: the tail needs no hurry (`CommitClock` stamps a record read late exactly), and
+    # every fetch it makes is work for the broker that the pipeline under measurement shares.
     tailer = AIOKafkaConsumer(**services.kafka.client_options(), group_id=None, enable_auto_commit=False,
-                              fetch_max_wait_ms=5)
+                              fetch_max_wait_ms=TAIL_FETCH_WAIT_MS)
     await tailer.start()
     partitions = await partitions_of(tailer, [production_topic])
     tailer.assign(partitions)
@@ -199,7 +243,6 @@ async def _run(
 
     async def tail() -> None:
         """Learn at which offset of `production` each piece's qc-passed landed."""
-        nonlocal late
         while True:
             for tp, records in (await tailer.getmany(timeout_ms=100)).items():
                 for record in records:
@@ -208,12 +251,7 @@ async def _run(
                         continue
                     piece = document["data"]["piece_id"]
                     relayed[piece] = record.timestamp / 1000
-                    if record.offset < committed.get(tp.partition, 0):
-                        # Committed before the tail saw it: stamped now, so counted as late-observed.
-                        seen[piece] = time.time()
-                        late += 1
-                    else:
-                        pending[tp.partition].append((record.offset, piece))
+                    clock.read(tp.partition, record.offset, piece)
 
     async def poll() -> None:
         """Stamp each piece when payout's stored offset (committed with its ledger row) passes its record."""
@@ -228,11 +266,7 @@ async def _run(
                 rows = await statement.fetch(consumer_name, production_topic)
                 now = time.time()
                 for row in rows:
-                    partition, next_offset = row["partition"], row["next_offset"]
-                    committed[partition] = next_offset
-                    queue = pending[partition]
-                    while queue and queue[0][0] < next_offset:
-                        seen[queue.popleft()[1]] = now
+                    clock.stored(row["partition"], row["next_offset"], now)
                 if len(seen) > progressed:
                     progressed, last_progress = len(seen), time.monotonic()
                 if publishing_done.is_set():
@@ -270,7 +304,7 @@ async def _run(
                 await task
         await tailer.stop()
         await producer.stop()
-    return sent, seen, relayed, cycles, last_publish, late
+    return sent, seen, relayed, cycles, last_publish, clock.late
 
 
 class _BrokerCpu:
