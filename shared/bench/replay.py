@@ -83,7 +83,8 @@ class PhaseFigures:
     events_per_second: float
     peak_rss_mb: float
     start_rss_mb: float
-    #: Busy time per stage; with overlap (apply_events) they add up to more than `seconds`.
+    #: Seconds per stage of the one-by-one replay (read, decode, database), and for every replay the
+    #: CPU seconds of its own process and of the rest of the machine (`cpu_of_…`).
     stage_seconds: dict[str, float] = field(default_factory=dict)
     transactions: int | None = None
     postings: int | None = None
