@@ -656,6 +656,31 @@ async def test_the_database_refuses_an_unbalanced_transaction_and_any_edit_of_th
         await conn.close()
 
 
+async def test_a_ledger_installed_with_the_foreign_key_loses_it_and_keeps_its_rows(database_url):
+    """Ledgers installed before the per-statement check had a foreign key from postings to
+    transactions; installing again (every start does) drops it and nothing else."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await projections.install_ledger(conn)
+        (_, passed) = piece_events("res_k", 1, 12_000, at=MARCH)
+        assert await projections.apply_event(conn, passed) is True
+        await conn.execute("""ALTER TABLE ledger_postings ADD CONSTRAINT ledger_postings_transaction_id_fkey
+                              FOREIGN KEY (transaction_id) REFERENCES ledger_transactions""")
+        before = await projections.ledger_digest(conn)
+
+        await projections.install_ledger(conn)
+
+        keys = await conn.fetchval("""SELECT count(*) FROM pg_constraint
+                                      WHERE conrelid = 'ledger_postings'::regclass AND contype = 'f'""")
+        assert keys == 0
+        assert await projections.ledger_digest(conn) == before
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match="does not exist"):
+            await conn.execute("""INSERT INTO ledger_postings VALUES ('earned:gone', 'artisan:res_k:payable', 1),
+                                                                     ('earned:gone', 'collaborator:col_1:fees', -1)""")
+    finally:
+        await conn.close()
+
+
 async def test_posting_probes_the_ledger_and_never_scans_it(database_url):
     """The ledger's checks look transactions up by key: were any of them to scan the ledger (as a
     join in a trigger once did, through the plan PL/pgSQL cached while the ledger was small),
