@@ -12,7 +12,7 @@ from pydantic import Field, StringConstraints, model_validator
 from services.enrollment import domain
 from services.enrollment.handlers import EnrollmentHandlers
 from services.enrollment.personal_data import PersonalData
-from shared.ids import new_id
+from shared.ids import NIK_NUMBER, PHONE_NUMBER, new_id
 from shared.service import ServiceRuntime
 from shared.web.access import AUDITOR, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
@@ -21,8 +21,8 @@ from shared.web.inputs import CommandBody, IdempotencyKey, LookupId, ShortText, 
 Name = Text
 Short = ShortText
 Id = LookupId
-Nik = Annotated[str, StringConstraints(pattern=r"^\d{16}$")]
-Phone = Annotated[str, StringConstraints(pattern=r"^(\+62|62|0)8\d{7,11}$")]
+Nik = Annotated[str, StringConstraints(pattern=rf"^{NIK_NUMBER}$")]
+Phone = Annotated[str, StringConstraints(pattern=rf"^{PHONE_NUMBER}$")]
 
 
 class RegisterResident(CommandBody):
