@@ -8,6 +8,9 @@ from collections.abc import Iterator
 
 #: Allocations between young-generation collections while a batch job runs (CPython's default: 700).
 BATCH_GEN0_THRESHOLD = 50_000
+#: How many `collections_for_batches` are open, and the thresholds to restore when none is.
+_users = 0
+_restore: tuple[int, int, int] = gc.get_threshold()
 
 
 @contextlib.contextmanager
@@ -20,12 +23,20 @@ def collections_for_batches() -> Iterator[None]:
     entry (modules, settings, the client) are frozen out of the walks; the young generation is
     collected every 50,000 allocations, which bounds what cyclic garbage can pile up. Restored on
     exit, so that a process running a replay in passing (a test, `anyam verify`) keeps its settings.
+    Nested or overlapping uses (the bench's replay process around the auditor's replay) share one
+    setting, taken by the first to enter and restored by the last to leave.
     """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(BATCH_GEN0_THRESHOLD, thresholds[1], thresholds[2])
+    global _users, _restore
+    if _users == 0:
+        _restore = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(BATCH_GEN0_THRESHOLD, _restore[1], _restore[2])
+    _users += 1
     try:
         yield
     finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
+        _users -= 1
+        if _users == 0:
+            gc.set_threshold(*_restore)
+            gc.unfreeze()
+
