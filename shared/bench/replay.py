@@ -38,7 +38,6 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from services.payout import projections
 from services.payout.app import LEDGER_TOPICS
 from services.payout.projections import Source
-from shared.audit.replay import DEFAULT_WORKERS as REPLAY_WORKERS
 from shared.audit.replay import replayed_ledger
 from shared.bench.environment import BenchEnvironment
 from shared.bench.memory import PeakRss
@@ -304,8 +303,7 @@ async def _replay_as_the_auditor_does(
     with PeakRss() as memory:
         started = time.perf_counter()
         cpu.start()
-        async with replayed_ledger(kafka, database_url=database_url, topics=LEDGER_TOPICS, workers=REPLAY_WORKERS,
-                                   stop_at=stops) as ledger:
+        async with replayed_ledger(kafka, database_url=database_url, topics=LEDGER_TOPICS, stop_at=stops) as ledger:
             seconds = time.perf_counter() - started
             cpu.stop()
             history = ledger.history
