@@ -42,6 +42,9 @@ class CommandStep:
     concurrency: int
     requests: int
     errors: int
+    #: Pieces the service's event store gained during the step: one per answered request, or the
+    #: step measured something else (e.g. stored answers replayed for reused idempotency keys).
+    pieces_recorded: int
     seconds: float
     throughput_per_second: float
     p50_ms: float
@@ -73,9 +76,11 @@ async def measure_commands(
         steps = []
         # A short warm-up: the first requests pay for connections and prepared statements.
         await _step(services, 4, min(1.0, seconds), residents, collaborator_id, woven_at, "warmup")
-        for concurrency in concurrency_steps:
+        # Each step's keys are its own, even for a concurrency given twice: a reused key would be
+        # answered from its stored response, not run as a command.
+        for number, concurrency in enumerate(concurrency_steps, start=1):
             steps.append(await _step(services, concurrency, seconds, residents, collaborator_id, woven_at,
-                                     f"c{concurrency}"))
+                                     f"step{number}-c{concurrency}"))
         return steps
 
 
@@ -103,6 +108,7 @@ async def _step(
     latencies: list[float] = []
     errors = 0
     counter = 0
+    pieces_before = await _pieces_recorded(services)
     url = f"{services.url('production')}/pieces"
     headers = {"Authorization": f"Bearer {services.staff_token}", "Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -128,8 +134,14 @@ async def _step(
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.monotonic() - started
     return CommandStep(
-        concurrency=concurrency, requests=len(latencies), errors=errors, seconds=elapsed,
+        concurrency=concurrency, requests=len(latencies), errors=errors,
+        pieces_recorded=await _pieces_recorded(services) - pieces_before, seconds=elapsed,
         throughput_per_second=(len(latencies) - errors) / elapsed if elapsed else 0.0,
         p50_ms=percentile(latencies, 0.5), p99_ms=percentile(latencies, 0.99), max_ms=max(latencies, default=0.0),
         mean_ms=statistics.fmean(latencies) if latencies else 0.0,
     )
+
+
+async def _pieces_recorded(services) -> int:
+    async with services.pools["production"].acquire() as conn:
+        return await conn.fetchval("SELECT count(*) FROM event_store WHERE event_type = 'piece-woven'")

@@ -75,10 +75,10 @@ def print_results(console: Console, results: BenchResults) -> None:
             console.print("   embedded broker's CPU over the run, % of a core per tenth: "
                           + " ".join(f"{share:.0f}" for share in lat.broker_cpu_percent))
     if results.commands is not None:
-        table = _table("3. POST /pieces, one production process", "concurrency", "requests", "errors", "per s",
-                       "p50 ms", "p99 ms", "max ms")
+        table = _table("3. POST /pieces, one production process", "concurrency", "requests", "errors",
+                       "pieces recorded", "per s", "p50 ms", "p99 ms", "max ms")
         for step in results.commands:
-            table.add_row(str(step.concurrency), f"{step.requests:,}", str(step.errors),
+            table.add_row(str(step.concurrency), f"{step.requests:,}", str(step.errors), f"{step.pieces_recorded:,}",
                           f"{step.throughput_per_second:,.0f}", f"{step.p50_ms:.1f}", f"{step.p99_ms:.1f}",
                           f"{step.max_ms:.1f}")
         console.print(table)

@@ -17,7 +17,7 @@ from shared.settings import KafkaSettings
 
 TINY = replace(
     BenchConfig.quick_config(), events=3000, artisans=30, before_events=1000, e2e_rate=50, e2e_seconds=2.0,
-    e2e_artisans=10, command_concurrency=(1, 4), command_seconds=0.5, appends=60, append_streams=20,
+    e2e_artisans=10, command_concurrency=(1, 4, 4), command_seconds=0.5, appends=60, append_streams=20,
     append_writers=(1, 2),
 )
 
@@ -61,6 +61,9 @@ async def test_quick_bench_measures_everything_and_loses_nothing(broker, postgre
     assert [step.concurrency for step in results.commands] == list(TINY.command_concurrency)
     assert all(step.requests > 0 and step.errors == 0 and step.throughput_per_second > 0 for step in results.commands)
     assert all(step.p50_ms <= step.p99_ms for step in results.commands)
+    # Every answered request recorded its own piece, in the repeated step too: none was an answer
+    # replayed for an idempotency key an earlier step had used.
+    assert [step.pieces_recorded for step in results.commands] == [step.requests for step in results.commands]
 
     appends = results.appends
     assert appends is not None and appends.peer_error is None
