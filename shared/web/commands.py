@@ -66,45 +66,51 @@ async def execute(
     idempotency_key: str | None,
     request_fingerprint: str,
 ) -> JSONResponse:
-    """Run `action` in a transaction (once per idempotency key) and answer its outcome or problem."""
+    """Run `action` in a transaction (once per idempotency key) and answer its outcome or problem.
+
+    With a key, the key and its answer are written after the action, in its transaction: the
+    first transaction to commit them wins, and any other attempt with that key (a retry, or
+    the same request sent twice at once, which waits on the first's uncommitted key) rolls
+    back everything it wrote and answers what the winner stored. Claiming the key first would
+    cost two more round trips on every command (the claim, and a savepoint to keep it when
+    the action is refused) to spare a retry re-running its action, which is rare.
+    """
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_KEY_LENGTH:
         raise Problem(400, "invalid-idempotency-key", f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
     scope = principal.name
     for _ in range(CONFLICT_RETRIES):
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                if idempotency_key is None:
-                    outcome, refused = await _outcome_or_refusal(action, conn)
-                    if refused:
-                        raise _Undo(outcome)  # nothing to keep: the whole transaction rolls back
-                    return _respond(outcome)
-                stored = await _claim(conn, scope, idempotency_key, request_fingerprint)
-                if stored is not None:
-                    return _respond(stored)
-                # A refused command leaves nothing behind but its stored answer. The savepoint is
-                # never released (COMMIT does that), a round trip saved on every accepted command.
-                await conn.execute("SAVEPOINT command")
-                outcome, refused = await _outcome_or_refusal(action, conn)
-                if refused:
-                    await conn.execute("ROLLBACK TO SAVEPOINT command")
-                await conn.execute(
-                    "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2",
-                    scope, idempotency_key, outcome.status, json.dumps(outcome.body),
-                )
-                return _respond(outcome)
-        except _Undo as undone:
-            return _respond(undone.outcome)
+            async with pool.acquire() as conn:
+                try:
+                    async with conn.transaction():
+                        outcome, refused = await _outcome_or_refusal(action, conn)
+                        if refused:
+                            raise _Undo(outcome, refusal=True)  # the whole transaction rolls back
+                        if idempotency_key is not None:
+                            stored = await _store(conn, scope, idempotency_key, request_fingerprint, outcome)
+                            if stored is not None:
+                                raise _Undo(stored)  # another attempt's answer stands; ours is undone
+                        return _respond(outcome)
+                except _Undo as undone:
+                    if undone.refusal and idempotency_key is not None:
+                        # A refusal is an answer too, kept for the key so that a retry gets it again
+                        # (unless another attempt stored its answer first): one statement of its own.
+                        stored = await _store(conn, scope, idempotency_key, request_fingerprint, undone.outcome)
+                        return _respond(stored or undone.outcome)
+                    return _respond(undone.outcome)
         except ConcurrencyConflict:
             continue  # someone else appended to the stream first: load again and decide again
     raise Problem(409, "busy", "The record was changed by many requests at once; try again.")
 
 
 class _Undo(Exception):
-    """Leaves a transaction by rolling it back, carrying the refusal to answer."""
+    """Leaves a transaction by rolling it back, carrying the answer to give: the action's refusal,
+    or the answer another attempt with the same key stored."""
 
-    def __init__(self, outcome: Outcome) -> None:
+    def __init__(self, outcome: Outcome, *, refusal: bool = False) -> None:
         super().__init__(outcome.status)
         self.outcome = outcome
+        self.refusal = refusal
 
 
 async def _outcome_or_refusal(action: Action, conn: asyncpg.Connection) -> tuple[Outcome, bool]:
@@ -127,14 +133,19 @@ async def install(pool: asyncpg.Pool) -> None:
         await conn.execute(IDEMPOTENCY_DDL)
 
 
-async def _claim(conn: asyncpg.Connection, scope: str, key: str, request_fingerprint: str) -> Outcome | None:
-    # Waits for a concurrent request holding the same key, then sees its committed answer.
-    claimed = await conn.fetchval(
-        """INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, $3)
+async def _store(
+    conn: asyncpg.Connection, scope: str, key: str, request_fingerprint: str, outcome: Outcome
+) -> Outcome | None:
+    """Store `outcome` as the key's answer; None if it was stored, else the answer stored before.
+
+    The insert waits for a concurrent attempt holding the same key, then sees its committed answer.
+    """
+    stored = await conn.fetchval(
+        """INSERT INTO idempotency_keys (scope, key, fingerprint, status, body) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT DO NOTHING RETURNING true""",
-        scope, key, request_fingerprint,
+        scope, key, request_fingerprint, outcome.status, json.dumps(outcome.body),
     )
-    if claimed:
+    if stored:
         return None
     row = await conn.fetchrow(
         "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2", scope, key

@@ -7,6 +7,8 @@ chose to give (a 4xx it returns rather than raises) keeps what the action wrote.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 
 import asyncpg
@@ -78,3 +80,51 @@ async def test_a_retry_with_the_key_of_a_refused_command_gets_the_same_refusal_a
 async def test_an_answer_the_action_gives_itself_keeps_its_writes(pool, key):
     assert (await run(pool, writes_then("answers 409", "feedback"), key))[0] == 409
     assert await notes(pool) == ["feedback"]
+
+
+async def test_a_retry_after_success_gets_the_first_answer_and_writes_nothing(pool):
+    first = await run(pool, writes_then("succeeds", "first"), "k-5")
+    # The world moved on (the action would now be refused), but the key's answer is kept.
+    retry = await run(pool, writes_then("refuses", "retry"), "k-5")
+    again = await run(pool, writes_then("succeeds", "again"), "k-5")
+
+    assert retry == again == first == (201, {"note": "first"})
+    assert await notes(pool) == ["first"]
+
+
+async def test_a_key_reused_for_a_different_request_is_refused_and_writes_nothing(pool):
+    await run(pool, writes_then("succeeds", "first"), "k-6")
+
+    with pytest.raises(Problem) as reused:
+        await execute(pool, writes_then("succeeds", "other"), principal=Principal(STAFF), idempotency_key="k-6",
+                      request_fingerprint="POST /other-things")
+
+    assert (reused.value.status, reused.value.code) == (422, "idempotency-key-reused")
+    assert await notes(pool) == ["first"]
+
+
+@pytest.mark.parametrize("second", ["succeeds", "refuses"])
+async def test_one_request_sent_twice_at_once_is_carried_out_once(pool, second):
+    """A client that retries before its first attempt was answered: both get the one answer kept."""
+    both_running = asyncio.Barrier(2)
+
+    def overlapping(outcome: str, note: str):
+        write = writes_then(outcome, note)
+
+        async def action(conn: asyncpg.Connection) -> Outcome:
+            # Each waits (up to a deadline) until the other is inside its transaction too, so
+            # that neither has committed when the other decides.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    await both_running.wait()
+            return await write(conn)
+
+        return action
+
+    answers = await asyncio.gather(run(pool, overlapping("succeeds", "one"), "k-7"),
+                                   run(pool, overlapping(second, "two"), "k-7"))
+
+    assert answers[0] == answers[1]
+    status, body = answers[0]
+    # One answer, and only its writes: a success's one note, or nothing after a refusal.
+    assert await notes(pool) == ([body["note"]] if status == 201 else [])
