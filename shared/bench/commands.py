@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import psutil
+
 from services.production.projections import TRAINING_CONSUMER
 from shared.bench.environment import BenchEnvironment
 from shared.bench.latency import percentile
@@ -45,6 +47,10 @@ class CommandStep:
     #: Pieces the service's event store gained during the step: one per answered request, or the
     #: step measured something else (e.g. stored answers replayed for reused idempotency keys).
     pieces_recorded: int
+    #: CPU of the production process per answered request, and its share of one core over the
+    #: step: the cost of a command, steadier on a shared machine than throughput is.
+    service_cpu_us_per_request: float
+    service_cpu_percent: float
     seconds: float
     throughput_per_second: float
     p50_ms: float
@@ -109,6 +115,8 @@ async def _step(
     errors = 0
     counter = 0
     pieces_before = await _pieces_recorded(services)
+    service = psutil.Process(services.launched["production"].pid)
+    service_cpu_before = _cpu_seconds(service)
     url = f"{services.url('production')}/pieces"
     headers = {"Authorization": f"Bearer {services.staff_token}", "Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -133,13 +141,21 @@ async def _step(
         started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.monotonic() - started
+    service_cpu = _cpu_seconds(service) - service_cpu_before
     return CommandStep(
         concurrency=concurrency, requests=len(latencies), errors=errors,
         pieces_recorded=await _pieces_recorded(services) - pieces_before, seconds=elapsed,
+        service_cpu_us_per_request=service_cpu * 1e6 / len(latencies) if latencies else 0.0,
+        service_cpu_percent=100 * service_cpu / elapsed if elapsed else 0.0,
         throughput_per_second=(len(latencies) - errors) / elapsed if elapsed else 0.0,
         p50_ms=percentile(latencies, 0.5), p99_ms=percentile(latencies, 0.99), max_ms=max(latencies, default=0.0),
         mean_ms=statistics.fmean(latencies) if latencies else 0.0,
     )
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 async def _pieces_recorded(services) -> int:

@@ -76,11 +76,13 @@ def print_results(console: Console, results: BenchResults) -> None:
                           + " ".join(f"{share:.0f}" for share in lat.broker_cpu_percent))
     if results.commands is not None:
         table = _table("3. POST /pieces, one production process", "concurrency", "requests", "errors",
-                       "pieces recorded", "per s", "p50 ms", "p99 ms", "max ms")
+                       "pieces recorded", "per s", "p50 ms", "p99 ms", "max ms", "service CPU µs/req",
+                       "service % of a core")
         for step in results.commands:
             table.add_row(str(step.concurrency), f"{step.requests:,}", str(step.errors), f"{step.pieces_recorded:,}",
                           f"{step.throughput_per_second:,.0f}", f"{step.p50_ms:.1f}", f"{step.p99_ms:.1f}",
-                          f"{step.max_ms:.1f}")
+                          f"{step.max_ms:.1f}", f"{step.service_cpu_us_per_request:,.0f}",
+                          f"{step.service_cpu_percent:.0f}")
         console.print(table)
     if results.appends is not None:
         table = _table("4. Event store appends (1 event per append, same PostgreSQL)", "store", "writers",

@@ -61,6 +61,7 @@ async def test_quick_bench_measures_everything_and_loses_nothing(broker, postgre
     assert [step.concurrency for step in results.commands] == list(TINY.command_concurrency)
     assert all(step.requests > 0 and step.errors == 0 and step.throughput_per_second > 0 for step in results.commands)
     assert all(step.p50_ms <= step.p99_ms for step in results.commands)
+    assert all(step.service_cpu_us_per_request > 0 and step.service_cpu_percent > 0 for step in results.commands)
     # Every answered request recorded its own piece, in the repeated step too: none was an answer
     # replayed for an idempotency key an earlier step had used.
     assert [step.pieces_recorded for step in results.commands] == [step.requests for step in results.commands]
