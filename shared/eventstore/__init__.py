@@ -9,7 +9,14 @@ from shared.eventstore.consumer import (
 from shared.eventstore.deadletters import DeadLetter, DeadLetterPublisher
 from shared.eventstore.relay import OutboxRelay
 from shared.eventstore.schema import install
-from shared.eventstore.store import NO_STREAM, ConcurrencyConflict, EventStore, StreamHistory
+from shared.eventstore.store import (
+    NO_STREAM,
+    ConcurrencyConflict,
+    EventStore,
+    HeldAppends,
+    StreamHistory,
+    appends_held_to_commit,
+)
 from shared.eventstore.tracking import stored_offsets, wait_until_caught_up, wait_until_published
 
 __all__ = [
@@ -19,11 +26,13 @@ __all__ = [
     "DeadLetter",
     "DeadLetterPublisher",
     "EventStore",
+    "HeldAppends",
     "OffsetBeyondEnd",
     "OutboxRelay",
     "Reject",
     "StreamHistory",
     "TransactionalConsumer",
+    "appends_held_to_commit",
     "install",
     "stored_offsets",
     "wait_until_caught_up",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -30,6 +32,78 @@ class StreamHistory:
     stream_id: str
     version: int
     events: tuple[Envelope, ...]
+
+
+async def _append(conn: asyncpg.Connection, stream_id: str, expected_version: int, events: Sequence[Envelope]) -> int:
+    records = [encode(event) for event in events]  # before the append lock is taken, not while it is held
+    # One round trip (`event_store_append` in the schema): the lock, the version check, the rows
+    # and the notification. Without a caller's transaction it is a transaction of its own.
+    actual = await conn.fetchval(
+        "SELECT event_store_append($1, $2, $3, $4, $5, $6, $7)",
+        stream_id, expected_version, [event.id for event in events], [event.type for event in events],
+        [record.topic.value for record in records], [record.key.decode() for record in records],
+        [record.value for record in records],
+    )
+    if actual != expected_version:
+        raise ConcurrencyConflict(stream_id, expected_version, actual)
+    return expected_version + len(events)
+
+
+async def _flush_held(connection: asyncpg.Connection | None) -> None:
+    """Before reading the store on `connection`: append what it holds back, so the read sees it."""
+    held = _HELD.get()
+    if held is not None and held.connection is connection:
+        await held.flush()
+
+
+@dataclass
+class HeldAppends:
+    """A transaction's appends, held back until just before its `COMMIT` (`appends_held_to_commit`).
+
+    An append takes the global append lock (`schema.APPEND_LOCK_KEY`), which every other
+    writer waits for until this transaction ends. Appended as the action runs, the lock
+    would also be held through whatever the transaction does after it (storing the
+    command's answer for its idempotency key) and each round trip's wait for this
+    process's busy event loop. Held to the end, it is held for one round trip and the commit.
+    """
+
+    connection: asyncpg.Connection
+    _appends: list[tuple[str, int, Sequence[Envelope]]] = field(default_factory=list)
+
+    @property
+    def pending(self) -> int:
+        """How many appends are held, not yet flushed."""
+        return len(self._appends)
+
+    def hold(self, stream_id: str, expected_version: int, events: Sequence[Envelope]) -> int:
+        self._appends.append((stream_id, expected_version, events))
+        return expected_version + len(events)
+
+    async def flush(self) -> None:
+        """Append everything held, in the order it was appended (raises `ConcurrencyConflict`)."""
+        appends, self._appends = self._appends, []
+        for stream_id, expected_version, events in appends:
+            await _append(self.connection, stream_id, expected_version, events)
+
+
+_HELD: ContextVar[HeldAppends | None] = ContextVar("anyam_held_appends", default=None)
+
+
+@contextlib.contextmanager
+def appends_held_to_commit(connection: asyncpg.Connection) -> Iterator[HeldAppends]:
+    """Within this block, `EventStore.append(connection=connection)` is held back until `flush()`,
+    which the caller runs last before committing. Reading the store on that connection flushes
+    first, so a command still reads its own appends. Leaving by an exception drops what is held
+    (its transaction is rolling back); leaving normally with appends never flushed is a bug that
+    would lose them, so it raises instead."""
+    held = HeldAppends(connection)
+    token = _HELD.set(held)
+    try:
+        yield held
+        if held.pending:
+            raise RuntimeError(f"{held.pending} held appends were never flushed: flush() before committing")
+    finally:
+        _HELD.reset(token)
 
 
 class EventStore:
@@ -60,30 +134,18 @@ class EventStore:
         Raises `ConcurrencyConflict` when the stream is not at `expected_version`.
         With `connection`, the append joins the caller's open transaction, so the
         caller's other writes (idempotency records, read models) commit with it;
-        the caller should append last, because the append lock is held until commit.
+        the caller should append last, because the append lock is held until commit
+        (inside `appends_held_to_commit`, the append waits for the caller's `flush()`).
         """
         if connection is not None:
             if not connection.is_in_transaction():
                 raise RuntimeError("append(connection=...) needs a connection inside a transaction")
-            return await self._append(connection, stream_id, expected_version, events)
+            held = _HELD.get()
+            if held is not None and held.connection is connection:
+                return held.hold(stream_id, expected_version, events)
+            return await _append(connection, stream_id, expected_version, events)
         async with self._own_pool().acquire() as conn:
-            return await self._append(conn, stream_id, expected_version, events)
-
-    async def _append(
-        self, conn: asyncpg.Connection, stream_id: str, expected_version: int, events: Sequence[Envelope]
-    ) -> int:
-        records = [encode(event) for event in events]  # before the append lock is taken, not while it is held
-        # One round trip (`event_store_append` in the schema): the lock, the version check, the rows
-        # and the notification. Without a caller's transaction it is a transaction of its own.
-        actual = await conn.fetchval(
-            "SELECT event_store_append($1, $2, $3, $4, $5, $6, $7)",
-            stream_id, expected_version, [event.id for event in events], [event.type for event in events],
-            [record.topic.value for record in records], [record.key.decode() for record in records],
-            [record.value for record in records],
-        )
-        if actual != expected_version:
-            raise ConcurrencyConflict(stream_id, expected_version, actual)
-        return expected_version + len(events)
+            return await _append(conn, stream_id, expected_version, events)
 
     async def append_streams(
         self, appends: Mapping[str, tuple[int, Sequence[Envelope]]], *, connection: asyncpg.Connection
@@ -96,6 +158,7 @@ class EventStore:
         """
         if not connection.is_in_transaction():
             raise RuntimeError("append_streams needs a connection inside a transaction")
+        await _flush_held(connection)
         rows = [(stream_id, event, encode(event)) for stream_id, (_, events) in appends.items() for event in events]
         if not rows:
             return
@@ -120,6 +183,7 @@ class EventStore:
         racing for one cohort would mostly lose and retry; waiting in line is kinder.
         (The two-key advisory lock space is disjoint from the append lock's one-key space.)
         """
+        await _flush_held(connection)
         await connection.execute("SELECT event_store_lock_stream($1)", stream_id)
 
     async def load(
@@ -136,6 +200,7 @@ class EventStore:
                 raise RuntimeError("load(lock=True) needs the connection of a transaction")
             query = "SELECT version, payload, topic FROM event_store_load_locked($1)"
         if connection is not None:
+            await _flush_held(connection)
             rows = await connection.fetch(query, stream_id)
         else:
             async with self._own_pool().acquire() as conn:
@@ -158,6 +223,7 @@ class EventStore:
         else:
             query = """SELECT stream_id, version, payload FROM event_store WHERE stream_id = ANY($1)
                        ORDER BY stream_id, version"""
+        await _flush_held(connection)
         rows = await connection.fetch(query, wanted) if wanted else []
         found: dict[str, list[asyncpg.Record]] = {}
         for row in rows:

@@ -21,7 +21,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from shared.domain import Refused
-from shared.eventstore import ConcurrencyConflict
+from shared.eventstore import ConcurrencyConflict, appends_held_to_commit
 from shared.web.access import Principal
 from shared.web.problems import Problem, problem_response
 
@@ -83,13 +83,16 @@ async def execute(
             async with pool.acquire() as conn:
                 try:
                     async with conn.transaction():
-                        outcome, refused = await _outcome_or_refusal(action, conn)
-                        if refused:
-                            raise _Undo(outcome, refusal=True)  # the whole transaction rolls back
-                        if idempotency_key is not None:
-                            stored = await _store(conn, scope, idempotency_key, request_fingerprint, outcome)
-                            if stored is not None:
-                                raise _Undo(stored)  # another attempt's answer stands; ours is undone
+                        with appends_held_to_commit(conn) as appends:
+                            outcome, refused = await _outcome_or_refusal(action, conn)
+                            if refused:
+                                raise _Undo(outcome, refusal=True)  # the whole transaction rolls back
+                            if idempotency_key is not None:
+                                stored = await _store(conn, scope, idempotency_key, request_fingerprint, outcome)
+                                if stored is not None:
+                                    raise _Undo(stored)  # another attempt's answer stands; ours is undone
+                            # Last: from here to COMMIT, every other writer waits for the append lock.
+                            await appends.flush()
                         return _respond(outcome)
                 except _Undo as undone:
                     if undone.refusal and idempotency_key is not None:

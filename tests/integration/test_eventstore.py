@@ -21,10 +21,11 @@ from shared.eventstore import (
     ConcurrencyConflict,
     EventStore,
     OutboxRelay,
+    appends_held_to_commit,
     install,
     wait_until_published,
 )
-from shared.eventstore.schema import RELAY_LOCK_KEY
+from shared.eventstore.schema import APPEND_LOCK_KEY, RELAY_LOCK_KEY
 from shared.handling import Aggregate, handle
 from shared.kafka import start_producer
 from shared.timeutil import wib_now
@@ -183,6 +184,64 @@ async def test_a_command_on_a_new_stream_that_exists_after_all_is_a_conflict_not
                                     source="/services/test", fresh_id=True)
     assert (await store.load("pc_taken")).version == 1
     assert [e.id for e in (await store.load("pc_fresh")).events] == [event.id]
+
+
+async def holds_the_append_lock(conn: asyncpg.Connection, observer: asyncpg.Connection) -> bool:
+    return await observer.fetchval(
+        # A one-key advisory lock shows as its high and low 32 bits, with objsubid 1.
+        """SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1
+           AND classid = $2::bigint >> 32 AND objid = $2::bigint & x'FFFFFFFF'::bigint AND objsubid = 1""",
+        conn.get_server_pid(), APPEND_LOCK_KEY)
+
+
+async def test_appends_held_to_commit_take_the_append_lock_only_when_flushed(pool):
+    """A command's appends wait for the end of its transaction: until then other writers append freely."""
+    store = EventStore(pool)
+    async with pool.acquire() as conn, pool.acquire() as observer:
+        async with conn.transaction():
+            with appends_held_to_commit(conn) as held:
+                assert await store.append("res_h", NO_STREAM, [enrolled("res_h")], connection=conn) == 1
+                assert not await holds_the_append_lock(conn, observer)
+                assert await store.append("res_other", NO_STREAM, [enrolled("res_other")]) == 1  # not kept waiting
+                assert (await store.load("res_h")).version == NO_STREAM  # nothing written yet
+                await held.flush()
+                assert await holds_the_append_lock(conn, observer)
+        assert not await holds_the_append_lock(conn, observer)
+    assert (await store.load("res_h")).version == 1
+
+
+async def test_a_command_reads_its_own_held_appends_and_they_are_written_once(pool):
+    store = EventStore(pool)
+    first, second = enrolled("res_r", 1), enrolled("res_r", 2)
+    async with pool.acquire() as conn, conn.transaction():
+        with appends_held_to_commit(conn) as held:
+            version = await store.append("res_r", NO_STREAM, [first], connection=conn)
+            assert [e.id for e in (await store.load("res_r", connection=conn, lock=True)).events] == [first.id]
+            await store.append("res_r", version, [second], connection=conn)
+            await held.flush()
+    assert [e.id for e in (await store.load("res_r")).events] == [first.id, second.id]
+
+
+async def test_held_appends_never_flushed_are_an_error_not_a_silent_loss(pool):
+    store = EventStore(pool)
+    async with pool.acquire() as conn:
+        with pytest.raises(RuntimeError, match="never flushed"):
+            async with conn.transaction():
+                with appends_held_to_commit(conn):
+                    await store.append("res_lost", NO_STREAM, [enrolled("res_lost")], connection=conn)
+    assert (await store.load("res_lost")).version == NO_STREAM
+
+
+async def test_a_held_append_to_a_stream_that_moved_on_is_a_conflict_when_flushed(pool):
+    store = EventStore(pool)
+    await store.append("res_m", NO_STREAM, [enrolled("res_m")])
+    async with pool.acquire() as conn:
+        with pytest.raises(ConcurrencyConflict):
+            async with conn.transaction():
+                with appends_held_to_commit(conn) as held:
+                    await store.append("res_m", NO_STREAM, [enrolled("res_m", 2)], connection=conn)
+                    await held.flush()
+    assert (await store.load("res_m")).version == 1
 
 
 async def test_history_cannot_be_edited_or_deleted_in_the_database(pool):
