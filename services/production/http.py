@@ -113,7 +113,7 @@ def production_router(runtime: ServiceRuntime, handlers: ProductionHandlers, acc
             collaborator_id = await handlers.register_collaborator(conn, body.name, body.public_key)
             return Outcome(201, {"collaborator_id": collaborator_id})
 
-        return await run(request, who, key, body.model_dump(mode="json"), action)
+        return await run(request, who, key, body.model_dump(mode="json"), action, one_statement=True)
 
     @router.post("/collaborators/{collaborator_id}/keys", status_code=201,
                  summary="Add a signing key (rotation); results signed with older keys stay verifiable")
@@ -150,7 +150,7 @@ def production_router(runtime: ServiceRuntime, handlers: ProductionHandlers, acc
             issued = await handlers.issue_materials(conn, **body.model_dump())
             return Outcome(201, issued.model_dump(mode="json"))
 
-        return await run(request, who, key, body.model_dump(mode="json"), action)
+        return await run(request, who, key, body.model_dump(mode="json"), action, one_statement=True)
 
     @router.post("/pieces", status_code=201, summary="Record a woven piece at the rate in force when it was woven")
     async def weave(
@@ -160,7 +160,8 @@ def production_router(runtime: ServiceRuntime, handlers: ProductionHandlers, acc
             woven = await handlers.weave(conn, **body.model_dump())
             return Outcome(201, woven.model_dump(mode="json"))
 
-        return await run(request, who, key, body.model_dump(mode="json"), action)
+        # Reads, then appends to a stream it just named: nothing to lock, nothing else written.
+        return await run(request, who, key, body.model_dump(mode="json"), action, one_statement=True)
 
     @router.post("/qc-submissions", status_code=201, openapi_extra=SUBMISSION_BODY,
                  summary="Submit a signed QC result (the `data` of a `qc-submitted` event)")

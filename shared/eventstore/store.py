@@ -34,6 +34,24 @@ class StreamHistory:
     events: tuple[Envelope, ...]
 
 
+def append_streams_arguments(appends: Mapping[str, tuple[int, Sequence[Envelope]]]) -> list[list]:
+    """The arguments of `event_store_append_streams` (schema) for `{stream_id: (expected_version, events)}`."""
+    rows = [(stream_id, event, encode(event)) for stream_id, (_, events) in appends.items() for event in events]
+    return [
+        list(appends), [expected for expected, _ in appends.values()],
+        [stream_id for stream_id, _, _ in rows], [event.id for _, event, _ in rows],
+        [event.type for _, event, _ in rows], [record.topic.value for _, _, record in rows],
+        [record.key.decode() for _, _, record in rows], [record.value for _, _, record in rows],
+    ]
+
+
+async def conflict(connection: asyncpg.Connection, stream_id: str, expected_version: int) -> ConcurrencyConflict:
+    """The conflict of an append to `stream_id` that expected `expected_version`, with the version it found."""
+    actual = await connection.fetchval(
+        "SELECT coalesce(max(version), 0) FROM event_store WHERE stream_id = $1", stream_id)
+    return ConcurrencyConflict(stream_id, expected_version, actual)
+
+
 async def _append(conn: asyncpg.Connection, stream_id: str, expected_version: int, events: Sequence[Envelope]) -> int:
     records = [encode(event) for event in events]  # before the append lock is taken, not while it is held
     # One round trip (`event_store_append` in the schema): the lock, the version check, the rows
@@ -52,22 +70,26 @@ async def _append(conn: asyncpg.Connection, stream_id: str, expected_version: in
 async def _flush_held(connection: asyncpg.Connection | None) -> None:
     """Before reading the store on `connection`: append what it holds back, so the read sees it."""
     held = _HELD.get()
-    if held is not None and held.connection is connection:
+    if held is not None and held.connection is connection and held.pending:
         await held.flush()
 
 
 @dataclass
 class HeldAppends:
-    """A transaction's appends, held back until just before its `COMMIT` (`appends_held_to_commit`).
+    """A command's appends, held back to the end of its transaction (`appends_held_to_commit`).
 
     An append takes the global append lock (`schema.APPEND_LOCK_KEY`), which every other
     writer waits for until this transaction ends. Appended as the action runs, the lock
     would also be held through whatever the transaction does after it (storing the
     command's answer for its idempotency key) and each round trip's wait for this
-    process's busy event loop. Held to the end, it is held for one round trip and the commit.
+    process's busy event loop. Held to the end, it is held for one round trip and the commit,
+    or, for a command written in one statement (`one_statement`), for that statement alone.
     """
 
     connection: asyncpg.Connection
+    #: The command writes nothing but its appends (and its answer), all in one statement at the
+    #: end (`take`), outside any transaction until then; nothing can be flushed before that.
+    one_statement: bool = False
     _appends: list[tuple[str, int, Sequence[Envelope]]] = field(default_factory=list)
 
     @property
@@ -81,27 +103,44 @@ class HeldAppends:
 
     async def flush(self) -> None:
         """Append everything held, in the order it was appended (raises `ConcurrencyConflict`)."""
+        if self.one_statement:
+            raise RuntimeError("a command written in one statement cannot read back its own appends")
         appends, self._appends = self._appends, []
         for stream_id, expected_version, events in appends:
             await _append(self.connection, stream_id, expected_version, events)
+
+    def take(self) -> dict[str, tuple[int, list[Envelope]]]:
+        """Everything held, for the caller to write itself (`append_streams_arguments`):
+        `{stream_id: (expected_version, events)}`, in the order appended."""
+        appends, self._appends = self._appends, []
+        taken: dict[str, tuple[int, list[Envelope]]] = {}
+        for stream_id, expected_version, events in appends:
+            if stream_id in taken:
+                first_expected, earlier = taken[stream_id]
+                if expected_version != first_expected + len(earlier):
+                    raise RuntimeError(f"appends to {stream_id!r} do not follow on from each other")
+                earlier.extend(events)
+            else:
+                taken[stream_id] = (expected_version, list(events))
+        return taken
 
 
 _HELD: ContextVar[HeldAppends | None] = ContextVar("anyam_held_appends", default=None)
 
 
 @contextlib.contextmanager
-def appends_held_to_commit(connection: asyncpg.Connection) -> Iterator[HeldAppends]:
+def appends_held_to_commit(connection: asyncpg.Connection, *, one_statement: bool = False) -> Iterator[HeldAppends]:
     """Within this block, `EventStore.append(connection=connection)` is held back until `flush()`,
-    which the caller runs last before committing. Reading the store on that connection flushes
-    first, so a command still reads its own appends. Leaving by an exception drops what is held
-    (its transaction is rolling back); leaving normally with appends never flushed is a bug that
-    would lose them, so it raises instead."""
-    held = HeldAppends(connection)
+    which the caller runs last before committing (or `take()`, with `one_statement`). Reading
+    the store on that connection flushes first, so a command still reads its own appends.
+    Leaving by an exception drops what is held (its transaction is rolling back); leaving
+    normally with appends never written is a bug that would lose them, so it raises instead."""
+    held = HeldAppends(connection, one_statement)
     token = _HELD.set(held)
     try:
         yield held
         if held.pending:
-            raise RuntimeError(f"{held.pending} held appends were never flushed: flush() before committing")
+            raise RuntimeError(f"{held.pending} held appends were never flushed (or taken) before the end")
     finally:
         _HELD.reset(token)
 
@@ -138,11 +177,13 @@ class EventStore:
         (inside `appends_held_to_commit`, the append waits for the caller's `flush()`).
         """
         if connection is not None:
-            if not connection.is_in_transaction():
-                raise RuntimeError("append(connection=...) needs a connection inside a transaction")
             held = _HELD.get()
             if held is not None and held.connection is connection:
+                if not (held.one_statement or connection.is_in_transaction()):
+                    raise RuntimeError("append(connection=...) needs a connection inside a transaction")
                 return held.hold(stream_id, expected_version, events)
+            if not connection.is_in_transaction():
+                raise RuntimeError("append(connection=...) needs a connection inside a transaction")
             return await _append(connection, stream_id, expected_version, events)
         async with self._own_pool().acquire() as conn:
             return await _append(conn, stream_id, expected_version, events)
@@ -159,21 +200,13 @@ class EventStore:
         if not connection.is_in_transaction():
             raise RuntimeError("append_streams needs a connection inside a transaction")
         await _flush_held(connection)
-        rows = [(stream_id, event, encode(event)) for stream_id, (_, events) in appends.items() for event in events]
-        if not rows:
+        arguments = append_streams_arguments(appends)
+        if not arguments[3]:
             return
         conflicts = await connection.fetchval(
-            "SELECT event_store_append_streams($1, $2, $3, $4, $5, $6, $7, $8)",
-            list(appends), [expected for expected, _ in appends.values()],
-            [stream_id for stream_id, _, _ in rows], [event.id for _, event, _ in rows],
-            [event.type for _, event, _ in rows], [record.topic.value for _, _, record in rows],
-            [record.key.decode() for _, _, record in rows], [record.value for _, _, record in rows],
-        )
+            "SELECT event_store_append_streams($1, $2, $3, $4, $5, $6, $7, $8)", *arguments)
         if conflicts:
-            stream_id = conflicts[0]
-            actual = await connection.fetchval(
-                "SELECT coalesce(max(version), 0) FROM event_store WHERE stream_id = $1", stream_id)
-            raise ConcurrencyConflict(stream_id, appends[stream_id][0], actual)
+            raise await conflict(connection, conflicts[0], appends[conflicts[0]][0])
 
     @staticmethod
     async def lock_stream(connection: asyncpg.Connection, stream_id: str) -> None:

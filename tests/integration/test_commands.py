@@ -14,8 +14,13 @@ import json
 import asyncpg
 import pytest
 
+from shared.contracts import Envelope, service_source
+from shared.contracts.events import Enrolled
 from shared.db import create_pool
 from shared.domain import Conflict
+from shared.eventstore import NO_STREAM, EventStore
+from shared.eventstore import install as install_event_store
+from shared.timeutil import wib_now
 from shared.web import commands
 from shared.web.access import STAFF, Principal
 from shared.web.commands import Outcome, execute
@@ -128,3 +133,99 @@ async def test_one_request_sent_twice_at_once_is_carried_out_once(pool, second):
     status, body = answers[0]
     # One answer, and only its writes: a success's one note, or nothing after a refusal.
     assert await notes(pool) == ([body["note"]] if status == 201 else [])
+
+
+# --- commands written in one statement (`one_statement=True`): reads, then appends with the answer -----
+
+
+def appends_then(outcome: str, stream: str, note: str, *, before_appending=None):
+    """An action that reads `stream`, then appends one event to it and succeeds, or refuses."""
+
+    async def action(conn: asyncpg.Connection) -> Outcome:
+        version = (await store.load(stream, connection=conn)).version
+        if before_appending is not None:
+            await before_appending()
+        await store.append(stream, version, [enrolled(stream, note)], connection=conn)
+        if outcome == "refuses":
+            raise Conflict("cohort-full", "The cohort is full.")
+        return Outcome(201, {"note": note, "version": version + 1})
+
+    return action
+
+
+store = EventStore()
+
+
+def enrolled(resident: str, cohort: str) -> Envelope:
+    return Envelope.wrap(Enrolled(resident_id=resident, cohort_id=cohort, enrolled_at=wib_now()),
+                         source=service_source("enrollment"))
+
+
+async def run_in_one_statement(pool, action, key: str | None):
+    response = await execute(pool, action, principal=Principal(STAFF), idempotency_key=key,
+                             request_fingerprint="POST /things", one_statement=True)
+    return response.status_code, json.loads(response.body)
+
+
+async def cohorts(pool, stream: str) -> list[str]:
+    async with pool.acquire() as conn:
+        return [event.data.cohort_id for event in (await store.load(stream, connection=conn)).events]
+
+
+@pytest.fixture
+async def event_pool(pool):
+    await install_event_store(pool)
+    return pool
+
+
+async def test_one_statement_commits_the_appends_with_the_answer_and_a_retry_writes_nothing(event_pool):
+    first = await run_in_one_statement(event_pool, appends_then("succeeds", "res_1", "first"), "k-10")
+    retry = await run_in_one_statement(event_pool, appends_then("succeeds", "res_1", "retry"), "k-10")
+    refused = await run_in_one_statement(event_pool, appends_then("refuses", "res_1", "refused"), "k-11")
+    refused_again = await run_in_one_statement(event_pool, appends_then("succeeds", "res_1", "later"), "k-11")
+
+    assert first == retry == (201, {"note": "first", "version": 1})
+    assert refused == refused_again and refused[0] == 409
+    assert await cohorts(event_pool, "res_1") == ["first"]
+
+
+async def test_one_statement_decides_again_when_its_stream_moved_on(event_pool):
+    attempts = []
+
+    async def someone_else_appends_first() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            await EventStore(event_pool).append("res_2", NO_STREAM, [enrolled("res_2", "theirs")])
+
+    answer = await run_in_one_statement(
+        event_pool, appends_then("succeeds", "res_2", "ours", before_appending=someone_else_appends_first), "k-12")
+
+    assert answer == (201, {"note": "ours", "version": 2}) and len(attempts) == 2
+    assert await cohorts(event_pool, "res_2") == ["theirs", "ours"]
+
+
+async def test_one_statement_sent_twice_at_once_is_carried_out_once(event_pool):
+    both_running = asyncio.Barrier(2)
+
+    async def together() -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                await both_running.wait()
+
+    answers = await asyncio.gather(*(
+        run_in_one_statement(event_pool, appends_then("succeeds", f"res_3_{n}", "once", before_appending=together),
+                             "k-13") for n in range(2)))
+
+    assert answers[0] == answers[1] == (201, {"note": "once", "version": 1})
+    assert sorted([await cohorts(event_pool, "res_3_0"), await cohorts(event_pool, "res_3_1")]) == [[], ["once"]]
+
+
+async def test_one_statement_cannot_read_back_its_own_appends(event_pool):
+    async def reads_back(conn: asyncpg.Connection) -> Outcome:
+        await store.append("res_4", NO_STREAM, [enrolled("res_4", "mine")], connection=conn)
+        await store.load("res_4", connection=conn)
+        return Outcome(201, {})
+
+    with pytest.raises(RuntimeError, match="cannot read back"):
+        await run_in_one_statement(event_pool, reads_back, "k-14")
+    assert await cohorts(event_pool, "res_4") == []
