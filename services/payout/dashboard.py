@@ -56,8 +56,9 @@ from shared.web.problems import Problem
 DASHBOARD_CONSUMER = "payout-dashboard"
 DASHBOARD_TOPICS = (Topic.ENROLLMENT, Topic.PRODUCTION, Topic.PAYOUT)
 
-#: Serialises installs of these tables by several instances starting at once (next to the ledger's key).
-INSTALL_LOCK_KEY = 0x616E79616D02
+#: Serialises installs of these tables by several instances starting at once (its own key: see
+#: tests/unit/test_lock_keys.py).
+INSTALL_LOCK_KEY = 0x616E79616D03
 
 COOKIE = "anyam_token"
 #: A browser forgets the token after a working day, even if it is never closed.
