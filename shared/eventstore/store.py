@@ -111,7 +111,8 @@ class HeldAppends:
 
     def take(self) -> dict[str, tuple[int, list[Envelope]]]:
         """Everything held, for the caller to write itself (`append_streams_arguments`):
-        `{stream_id: (expected_version, events)}`, in the order appended."""
+        `{stream_id: (expected_version, events)}`, each stream's events in the order appended,
+        streams in the order of their first append."""
         appends, self._appends = self._appends, []
         taken: dict[str, tuple[int, list[Envelope]]] = {}
         for stream_id, expected_version, events in appends:
