@@ -39,4 +39,3 @@ def collections_for_batches() -> Iterator[None]:
         if _users == 0:
             gc.set_threshold(*_restore)
             gc.unfreeze()
-

@@ -144,11 +144,9 @@ async def execute(
                             await appends.flush()
                         return _respond(outcome)
                 except _Undo as undone:
-                    if undone.refusal and idempotency_key is not None:
-                        # A refusal is an answer too, kept for the key so that a retry gets it again
-                        # (unless another attempt stored its answer first): one statement of its own.
-                        stored = await _store(conn, scope, idempotency_key, request_fingerprint, undone.outcome)
-                        return _respond(stored or undone.outcome)
+                    if undone.refusal:
+                        return await _answer_refusal(conn, scope, idempotency_key, request_fingerprint,
+                                                     undone.outcome)
                     return _respond(undone.outcome)
         except ConcurrencyConflict:
             continue  # someone else appended to the stream first: load again and decide again
@@ -162,10 +160,7 @@ async def _execute_in_one_statement(
         outcome, refused = await _outcome_or_refusal(action, conn)
         held = appends.take()  # a refusal's appends are dropped: it leaves nothing but its answer
     if refused:
-        if idempotency_key is None:
-            return _respond(outcome)
-        stored = await _store(conn, scope, idempotency_key, request_fingerprint, outcome)
-        return _respond(stored or outcome)
+        return await _answer_refusal(conn, scope, idempotency_key, request_fingerprint, outcome)
     try:
         written = await conn.fetchval(
             "SELECT command_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
@@ -179,6 +174,18 @@ async def _execute_in_one_statement(
     if written:
         return _respond(outcome)
     return _respond(await _stored_answer(conn, scope, idempotency_key, request_fingerprint))
+
+
+async def _answer_refusal(
+    conn: asyncpg.Connection, scope: str, idempotency_key: str | None, request_fingerprint: str, refusal: Outcome
+) -> JSONResponse:
+    """Answer a refused command, whose writes are already undone. A refusal is an answer too, kept for
+    its key so that a retry gets it again (unless another attempt stored its answer first), in one
+    statement of its own."""
+    if idempotency_key is None:
+        return _respond(refusal)
+    stored = await _store(conn, scope, idempotency_key, request_fingerprint, refusal)
+    return _respond(stored or refusal)
 
 
 class _Undo(Exception):
