@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import asyncpg
+from cachetools import LRUCache
 
 from shared.contracts import Envelope, EventData
 from shared.domain import fold
-from shared.eventstore import NO_STREAM, EventStore, StreamHistory
+from shared.eventstore import NO_STREAM, EventStore, StreamHistory, held_appends
 
 S = TypeVar("S")
 
@@ -23,6 +24,41 @@ class Aggregate(Generic[S]):
     initial: S
     evolve: Callable[[S, EventData], S]
     decide: Callable[[S, Any], Sequence[EventData]]
+
+
+class RememberedStates(Generic[S]):
+    """One aggregate's states as commands written in one statement last read them, kept by this
+    process so that the next such command can decide without reading the stream again.
+
+    Sound because a stream's history up to a version never changes (appends only, versions
+    unique), so a state is exact for its version, and because a command that decides on one
+    commits only if the stream is still at that version (`HeldAppends.read_at`, checked by its
+    one statement under the append lock); if not, or if it was refused, it is decided again on
+    states read afresh, which are remembered in turn. Only states read outside any transaction
+    are kept: those are committed, never a transaction's own uncommitted appends. The least
+    recently used are forgotten beyond `capacity`.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._states: LRUCache[str, tuple[S, int]] = LRUCache(maxsize=capacity)
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    async def load(
+        self, conn: asyncpg.Connection, store: EventStore, aggregate: Aggregate[S], stream_id: str
+    ) -> tuple[S, int]:
+        """`load_state`, from memory when it may be; outside a command written in one statement, read afresh."""
+        held = held_appends(conn)
+        if held is None or not held.one_statement or conn.is_in_transaction():
+            return await load_state(conn, store, aggregate, stream_id)
+        # A command that appended already reads its store to raise: it cannot read back its own appends.
+        if held.may_remember and not held.pending and (remembered := self._states.get(stream_id)) is not None:
+            held.remembered = True
+        else:
+            remembered = self._states[stream_id] = await load_state(conn, store, aggregate, stream_id)
+        held.read_at(stream_id, remembered[1])
+        return remembered
 
 
 async def load_state(

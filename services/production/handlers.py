@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +29,7 @@ from shared.contracts.events import (
 )
 from shared.domain import fold
 from shared.eventstore import NO_STREAM, EventStore
-from shared.handling import Aggregate, handle, load_state, load_states
+from shared.handling import Aggregate, RememberedStates, handle, load_state, load_states
 from shared.ids import new_id
 from shared.timeutil import wib_now
 
@@ -57,6 +57,10 @@ class ProductionHandlers:
     """Runs production's commands against the event store and the read models."""
 
     store: EventStore
+    #: Collaborators as the last command written in one statement read them (rates, keys), and who
+    #: is known to be trained: most commands then read nothing before their one statement.
+    collaborators: RememberedStates[domain.Collaborator] = field(default_factory=RememberedStates)
+    trained: projections.TrainedResidents = field(default_factory=projections.TrainedResidents)
 
     async def register_collaborator(self, conn: asyncpg.Connection, name: str, public_key: str) -> str:
         collaborator_id = new_id("col")
@@ -79,7 +83,7 @@ class ProductionHandlers:
     ) -> MaterialsIssued:
         issue_id = new_id("iss")
         command = domain.IssueMaterials(
-            issue_id=issue_id, artisan_id=artisan_id, artisan_trained=await projections.is_trained(conn, artisan_id),
+            issue_id=issue_id, artisan_id=artisan_id, artisan_trained=await self.trained.is_trained(conn, artisan_id),
             collaborator_id=collaborator_id, collaborator=await self.collaborator_state(conn, collaborator_id),
             material=material, quantity=quantity, unit=unit,
         )
@@ -92,7 +96,7 @@ class ProductionHandlers:
         """Record a woven piece at the rate in force for its collaborator and product at `woven_at`."""
         piece_id = new_id("pc")
         command = domain.WeavePiece(
-            piece_id=piece_id, artisan_id=artisan_id, artisan_trained=await projections.is_trained(conn, artisan_id),
+            piece_id=piece_id, artisan_id=artisan_id, artisan_trained=await self.trained.is_trained(conn, artisan_id),
             collaborator_id=collaborator_id, collaborator=await self.collaborator_state(conn, collaborator_id),
             product=product, woven_at=woven_at, recorded_at=wib_now(),
         )
@@ -154,7 +158,7 @@ class ProductionHandlers:
         """The collaborator's state (empty when there is none, or the id cannot name one)."""
         if not projections.storable(collaborator_id):
             return domain.Collaborator()
-        state, _ = await load_state(conn, self.store, COLLABORATOR, collaborator_id)
+        state, _ = await self.collaborators.load(conn, self.store, COLLABORATOR, collaborator_id)
         return state
 
     async def piece_state(self, conn: asyncpg.Connection, piece_id: str) -> domain.Piece:

@@ -16,6 +16,7 @@ from shared.eventstore.store import (
     HeldAppends,
     StreamHistory,
     appends_held_to_commit,
+    held_appends,
 )
 from shared.eventstore.tracking import stored_offsets, wait_until_caught_up, wait_until_published
 
@@ -33,6 +34,7 @@ __all__ = [
     "StreamHistory",
     "TransactionalConsumer",
     "appends_held_to_commit",
+    "held_appends",
     "install",
     "stored_offsets",
     "wait_until_caught_up",

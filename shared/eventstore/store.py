@@ -69,8 +69,8 @@ async def _append(conn: asyncpg.Connection, stream_id: str, expected_version: in
 
 async def _flush_held(connection: asyncpg.Connection | None) -> None:
     """Before reading the store on `connection`: append what it holds back, so the read sees it."""
-    held = _HELD.get()
-    if held is not None and held.connection is connection and held.pending:
+    held = held_appends(connection) if connection is not None else None
+    if held is not None and held.pending:
         await held.flush()
 
 
@@ -90,12 +90,28 @@ class HeldAppends:
     #: The command writes nothing but its appends (and its answer), all in one statement at the
     #: end (`take`), outside any transaction until then; nothing can be flushed before that.
     one_statement: bool = False
+    #: Whether a command written in one statement may decide on states remembered from earlier
+    #: commands (`shared.handling.RememberedStates`); not when it is decided again after a
+    #: conflict or a refusal: then every state it reads is read afresh.
+    may_remember: bool = True
+    #: Whether it did: a refusal decided on a remembered state is decided again on fresh ones,
+    #: since a refusal commits nothing that would check the state was still current.
+    remembered: bool = False
     _appends: list[tuple[str, int, Sequence[Envelope]]] = field(default_factory=list)
+    _reads: dict[str, int] = field(default_factory=dict)
 
     @property
     def pending(self) -> int:
         """How many appends are held, not yet flushed."""
         return len(self._appends)
+
+    def read_at(self, stream_id: str, version: int) -> None:
+        """The command decided on `stream_id` as it was at `version`: its statement commits only if
+        the stream is still there (checked under the append lock, like an append's expected version),
+        else it is undone as a concurrency conflict and decided again. Only for one statement."""
+        if not self.one_statement:
+            raise RuntimeError("only a command written in one statement checks the streams it read")
+        self._reads.setdefault(stream_id, version)  # read twice: the first read is what it decided on
 
     def hold(self, stream_id: str, expected_version: int, events: Sequence[Envelope]) -> int:
         self._appends.append((stream_id, expected_version, events))
@@ -112,8 +128,10 @@ class HeldAppends:
     def take(self) -> dict[str, tuple[int, list[Envelope]]]:
         """Everything held, for the caller to write itself (`append_streams_arguments`):
         `{stream_id: (expected_version, events)}`, each stream's events in the order appended,
-        streams in the order of their first append."""
+        streams in the order of their first append; then each stream only read (`read_at`), with
+        no events, so that its version is checked too."""
         appends, self._appends = self._appends, []
+        reads, self._reads = self._reads, {}
         taken: dict[str, tuple[int, list[Envelope]]] = {}
         for stream_id, expected_version, events in appends:
             if stream_id in taken:
@@ -123,20 +141,33 @@ class HeldAppends:
                 earlier.extend(events)
             else:
                 taken[stream_id] = (expected_version, list(events))
+        for stream_id, version in reads.items():
+            if stream_id not in taken:
+                taken[stream_id] = (version, [])
+            elif taken[stream_id][0] != version:
+                raise RuntimeError(f"{stream_id!r} was read at version {version} but appended to at another")
         return taken
 
 
 _HELD: ContextVar[HeldAppends | None] = ContextVar("anyam_held_appends", default=None)
 
 
+def held_appends(connection: asyncpg.Connection) -> HeldAppends | None:
+    """What the command running on `connection` holds back (`appends_held_to_commit`), if one is."""
+    held = _HELD.get()
+    return held if held is not None and held.connection is connection else None
+
+
 @contextlib.contextmanager
-def appends_held_to_commit(connection: asyncpg.Connection, *, one_statement: bool = False) -> Iterator[HeldAppends]:
+def appends_held_to_commit(
+    connection: asyncpg.Connection, *, one_statement: bool = False, may_remember: bool = True
+) -> Iterator[HeldAppends]:
     """Within this block, `EventStore.append(connection=connection)` is held back until `flush()`,
     which the caller runs last before committing (or `take()`, with `one_statement`). Reading
     the store on that connection flushes first, so a command still reads its own appends.
     Leaving by an exception drops what is held (its transaction is rolling back); leaving
     normally with appends never written is a bug that would lose them, so it raises instead."""
-    held = HeldAppends(connection, one_statement)
+    held = HeldAppends(connection, one_statement, may_remember)
     token = _HELD.set(held)
     try:
         yield held
@@ -178,8 +209,7 @@ class EventStore:
         (inside `appends_held_to_commit`, the append waits for the caller's `flush()`).
         """
         if connection is not None:
-            held = _HELD.get()
-            if held is not None and held.connection is connection:
+            if (held := held_appends(connection)) is not None:
                 if not (held.one_statement or connection.is_in_transaction()):
                     raise RuntimeError("append(connection=...) needs a connection inside a transaction")
                 return held.hold(stream_id, expected_version, events)

@@ -40,8 +40,8 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 -- A command written in one statement (`execute(one_statement=True)`): its answer for its key, then
 -- its appends (`event_store_append_streams`, which takes the append lock), committed by the
 -- statement itself, so the append lock is held for no round trip at all. False, with nothing
--- written, when the key already has an answer; a stream that moved on undoes the answer too
--- (SQLSTATE AY409, the stream's id as its detail).
+-- written, when the key already has an answer; a stream that moved on, whether appended to or only
+-- read, undoes the answer too (SQLSTATE AY409, the stream's id as its detail).
 CREATE OR REPLACE FUNCTION command_commit(
     command_scope text, command_key text, request_fingerprint text, answer_status integer, answer_body jsonb,
     streams text[], expected integer[], event_streams text[], event_ids text[], event_types text[],
@@ -58,7 +58,8 @@ BEGIN
             RETURN false;
         END IF;
     END IF;
-    IF cardinality(event_ids) > 0 THEN
+    -- Streams only read are checked too (no events): the command decided on them as they were.
+    IF cardinality(streams) > 0 THEN
         conflicts := event_store_append_streams(streams, expected, event_streams, event_ids, event_types, topics,
                                                 record_keys, payloads);
         IF cardinality(conflicts) > 0 THEN
@@ -124,11 +125,13 @@ async def execute(
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_KEY_LENGTH:
         raise Problem(400, "invalid-idempotency-key", f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
     scope = principal.name
+    may_remember = True
     for _ in range(CONFLICT_RETRIES):
         try:
             if one_statement:
                 async with pool.acquire() as conn:
-                    return await _execute_in_one_statement(conn, action, scope, idempotency_key, request_fingerprint)
+                    return await _execute_in_one_statement(
+                        conn, action, scope, idempotency_key, request_fingerprint, may_remember=may_remember)
             async with pool.acquire() as conn:
                 try:
                     async with conn.transaction():
@@ -148,18 +151,24 @@ async def execute(
                         return await _answer_refusal(conn, scope, idempotency_key, request_fingerprint,
                                                      undone.outcome)
                     return _respond(undone.outcome)
-        except ConcurrencyConflict:
-            continue  # someone else appended to the stream first: load again and decide again
+        except (ConcurrencyConflict, _DecideAfresh):
+            # Someone else appended to a stream first, or a refusal came from a remembered state:
+            # read every state afresh and decide again.
+            may_remember = False
     raise Problem(409, "busy", "The record was changed by many requests at once; try again.")
 
 
 async def _execute_in_one_statement(
-    conn: asyncpg.Connection, action: Action, scope: str, idempotency_key: str | None, request_fingerprint: str
+    conn: asyncpg.Connection, action: Action, scope: str, idempotency_key: str | None, request_fingerprint: str,
+    *, may_remember: bool,
 ) -> JSONResponse:
-    with appends_held_to_commit(conn, one_statement=True) as appends:
+    with appends_held_to_commit(conn, one_statement=True, may_remember=may_remember) as appends:
         outcome, refused = await _outcome_or_refusal(action, conn)
         held = appends.take()  # a refusal's appends are dropped: it leaves nothing but its answer
     if refused:
+        if appends.remembered:
+            # Nothing will check that the remembered state was current; a refusal must come from one that is.
+            raise _DecideAfresh
         return await _answer_refusal(conn, scope, idempotency_key, request_fingerprint, outcome)
     try:
         written = await conn.fetchval(
@@ -186,6 +195,10 @@ async def _answer_refusal(
         return _respond(refusal)
     stored = await _store(conn, scope, idempotency_key, request_fingerprint, refusal)
     return _respond(stored or refusal)
+
+
+class _DecideAfresh(Exception):
+    """A command written in one statement was refused on a remembered state: decide it again on fresh ones."""
 
 
 class _Undo(Exception):

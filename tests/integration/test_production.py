@@ -12,7 +12,7 @@ import json
 import re
 import stat
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from services.production.app import ProductionSettings, create_app
 from services.production.cli import collaborator_app
-from services.production.domain import SubmissionRejected
+from services.production.domain import SetRate, SubmissionRejected
 from services.production.handlers import ProductionHandlers, validate_submission
 from services.production.messaging import QC_CONSUMER
 from services.production.projections import TRAINING_CONSUMER
@@ -471,6 +471,29 @@ async def test_after_a_rate_change_older_pieces_keep_the_old_rate_and_newer_ones
     assert [(r["rate_idr"], r["effective_from"]) for r in rates] == [
         (10_000, "2024-03-01T00:00:00+07:00"), (12_500, "2024-04-01T00:00:00+07:00")]
     assert all(e["_key"] == collaborator for e in events if e["type"] == "piece-rate-set")
+
+
+async def test_a_rate_set_by_another_service_process_prices_the_very_next_piece(production, tmp_path):
+    # The service remembers a collaborator between pieces (a round trip fewer per piece); a rate set
+    # by another process must still price the next piece, and a product it just priced be accepted.
+    shop = await workshop(production, tmp_path)
+    remembered = await weave(production, shop.artisan, shop.collaborator_id, "2024-05-02T09:00:00+07:00")
+    unpriced = await production.staff.post("/pieces", json={
+        "artisan_id": shop.artisan, "collaborator_id": shop.collaborator_id, "product": "tas",
+        "woven_at": "2024-05-02T09:00:00+07:00"})
+    another_process = ProductionHandlers(store=EventStore())
+    async with production.pool.acquire() as conn, conn.transaction():
+        for product, rate in (("piring", 15_000), ("tas", 40_000)):
+            await another_process.set_rate(conn, SetRate(
+                collaborator_id=shop.collaborator_id, product=product, rate_idr=rate,
+                effective_from=datetime.fromisoformat("2024-05-01T00:00:00+07:00")))
+
+    next_plate = await weave(production, shop.artisan, shop.collaborator_id, "2024-05-02T09:00:00+07:00")
+    next_bag = await weave(production, shop.artisan, shop.collaborator_id, "2024-05-02T09:00:00+07:00", "tas")
+
+    assert remembered["rate_idr"] == 12_500
+    assert (unpriced.status_code, unpriced.json()["code"]) == (409, "no-rate-in-force")
+    assert (next_plate["rate_idr"], next_bag["rate_idr"]) == (15_000, 40_000)
 
 
 async def test_a_key_rotation_keeps_results_signed_with_the_old_key_verifiable(production, tmp_path):
