@@ -113,7 +113,10 @@ async def execute(
     outside a transaction (each read sees what is committed, as each statement of a READ COMMITTED
     transaction would), and its appends and answer are written by one statement at the end
     (`command_commit`): three round trips fewer, and no wait for this process while the append
-    lock is held.
+    lock is held. Such a command may decide on states remembered from earlier ones
+    (`shared.handling.RememberedStates`): its statement also checks that every stream it read is
+    still at the version it decided on. When one moved on, or when it was refused on a remembered
+    state (a refusal commits nothing that would check), it is decided again on states read afresh.
 
     With a key, the key and its answer are written after the action, in its transaction: the
     first transaction to commit them wins, and any other attempt with that key (a retry, or
