@@ -53,23 +53,21 @@ async def conflict(connection: asyncpg.Connection, stream_id: str, expected_vers
 
 
 async def _append(conn: asyncpg.Connection, stream_id: str, expected_version: int, events: Sequence[Envelope]) -> int:
-    records = [encode(event) for event in events]  # before the append lock is taken, not while it is held
+    # Encoded before the append lock is taken, not while it is held: the event columns of
+    # `append_streams_arguments`, for this one stream.
+    _, _, _, *event_columns = append_streams_arguments({stream_id: (expected_version, events)})
     # One round trip (`event_store_append` in the schema): the lock, the version check, the rows
     # and the notification. Without a caller's transaction it is a transaction of its own.
     actual = await conn.fetchval(
-        "SELECT event_store_append($1, $2, $3, $4, $5, $6, $7)",
-        stream_id, expected_version, [event.id for event in events], [event.type for event in events],
-        [record.topic.value for record in records], [record.key.decode() for record in records],
-        [record.value for record in records],
-    )
+        "SELECT event_store_append($1, $2, $3, $4, $5, $6, $7)", stream_id, expected_version, *event_columns)
     if actual != expected_version:
         raise ConcurrencyConflict(stream_id, expected_version, actual)
     return expected_version + len(events)
 
 
-async def _flush_held(connection: asyncpg.Connection | None) -> None:
+async def _flush_held(connection: asyncpg.Connection) -> None:
     """Before reading the store on `connection`: append what it holds back, so the read sees it."""
-    held = held_appends(connection) if connection is not None else None
+    held = held_appends(connection)
     if held is not None and held.pending:
         await held.flush()
 
@@ -209,12 +207,11 @@ class EventStore:
         (inside `appends_held_to_commit`, the append waits for the caller's `flush()`).
         """
         if connection is not None:
-            if (held := held_appends(connection)) is not None:
-                if not (held.one_statement or connection.is_in_transaction()):
-                    raise RuntimeError("append(connection=...) needs a connection inside a transaction")
-                return held.hold(stream_id, expected_version, events)
-            if not connection.is_in_transaction():
+            held = held_appends(connection)
+            if not ((held is not None and held.one_statement) or connection.is_in_transaction()):
                 raise RuntimeError("append(connection=...) needs a connection inside a transaction")
+            if held is not None:
+                return held.hold(stream_id, expected_version, events)
             return await _append(connection, stream_id, expected_version, events)
         async with self._own_pool().acquire() as conn:
             return await _append(conn, stream_id, expected_version, events)
