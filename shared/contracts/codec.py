@@ -5,19 +5,27 @@ bytes become an event. `decode` raises nothing but `DecodeError`, whose
 `reason` is machine-readable (it is what a dead letter carries) and whose
 message names what is wrong, with the field's path, but never a field's value:
 values may be personal data.
+
+`decode` reads a record in one of two ways. First in one pass: pydantic-core
+parses the bytes and validates the whole envelope, typed by its `type`, at once
+(about two thirds of the time of the step-by-step way; decoding is the largest
+part of a replay). Whatever that pass does not accept, the step-by-step way reads
+again: it alone decides what is refused and words why. The one pass only ever
+accepts what the step-by-step way accepts, as the same event
+(`test_what_one_pass_accepts_the_step_by_step_way_reads_as_the_same_event`).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError, create_model
 from pydantic_core import from_json
 
 from shared.contracts.envelope import CONTENT_TYPE, SPEC_VERSION, Envelope
-from shared.contracts.events import EVENT_TYPES
+from shared.contracts.events import EVENT_TYPES, EventData
 from shared.contracts.topics import Topic
 
 #: Larger values are refused before parsing; Kafka's own default limit is 1 MiB.
@@ -93,6 +101,12 @@ def decode(value: bytes | None, *, topic: Topic | None = None) -> Envelope:
 
     Raises `DecodeError` (one of its subclasses) and nothing else.
     """
+    event = _decoded_in_one_pass(value, topic)
+    return event if event is not None else _decode_step_by_step(value, topic)
+
+
+def _decode_step_by_step(value: bytes | None, topic: Topic | None) -> Envelope:
+    """`decode`, one check after another, each refusal worded for what it found."""
     document = _parse_json_object(value)
     specversion = document.get("specversion")
     if specversion != SPEC_VERSION:
@@ -121,6 +135,42 @@ def decode(value: bytes | None, *, topic: Topic | None = None) -> Envelope:
         return Envelope.model_validate({**document, "data": data})
     except ValidationError as exc:
         raise _schema_invalid(exc, under=None) from None
+
+
+def _typed_envelope(model: type[EventData]) -> type[Envelope]:
+    """The envelope of one event type: `type` is that type's name, `data` its model."""
+    return create_model(
+        f"{model.__name__}Envelope", __base__=Envelope,
+        specversion=(Literal[SPEC_VERSION], ...), type=(Literal[model.event_type], ...), data=(model, ...),
+    )
+
+
+#: Any event of the catalog, validated straight from the record's bytes, its `type` choosing its model.
+_ONE_PASS: TypeAdapter[Envelope] = TypeAdapter(
+    Annotated[Union[tuple(_typed_envelope(model) for model in EVENT_TYPES.values())],  # noqa: UP007 - built at run time
+              Field(discriminator="type")]
+)
+
+
+def _decoded_in_one_pass(value: bytes | None, topic: Topic | None) -> Envelope | None:
+    """The event in `value` if it is a valid event (for `topic`); None for the step-by-step way to judge."""
+    if value is None or len(value) > MAX_VALUE_BYTES:
+        return None
+    try:
+        typed = _ONE_PASS.validate_json(value)
+    except ValidationError:
+        return None
+    if topic is not None and typed.data.topic != topic:
+        return None
+    # A plain `Envelope` holding the validated fields, as `Envelope.model_validate` makes it (and
+    # equal to it: pydantic models are equal only to their own class). `model_construct` would
+    # work out the defaults and the fields set again, which costs more than the whole pass saves.
+    event = Envelope.__new__(Envelope)
+    object.__setattr__(event, "__dict__", typed.__dict__)
+    object.__setattr__(event, "__pydantic_fields_set__", typed.__pydantic_fields_set__)
+    object.__setattr__(event, "__pydantic_extra__", typed.__pydantic_extra__)
+    object.__setattr__(event, "__pydantic_private__", None)
+    return event
 
 
 def _parse_json_object(value: bytes | None) -> dict[str, Any]:

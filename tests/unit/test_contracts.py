@@ -26,7 +26,7 @@ from shared.contracts import (
     service_source,
 )
 from shared.contracts import events as ev
-from shared.contracts.codec import _parse_json_object
+from shared.contracts.codec import _decode_step_by_step, _decoded_in_one_pass, _parse_json_object
 from shared.contracts.schema_export import SCHEMA_DIR, stale_files
 
 JAKARTA_MORNING = datetime(2024, 3, 4, 9, 15, tzinfo=timezone(timedelta(hours=7)))
@@ -93,6 +93,8 @@ def test_every_event_type_round_trips_through_a_kafka_record(data):
     record = encode(event)
 
     assert decode(record.value, topic=record.topic) == event
+    # Read in one pass: the step-by-step way is only for what is wrong.
+    assert _decoded_in_one_pass(record.value, record.topic) == event
     assert record.topic == data.topic
     assert record.key == str(getattr(data, data.key_field)).encode()
     assert ("content-type", b"application/cloudevents+json") in record.headers
@@ -267,6 +269,78 @@ def test_any_json_in_a_data_field_either_decodes_or_raises_a_decode_error(field,
         decode(json.dumps(value).encode())
     except DecodeError:
         pass
+
+
+_ABSENT = object()
+#: Values that pass or fail one rule or another: absent, wrong JSON types, almost-right formats.
+_REPLACEMENTS = [
+    _ABSENT, None, "", " x", "x\u0000", "1.0", "1", "qc-passed", "res_1", "YWJj", 15_000, 15_000.0, "15000", -1, 0,
+    True, [], {}, ["anyaman longgar"], "2024-03-04T09:15:00+07:00", "2024-03-04T09:15:00", "2024-03-04",
+    1_709_518_500,
+]
+
+
+def _mutated_record(example: ev.EventData, place: str, field: str, replacement: object, event_type: str) -> bytes:
+    """An example event's record with one thing changed: a field of the envelope or of its data replaced
+    (or, with `_ABSENT`, removed), its `type` swapped for another, or a key written twice."""
+    document = json.loads(encode(wrapped(example)).value)
+    document["type"] = event_type
+    target = document if place == "envelope" else document["data"]
+    if place == "twice":
+        # The same key twice in one object: JSON leaves it to the reader; both ways must read alike.
+        text, again = json.dumps(document), None if replacement is _ABSENT else replacement
+        return (text[:-1] + f", {json.dumps(field)}: {json.dumps(again)}}}").encode()
+    if replacement is _ABSENT:
+        target.pop(field, None)
+    else:
+        target[field] = replacement
+    return json.dumps(document).encode()
+
+
+def _read_alike(value: bytes, topic: Topic | None) -> bool:
+    """Whether the one pass declines `value` or reads it as the step-by-step way does; True if it read it."""
+    one_pass = _decoded_in_one_pass(value, topic)
+    if one_pass is None:
+        return False  # declined: the step-by-step way judges it, as `decode` does
+    step_by_step = _decode_step_by_step(value, topic)  # a refusal here fails the test
+    assert type(one_pass) is Envelope and type(one_pass.data) is type(step_by_step.data)
+    assert one_pass == step_by_step
+    assert one_pass.model_fields_set == step_by_step.model_fields_set
+    assert one_pass.model_dump_json() == step_by_step.model_dump_json()
+    return True
+
+
+def test_what_one_pass_accepts_the_step_by_step_way_reads_as_the_same_event():
+    # Every example, every field of its envelope and data (and one neither has) removed or replaced by
+    # each of the values above, under its own type and another's, for no topic, its own and another.
+    read = 0
+    for example in EXAMPLES:
+        other_type = next(t for t, model in EVENT_TYPES.items() if model.topic != example.topic)
+        envelope_fields = [*Envelope.model_fields, "extension"]
+        data_fields = [*type(example).model_fields, "extension"]
+        for place, fields in (("envelope", envelope_fields), ("data", data_fields), ("twice", envelope_fields)):
+            for field in fields:
+                for replacement in _REPLACEMENTS:
+                    for event_type in (example.event_type, other_type):
+                        value = _mutated_record(example, place, field, replacement, event_type)
+                        for topic in (None, example.topic, EVENT_TYPES[other_type].topic):
+                            read += _read_alike(value, topic)
+    assert read > 1000  # the one pass reads what is valid, not nothing
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    example=st.sampled_from(EXAMPLES),
+    place=st.sampled_from(["envelope", "data", "twice"]),
+    field=st.sampled_from(sorted({*Envelope.model_fields, "amount_idr", "rate_idr", "quantity", "artisan_id",
+                                  "inspected_at", "starts_on", "defects", "result", "public_key"})),
+    replacement=any_json,
+    topic=st.none() | st.sampled_from(list(Topic)),
+)
+def test_any_json_anywhere_is_read_by_one_pass_as_by_the_step_by_step_way_or_declined(
+    example, place, field, replacement, topic,
+):
+    _read_alike(_mutated_record(example, place, field, replacement, example.event_type), topic)
 
 
 def test_the_checked_in_json_schemas_match_the_models():
