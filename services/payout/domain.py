@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import NamedTuple
 
 from shared.contracts import Envelope
 from shared.contracts.events import EventData, Paid, PayoutFailed, PayoutScheduled, QcPassed
@@ -79,16 +80,17 @@ class Kind(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
-class Posting:
+# Postings and transactions are NamedTuples rather than frozen dataclasses: as immutable, and
+# built in a quarter of the time (a frozen dataclass sets each field through `object.__setattr__`),
+# which a replay, making one transaction and two postings per event, notices.
+class Posting(NamedTuple):
     """One leg of a transaction: `amount_idr` flows into `account` (negative: out of it)."""
 
     account: str
     amount_idr: int
 
 
-@dataclass(frozen=True)
-class LedgerTransaction:
+class LedgerTransaction(NamedTuple):
     """The ledger entry an event makes: who, how much, and the event it came from."""
 
     transaction_id: str

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 from aiokafka import ConsumerRecord
@@ -169,9 +170,10 @@ RETURNING transaction_id
 """
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where an event was read: kept beside its transaction for people, outside the digest."""
+class Source(NamedTuple):
+    """Where an event was read: kept beside its transaction for people, outside the digest.
+
+    A NamedTuple, like the ledger transaction (see `domain.Posting`): a replay makes one per event."""
 
     topic: str
     partition: int

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from services.payout import domain
 from shared.contracts import Envelope, Topic
@@ -98,8 +98,7 @@ PAYOUT_FOLLOWS_SCHEDULE = "payout-follows-schedule"
 # --- facts gathered from the history --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Position:
+class Position(NamedTuple):
     """Where a record sits: base topic, partition, offset."""
 
     topic: str

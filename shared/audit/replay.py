@@ -310,22 +310,21 @@ async def _apply(
     while (item := await queue.get()) is not None:
         tp, records = item
         topic = base_topic(tp.topic, kafka.topic_prefix)
-        events: list[tuple[Envelope, Position]] = []
+        events: list[tuple[Envelope, projections.Source]] = []
         for record in records:
             event = _decode_record(topic, tp, record, read, observers)
             if event is not None:
-                events.append((event, Position(topic.value, tp.partition, record.offset)))
+                events.append((event, projections.Source(tp.topic, tp.partition, record.offset)))
         async with conn.transaction():
-            outcome = await projections.apply_events(
-                conn, [(event, projections.Source(tp.topic, tp.partition, position.offset))
-                       for event, position in events])
+            outcome = await projections.apply_events(conn, events)
         read.posted += outcome.posted
         # What the live consumer dead-letters: refusals with their reason, failures (undone by their
         # savepoints, so the batch goes on) as `handler-error`, as it reports them after its retries.
         problems = [(index, rejection.reason, rejection.detail) for index, rejection in outcome.rejected]
         problems += [(index, "handler-error", type(exc).__name__) for index, exc in outcome.failed]
         for index, reason, detail in sorted(problems, key=lambda problem: problem[0]):
-            _refuse(read, *events[index], reason, detail)
+            event, source = events[index]
+            _refuse(read, event, Position(topic.value, tp.partition, source.offset), reason, detail)
         if progress is not None:
             progress(ReplayProgress(read.records, total, f"{topic.value}[{tp.partition}]"))
 
@@ -334,7 +333,6 @@ def _decode_record(
     topic: Topic, tp: TopicPartition, record: ConsumerRecord, read: HistoryRead, observers: Sequence[Observer],
 ) -> Envelope | None:
     read.records += 1
-    position = Position(topic.value, tp.partition, record.offset)
     try:
         # Decoded for the topic it came from, as the live consumers decode it: a `qc-passed`
         # forged onto `qc-submissions` is refused here as it is there.
@@ -342,11 +340,14 @@ def _decode_record(
     except DecodeError as exc:
         read.undecodable_count += 1
         if len(read.undecodable) < LISTED:
-            read.undecodable.append(Undecodable(position, exc.reason, exc.message))
+            read.undecodable.append(Undecodable(Position(topic.value, tp.partition, record.offset), exc.reason,
+                                                exc.message))
         return None
     read.by_type[event.type] += 1
-    for observe in observers:
-        observe(event, position, record.value)
+    if observers:  # a position only for those who look at it: a replay reads millions of records
+        position = Position(topic.value, tp.partition, record.offset)
+        for observe in observers:
+            observe(event, position, record.value)
     return event
 
 
