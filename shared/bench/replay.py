@@ -90,6 +90,8 @@ class PhaseFigures:
     digest: str | None = None
     rejected: int = 0
     undecodable: int = 0
+    #: How `peak_rss_mb` was measured (`PeakRss.measure`).
+    memory_measure: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,7 +220,7 @@ async def consume_raw(kafka: KafkaSettings, stops: Mapping[TopicPartition, int],
         seconds = time.perf_counter() - started
     assert touched > 0 or events == 0
     return PhaseFigures(BASELINE, events, seconds, events / seconds if seconds else 0.0,
-                        max(memory.peak_mb, 0.0), memory.start_mb)
+                        max(memory.peak_mb, 0.0), memory.start_mb, memory_measure=memory.measure)
 
 
 # --- replaying ----------------------------------------------------------------------------------
@@ -315,6 +317,7 @@ async def _replay_as_the_auditor_does(
         APPLY_EVENTS, history.records, seconds, history.records / seconds if seconds else 0.0, memory.peak_mb,
         memory.start_mb, stage_seconds={name: round(value, 3) for name, value in cpu.stages().items()},
         transactions=digest.transactions, postings=digest.postings, digest=digest.digest,
+        memory_measure=memory.measure,
     )
 
 
@@ -360,7 +363,7 @@ async def _replay_one_by_one(
         APPLY_EVENT, events, seconds, events / seconds if seconds else 0.0, memory.peak_mb, memory.start_mb,
         stage_seconds={name: round(value, 3) for name, value in (stages | cpu.stages()).items()},
         transactions=digest.transactions, postings=digest.postings, digest=digest.digest,
-        rejected=counts["rejected"], undecodable=counts["undecodable"],
+        rejected=counts["rejected"], undecodable=counts["undecodable"], memory_measure=memory.measure,
     )
 
 
@@ -405,7 +408,7 @@ class ReplayResults:
             "before": self.before.as_json() if self.before else None,
             "after_on_cut": self.after_on_cut.as_json() if self.after_on_cut else None,
             "identical_to_apply_event": self.identical, "expected_digest": self.expected_digest,
-            "memory_measure": "peak RSS of the replay's own process, sampled by psutil every 10 ms",
+            "memory_measure": f"peak RSS of the replay's own process: {self.replay.memory_measure}",
         }
 
 
