@@ -64,6 +64,13 @@ class KafkaSettings(BaseSettings):
             )
         return options
 
+    def document_for_a_child(self) -> dict[str, Any]:
+        """These settings as JSON for a child process, secrets revealed: for its stdin, never a command line."""
+        document = self.model_dump(mode="json")
+        if self.kafka_sasl_password is not None:
+            document["kafka_sasl_password"] = self.kafka_sasl_password.get_secret_value()
+        return document
+
     def producer_options(self) -> dict[str, Any]:
         """Options for every producer: nothing counts as published until all in-sync replicas have it."""
         return {**self.client_options(), "acks": "all", "enable_idempotence": self.kafka_idempotent_producer}

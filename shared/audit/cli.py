@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from shared.audit.replay import DEFAULT_WORKERS, AuditError, ReplayProgress, replay
+from shared.audit.replay import DEFAULT_PROCESSES, DEFAULT_WORKERS, AuditError, ReplayProgress, replay
 from shared.audit.report import dumps, print_replay, print_verify, write_json
 from shared.audit.verify import verify
 from shared.settings import KafkaSettings
@@ -49,6 +49,9 @@ DatabaseOption = Annotated[str | None, typer.Option(
 WorkersOption = Annotated[int, typer.Option(
     "--workers", min=1, max=16,
     help="Database connections applying partitions side by side (each partition stays in its own order).")]
+ProcessesOption = Annotated[int, typer.Option(
+    "--processes", min=1, max=32,
+    help="Processes the --workers connections are spread over (default: one per core, at most 4).")]
 StackEnvOption = Annotated[Path | None, typer.Option(
     "--stack-env", help="A stack file to read addresses and the auditor token from (default: .anyam/stack.env "
     "when it exists).", dir_okay=False)]
@@ -119,6 +122,7 @@ def replay_command(
     stack_env: StackEnvOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON document instead.")] = False,
     workers: WorkersOption = DEFAULT_WORKERS,
+    processes: ProcessesOption = DEFAULT_PROCESSES,
 ) -> None:
     """Rebuild the ledger from the topics alone into a scratch database; print balances and the digest.
 
@@ -129,7 +133,7 @@ def replay_command(
     kafka = connection.kafka(bootstrap_servers, topic_prefix)
     with replay_progress() as progress:
         result = asyncio.run(replay(kafka, as_of=moment, database_url=database_url, progress=progress,
-                                    workers=workers))
+                                    workers=workers, processes=processes))
     if as_json:
         typer.echo(dumps(result.to_json()))  # plain: rich would wrap long lines
     else:

@@ -11,10 +11,10 @@ process as the replay it is compared with:
   contracts' `decode`, then `services.payout.projections.apply_event` per event, in one
   transaction per fetched batch with the batch's offsets, as the ledger consumer does;
 - `apply_events`: the auditor's rebuild itself (`shared.audit.replay.replayed_ledger`, what
-  `anyam replay` runs, with its default number of workers): the same records decoded the
-  same way, posted a batch at a time by `services.payout.projections.apply_events` (as the
-  ledger consumer posts them too; rows identical to apply_event's), partitions dealt out to
-  connections working side by side.
+  `anyam replay` runs, with its default numbers of processes and workers): the same records
+  decoded the same way, posted a batch at a time by `services.payout.projections.apply_events`
+  (as the ledger consumer posts them too; rows identical to apply_event's), partitions dealt
+  out to processes (`shared.audit.lanes`) and within each to connections working side by side.
 
 Each replay writes into a fresh database; its digest (`projections.ledger_digest`) is
 taken after the clock stops. Each phase also reports the CPU seconds of its own process and
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -38,7 +39,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from services.payout import projections
 from services.payout.app import LEDGER_TOPICS
 from services.payout.projections import Source
-from shared.audit.replay import replayed_ledger
+from shared.audit.replay import DEFAULT_PROCESSES, replayed_ledger
 from shared.bench.environment import BenchEnvironment
 from shared.bench.memory import PeakRss
 from shared.contracts import DecodeError, Envelope, base_topic, decode, topic_name
@@ -109,7 +110,7 @@ async def stop_offsets(kafka: KafkaSettings, fraction: float = 1.0) -> dict[Topi
 
 def job_for(kafka: KafkaSettings, stops: Mapping[TopicPartition, int], phases: list[Phase], batch: int) -> ReplayJob:
     return ReplayJob(
-        kafka=_settings_document(kafka),
+        kafka=kafka.document_for_a_child(),
         stops=tuple((tp.topic, tp.partition, stop) for tp, stop in sorted(stops.items())),
         phases=tuple(phases), batch=batch,
     )
@@ -129,14 +130,6 @@ async def run_in_child(job: ReplayJob) -> list[PhaseFigures]:
     if process.returncode != 0:
         raise RuntimeError(f"the replay child failed (exit {process.returncode}): {err.decode()[-2000:]}")
     return [PhaseFigures(**result) for result in json.loads(out)]
-
-
-def _settings_document(kafka: KafkaSettings) -> dict[str, Any]:
-    # Secrets revealed: the document goes to the child on its stdin, never on a command line.
-    document = kafka.model_dump(mode="json")
-    if kafka.kafka_sasl_password is not None:
-        document["kafka_sasl_password"] = kafka.kafka_sasl_password.get_secret_value()
-    return document
 
 
 def _job_from_json(document: dict[str, Any]) -> ReplayJob:
@@ -278,18 +271,24 @@ async def replay_ledger(
 
 
 class _CpuSplit:
-    """CPU seconds of this process and of the rest of the machine (PostgreSQL, the broker, …) from
-    `start` to `stop`: which side bounds a replay, whatever its wall time says."""
+    """CPU seconds of this process (with the lane processes it ran and waited for) and of the rest of
+    the machine (PostgreSQL, the broker, …) from `start` to `stop`: which side bounds a replay,
+    whatever its wall time says."""
 
     def start(self) -> None:
-        self._process, self._machine = time.process_time(), _busy_seconds()
+        self._process, self._machine = _own_cpu_seconds(), _busy_seconds()
 
     def stop(self) -> None:
-        self.this_process = time.process_time() - self._process
+        self.this_process = _own_cpu_seconds() - self._process
         self.rest_of_machine = max(_busy_seconds() - self._machine - self.this_process, 0.0)
 
     def stages(self) -> dict[str, float]:
         return {"cpu_of_this_process": self.this_process, "cpu_of_the_rest_of_the_machine": self.rest_of_machine}
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()  # children's times count once they have ended and been waited for
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def _busy_seconds() -> float:
@@ -300,12 +299,14 @@ def _busy_seconds() -> float:
 async def _replay_as_the_auditor_does(
     kafka: KafkaSettings, stops: Mapping[TopicPartition, int], database_url: str,
 ) -> PhaseFigures:
-    """`anyam replay`'s own rebuild (`replayed_ledger`: its connections, lanes and batches), up to `stops`."""
+    """`anyam replay`'s own rebuild (`replayed_ledger`: its processes, connections, lanes and batches, with
+    `anyam replay`'s defaults), up to `stops`. Its memory is this process's peak plus each lane process's."""
     cpu = _CpuSplit()
     with PeakRss() as memory:
         started = time.perf_counter()
         cpu.start()
-        async with replayed_ledger(kafka, database_url=database_url, topics=LEDGER_TOPICS, stop_at=stops) as ledger:
+        async with replayed_ledger(kafka, database_url=database_url, topics=LEDGER_TOPICS, stop_at=stops,
+                                   processes=DEFAULT_PROCESSES) as ledger:
             seconds = time.perf_counter() - started
             cpu.stop()
             history = ledger.history
@@ -313,11 +314,14 @@ async def _replay_as_the_auditor_does(
     if history.refused_count or history.undecodable_count:
         raise RuntimeError(f"a generated history replayed with {history.refused_count} refused and "
                            f"{history.undecodable_count} undecodable records")
+    lanes = history.lane_peak_rss_mb
     return PhaseFigures(
-        APPLY_EVENTS, history.records, seconds, history.records / seconds if seconds else 0.0, memory.peak_mb,
-        memory.start_mb, stage_seconds={name: round(value, 3) for name, value in cpu.stages().items()},
+        APPLY_EVENTS, history.records, seconds, history.records / seconds if seconds else 0.0,
+        memory.peak_mb + sum(lanes), memory.start_mb,
+        stage_seconds={name: round(value, 3) for name, value in cpu.stages().items()},
         transactions=digest.transactions, postings=digest.postings, digest=digest.digest,
-        memory_measure=memory.measure,
+        memory_measure=memory.measure + (f", plus the peak RSS of each of its {len(lanes)} lane processes "
+                                         "(VmHWM), summed" if lanes else ""),
     )
 
 

@@ -221,17 +221,22 @@ async def test_a_replay_after_a_realistic_history_gives_the_live_digest_and_bala
 
 
 async def test_reading_the_partitions_in_reverse_or_shuffled_gives_the_same_digest(programme, scratch_database):
-    forward = await replay(programme.kafka, database_url=await scratch_database())
-    backward = await replay(programme.kafka, database_url=await scratch_database(),
+    # Forward by two connections in two processes (the default here), backward by one connection in this
+    # process, shuffled by two connections side by side in this process.
+    forward = await replay(programme.kafka, database_url=await scratch_database(), workers=2, processes=2)
+    backward = await replay(programme.kafka, database_url=await scratch_database(), workers=1, processes=1,
                             partition_order=lambda parts: list(reversed(sorted_order(parts))))
-    # Shuffled, and applied by two connections side by side.
-    shuffled = await replay(programme.kafka, database_url=await scratch_database(), workers=2,
+    shuffled = await replay(programme.kafka, database_url=await scratch_database(), workers=2, processes=1,
                             partition_order=lambda parts: random.Random(3).sample(parts, len(parts)))
 
     assert backward.history.order == list(reversed(forward.history.order))
     assert shuffled.history.order not in (forward.history.order, backward.history.order)
     assert forward.digest == backward.digest == shuffled.digest
     assert forward.accounts == backward.accounts == shuffled.accounts
+    # Read in two processes, it is read as in one: the same records, by type, posted once each.
+    assert forward.history.lane_peak_rss_mb and not backward.history.lane_peak_rss_mb
+    assert forward.history.to_json() | {"seconds": 0} == backward.history.to_json() | {
+        "seconds": 0, "partitions": list(reversed(backward.history.to_json()["partitions"]))}
 
 
 async def test_a_replay_as_of_mid_history_gives_the_balances_that_were_true_then(programme, scratch_database):
@@ -287,8 +292,9 @@ async def test_anyam_replay_as_of_prints_the_cut_ledger_as_json(programme, tmp_p
     assert document["history"]["undecodable"]["count"] == 0
 
 
+@pytest.mark.parametrize("processes", [1, 2], ids=["in-this-process", "in-two-processes"])
 async def test_records_that_are_not_events_are_counted_and_reported_never_fatal(
-    kafka_settings, producer, scratch_database
+    kafka_settings, producer, scratch_database, processes
 ):
     passed = Envelope.wrap(QcPassed(piece_id="pc_1", artisan_id="res_1", collaborator_id="col_1", product="piring",
                                     amount_idr=15_000, submission_id="sub_1", inspected_at=MID_WEAVING,
@@ -301,9 +307,11 @@ async def test_records_that_are_not_events_are_counted_and_reported_never_fatal(
     await producer.send_and_wait(production, None, key=b"res_1")  # a tombstone
     await producer.send_and_wait(submissions, record.value, key=b"pc_1")  # a qc-passed forged onto submissions
 
-    result = await replay(kafka_settings, database_url=await scratch_database())
+    result = await replay(kafka_settings, database_url=await scratch_database(), workers=2, processes=processes)
 
     assert result.history.records == 4 and result.history.events == 1
+    # The submissions' partition and the production one are two shares: one read by a child process.
+    assert len(result.history.lane_peak_rss_mb) == processes - 1
     assert sorted(u.reason for u in result.history.undecodable) == ["malformed", "malformed", "unexpected-type"]
     assert result.history.undecodable_count == 3
     assert result.accounts == {"artisan:res_1:payable": 15_000, "collaborator:col_1:fees": -15_000}

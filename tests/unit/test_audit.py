@@ -7,11 +7,13 @@ from datetime import datetime, timedelta
 
 import pytest
 import typer
+from aiokafka import TopicPartition
 
 from services.payout import domain
 from shared.audit import invariants as inv
 from shared.audit.cli import Connection, parse_as_of
 from shared.audit.invariants import HistoryFacts, LedgerRow, Position
+from shared.audit.lanes import balanced_shares
 from shared.contracts import Envelope, Topic, decode, encode, service_source
 from shared.contracts.events import (
     CollaboratorRegistered,
@@ -457,3 +459,16 @@ def test_settings_come_from_the_option_then_a_named_stack_file_then_the_environm
     assert named.kafka(None, None).topic_prefix == "p-"
     assert named.get("ANYAM_PAYOUT_URL") == "http://env"
     assert Connection(None).kafka(None, None).kafka_bootstrap == "env:9092"
+
+
+def test_partitions_are_dealt_to_processes_by_their_records_each_share_in_reading_order():
+    a, b, c, empty, e = (TopicPartition("production", n) for n in range(5))
+    order = [a, b, c, empty, e]
+    sizes = {a: 100, b: 60, c: 50, empty: 0, e: 10}
+
+    # The largest first, each to the share with the fewest records so far: 110 and 110.
+    assert balanced_shares(order, sizes, 2) == [[a, e], [b, c]]
+    # Never more shares than partitions with records to read; nothing to read, nothing dealt.
+    assert balanced_shares(order, sizes, 8) == [[a], [b], [c], [e]]
+    assert balanced_shares(order, sizes, 1) == [[a, b, c, e]]
+    assert balanced_shares([empty], {empty: 0}, 2) == []

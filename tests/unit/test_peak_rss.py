@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from shared import peak_rss
 from shared.bench import memory
 from shared.bench.memory import PeakRss
 
@@ -37,7 +38,7 @@ def test_the_kernel_keeps_the_peak_and_each_measurement_starts_afresh():
 
 
 def test_where_the_kernel_keeps_no_peak_rss_is_sampled(monkeypatch):
-    monkeypatch.setattr(memory, "_CLEAR_REFS", memory.Path("/nonexistent/clear_refs"))
+    monkeypatch.setattr(peak_rss, "_CLEAR_REFS", peak_rss.Path("/nonexistent/clear_refs"))
     with PeakRss(interval=0.001) as sampled:
         block = _touched_block()
         deadline = time.monotonic() + 5
@@ -51,5 +52,5 @@ def test_where_the_kernel_keeps_no_peak_rss_is_sampled(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _linux_only():
-    if not memory._STATUS.exists():
+    if not peak_rss._STATUS.exists():
         pytest.fail("these tests read /proc/self/status: they run on Linux, as CI does")
