@@ -191,11 +191,13 @@ def targets(results: BenchResults) -> list[Target]:
             Target("end-to-end lost", "0", str(latency.lost), latency.lost == 0),
         ]
     if results.commands:
-        best = max(results.commands, key=lambda step: step.throughput_per_second)
         good = [step for step in results.commands if step.throughput_per_second >= 1000 and step.p99_ms <= 50]
+        # The step that meets the target, if one does (the fastest such), else the fastest: what is shown
+        # is what the verdict rests on.
+        shown = max(good or results.commands, key=lambda step: step.throughput_per_second)
         found.append(Target("POST /pieces", ">= 1,000/s with p99 <= 50 ms",
-                            f"best {best.throughput_per_second:,.0f}/s (p99 {best.p99_ms:,.0f} ms at "
-                            f"concurrency {best.concurrency})", bool(good)))
+                            f"{'' if good else 'best '}{shown.throughput_per_second:,.0f}/s (p99 "
+                            f"{shown.p99_ms:,.0f} ms at concurrency {shown.concurrency})", bool(good)))
     if (appends := results.appends) is not None:
         if appends.peer_error:
             found.append(Target("appends vs eventsourcing", ">= 2x", appends.peer_error, False))

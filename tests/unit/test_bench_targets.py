@@ -1,0 +1,34 @@
+"""The bench's verdict on `POST /pieces` shows the step it rests on."""
+
+from __future__ import annotations
+
+from shared.bench.commands import CommandStep
+from shared.bench.runner import BenchConfig, BenchResults, targets
+
+
+def _step(concurrency: int, per_second: float, p99_ms: float) -> CommandStep:
+    requests = int(per_second * 10)
+    return CommandStep(concurrency=concurrency, requests=requests, errors=0, pieces_recorded=requests,
+                       service_cpu_us_per_request=700.0, service_cpu_percent=80.0, seconds=10.0,
+                       throughput_per_second=per_second, p50_ms=p99_ms / 2, p99_ms=p99_ms, max_ms=p99_ms,
+                       mean_ms=p99_ms / 2)
+
+
+def _verdict(*steps: CommandStep):
+    results = BenchResults(config=BenchConfig(), machine={}, environment="", started_at="", commands=list(steps))
+    [target] = [t for t in targets(results) if t.name == "POST /pieces"]
+    return target
+
+
+def test_the_step_that_meets_the_target_is_shown_not_a_faster_one_that_misses_it():
+    target = _verdict(_step(16, 1_059, 31.7), _step(64, 1_169, 179.6))
+
+    assert target.met
+    assert target.measured == "1,059/s (p99 32 ms at concurrency 16)"
+
+
+def test_with_no_step_meeting_it_the_fastest_is_shown_as_the_best():
+    target = _verdict(_step(16, 959, 28.0), _step(64, 1_169, 179.6))
+
+    assert not target.met
+    assert target.measured == "best 1,169/s (p99 180 ms at concurrency 64)"
