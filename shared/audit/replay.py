@@ -57,8 +57,8 @@ _END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 BATCH_SIZE = 1000
 #: Processes a rebuild's lanes are spread over by default (`shared.audit.lanes`): one per core, at
 #: most four. A process's Python runs on one core, and decoding and posting a million events is
-#: mostly Python (measured on two cores: two lanes in two processes rebuild about 1.2 times as fast
-#: as two lanes in one, and about 1.7 times as fast as one lane).
+#: mostly Python (measured on two cores: two lanes in two processes rebuild about 1.25 times as fast
+#: as two lanes in one).
 DEFAULT_PROCESSES = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
                                (os.cpu_count() or 1), 4))
 #: Connections applying partitions side by side by default: at least two, so that one lane posts while
