@@ -80,6 +80,9 @@ async def read_history_in_processes(
     keys = {tp: key for tp, key in zip(order, read.order, strict=True)}
     shares = balanced_shares(order, {tp: read.ends[keys[tp]] - read.starts[keys[tp]] for tp in order},
                              min(processes, workers))
+    if not shares:  # nothing to read: an empty history
+        read.seconds = time.monotonic() - started
+        return read
     lanes = [workers // len(shares) + (1 if i < workers % len(shares) else 0) for i in range(len(shares))]
     done = [0] * len(shares)
 
@@ -96,11 +99,16 @@ async def read_history_in_processes(
     } for i in range(1, len(shares))]
     # The first share is read here (one interpreter fewer in memory), the others by child processes; a
     # failure anywhere cancels the rest, and a cancelled child process is killed.
-    async with asyncio.TaskGroup() as group:
-        group.create_task(read_share(database_url, kafka, shares[0], read, lanes[0],
-                                     lambda step: told(0, step.done), total, idle_timeout))
-        children = [group.create_task(_run_child(job, lambda records, i=i: told(i, records)))
-                    for i, job in enumerate(jobs, start=1)]
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(read_share(database_url, kafka, shares[0], read, lanes[0],
+                                         lambda step: told(0, step.done), total, idle_timeout))
+            children = [group.create_task(_run_child(job, lambda records, i=i: told(i, records)))
+                        for i, job in enumerate(jobs, start=1)]
+    except BaseExceptionGroup as failed:
+        # The first failure says what went wrong (an `AuditError` the command line words in one line);
+        # the other shares were cancelled, or failed the same way.
+        raise failed.exceptions[0] from None
     for child in children:
         _merge(read, child.result())
     # Listed in reading order, as a replay in one process lists them.

@@ -30,15 +30,17 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from services.enrollment.app import EnrollmentSettings
 from services.enrollment.app import create_app as enrollment_app
-from services.payout import domain
+from services.payout import domain, projections
 from services.payout.app import PayoutSettings
 from services.payout.app import create_app as payout_app
 from services.production.app import ProductionSettings
 from services.production.app import create_app as production_app
+from shared.audit.lanes import read_history_in_processes
 from shared.audit.replay import AuditError, ReplayResult, replay, sorted_order
 from shared.audit.verify import verify
 from shared.contracts import ALL_TOPICS, Envelope, Topic, decode, encode, topic_name
@@ -316,6 +318,31 @@ async def test_records_that_are_not_events_are_counted_and_reported_never_fatal(
     assert result.history.undecodable_count == 3
     assert result.accounts == {"artisan:res_1:payable": 15_000, "collaborator:col_1:fees": -15_000}
     assert result.digest == domain.ledger_digest(domain.digest_rows([domain.transaction_for(passed)]))
+
+
+async def test_an_empty_history_replayed_in_two_processes_is_an_empty_ledger(kafka_settings, scratch_database):
+    result = await replay(kafka_settings, database_url=await scratch_database(), workers=2, processes=2)
+
+    assert result.history.records == 0 and result.transactions == 0 and result.accounts == {}
+    assert result.history.lane_peak_rss_mb == []  # nothing to deal: no child process started
+
+
+async def test_a_lane_that_fails_in_a_child_process_fails_the_replay_with_its_own_words(
+    kafka_settings, scratch_database
+):
+    url = await scratch_database()
+    conn = await asyncpg.connect(url)
+    try:
+        await projections.install_ledger(conn)
+    finally:
+        await conn.close()
+    production = topic_name(Topic.PRODUCTION, kafka_settings.topic_prefix)
+    # Offsets the empty partitions never reach: both shares (this process's and the child's) stall.
+    beyond = {TopicPartition(production, 0): 5, TopicPartition(production, 1): 3}
+
+    with pytest.raises(AuditError, match="stopped answering"):
+        await read_history_in_processes(url, kafka_settings, topics=[Topic.PRODUCTION], stop_at=beyond,
+                                        idle_timeout=1.0, processes=2, workers=2)
 
 
 async def test_a_replay_refuses_to_write_into_a_database_that_holds_a_ledger(programme):
