@@ -169,8 +169,10 @@ async def _run_child(job: dict[str, Any], told: Callable[[int], None]) -> dict[s
         errors = asyncio.create_task(child.stderr.read())
         answer: dict[str, Any] = {}
         async for line in child.stdout:
+            if not line.startswith(b"{"):
+                continue  # not ours: something a library printed
             answer = json.loads(line)
-            if "records" in answer and "result" not in answer:
+            if "records" in answer:
                 told(answer["records"])
         code = await child.wait()
         stderr = (await errors).decode(errors="replace")
