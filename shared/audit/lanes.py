@@ -94,7 +94,8 @@ async def read_history_in_processes(
     jobs = [{
         "kafka": kafka.document_for_a_child(), "database_url": database_url, "idle_timeout": idle_timeout,
         "total": total, "workers": lanes[i],
-        "partitions": [[tp.topic, tp.partition, *keys[tp], read.starts[keys[tp]], read.ends[keys[tp]]]
+        # Each partition: its topic's full and base names, its number, and where to start and stop.
+        "partitions": [[tp.topic, keys[tp][0], tp.partition, read.starts[keys[tp]], read.ends[keys[tp]]]
                        for tp in shares[i]],
     } for i in range(1, len(shares))]
     # The first share is read here (one interpreter fewer in memory), the others by child processes; a
@@ -207,7 +208,7 @@ async def _read_job(job: dict[str, Any]) -> dict[str, Any]:
     kafka = KafkaSettings(**job["kafka"])
     read = HistoryRead()
     order = []
-    for topic, partition, base, _, start, end in job["partitions"]:
+    for topic, base, partition, start, end in job["partitions"]:
         order.append(TopicPartition(topic, partition))
         read.order.append((base, partition))
         read.starts[(base, partition)], read.ends[(base, partition)] = start, end
