@@ -26,3 +26,26 @@ def test_an_id_that_reads_as_a_phone_number_is_drawn_again(monkeypatch):
 
 def test_entity_ids_keep_their_prefix():
     assert re.fullmatch(r"pc_[0-9A-HJKMNP-TV-Z]{26}", ids.new_id("pc"))
+
+
+def test_ids_made_at_a_moment_are_the_services_kinds_ordered_by_that_moment_and_seeded():
+    import random
+    import uuid
+    from datetime import datetime, timedelta
+
+    from ulid import ULID
+
+    from shared.timeutil import WIB
+
+    moments = [datetime(2024, 1, 1, 8, 0, tzinfo=WIB) + timedelta(minutes=n) for n in range(500)]
+    rng = random.Random(8)
+    events = [ids.event_id_at(moment, rng) for moment in moments]
+    pieces = [ids.new_id_at("pc", moment, rng) for moment in moments]
+    assert all(uuid.UUID(e).version == 7 for e in events)
+    assert [uuid.UUID(e).int >> 80 for e in events] == [int(m.timestamp() * 1000) for m in moments]
+    assert events == sorted(events) and pieces == sorted(pieces)  # a later moment, a later id
+    assert all(re.fullmatch(r"pc_[0-9A-HJKMNP-TV-Z]{26}", p) for p in pieces)
+    assert [ULID.from_str(p[3:]).datetime for p in pieces] == moments
+    again = random.Random(8)
+    assert [ids.event_id_at(m, again) for m in moments] == events  # the same seed, the same ids
+    assert len(set(events)) == len(events)
