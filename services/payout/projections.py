@@ -37,15 +37,19 @@ from shared.eventstore import BatchHandler, Reject
 INSTALL_LOCK_KEY = 0x616E79616D01
 
 DDL = """
+-- Keys and ids compare as "C" (byte order): each posted event puts them into seven or eight
+-- index entries, and under the database's default collation every comparison went through the
+-- C library's strcoll on copies of both strings (a tenth of PostgreSQL's time in a replay). The
+-- order is the one the digest sorts in anyway; equality is the same under any collation.
 CREATE TABLE IF NOT EXISTS ledger_transactions (
-    transaction_id   text        PRIMARY KEY,
+    transaction_id   text COLLATE "C" PRIMARY KEY,
     kind             text        NOT NULL CHECK (kind IN ('earned', 'scheduled', 'paid', 'failed')),
-    business_key     text        NOT NULL UNIQUE,
-    event_id         text        NOT NULL UNIQUE,
+    business_key     text COLLATE "C" NOT NULL UNIQUE,
+    event_id         text COLLATE "C" NOT NULL UNIQUE,
     event_type       text        NOT NULL,
     event_time       timestamptz NOT NULL,
-    artisan_id       text        NOT NULL,
-    subject_id       text        NOT NULL,
+    artisan_id       text COLLATE "C" NOT NULL,
+    subject_id       text COLLATE "C" NOT NULL,
     amount_idr       bigint      NOT NULL CHECK (amount_idr >= 0),
     -- Where the event was read from: metadata for people, never part of the ledger's meaning
     -- (a replay reads other offsets, and the digest ignores these columns).
@@ -61,12 +65,26 @@ CREATE TABLE IF NOT EXISTS ledger_postings (
     -- Its transaction must exist: checked per statement by `ledger_postings_belong_and_balance`
     -- below, not by a foreign key, whose row-level checks lock the transaction's row once per
     -- posting (a third of the ledger's write cost). Ledgers installed with the key drop it.
-    transaction_id text   NOT NULL,
-    account        text   NOT NULL,
+    transaction_id text COLLATE "C" NOT NULL,
+    account        text COLLATE "C" NOT NULL,
     amount_idr     bigint NOT NULL,
     PRIMARY KEY (transaction_id, account)
 );
 ALTER TABLE ledger_postings DROP CONSTRAINT IF EXISTS ledger_postings_transaction_id_fkey;
+-- Ledgers installed before their keys were "C" are brought over once: the rows stay as they are
+-- (text is text), each index on a changed column is rebuilt.
+DO $$
+DECLARE
+    col record;
+BEGIN
+    FOR col IN SELECT a.attrelid::regclass AS tab, a.attname AS name FROM pg_attribute a
+               WHERE a.attrelid IN (to_regclass('ledger_transactions'), to_regclass('ledger_postings'))
+                 AND a.attname IN ('transaction_id', 'business_key', 'event_id', 'artisan_id', 'subject_id', 'account')
+                 AND a.attcollation <> 'pg_catalog."C"'::regcollation
+    LOOP
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I TYPE text COLLATE "C"', col.tab, col.name);
+    END LOOP;
+END $$;
 CREATE INDEX IF NOT EXISTS ledger_postings_account ON ledger_postings (account);
 
 -- Double entry, enforced by the database: every statement that writes to the ledger must leave

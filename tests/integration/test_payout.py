@@ -681,6 +681,50 @@ async def test_a_ledger_installed_with_the_foreign_key_loses_it_and_keeps_its_ro
         await conn.close()
 
 
+async def test_a_ledger_installed_before_its_keys_compared_as_c_is_brought_over_with_its_rows(database_url):
+    """Ledgers installed before their keys and ids were `COLLATE "C"` took the database's default
+    collation; installing again (every start does) changes those columns and keeps every row."""
+    keyed = ("transaction_id", "business_key", "event_id", "artisan_id", "subject_id", "account")
+
+    async def collations() -> dict[str, str]:
+        rows = await conn.fetch("""SELECT a.attrelid::regclass::text || '.' || a.attname AS col, c.collname
+                                   FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+                                   WHERE a.attrelid IN ('ledger_transactions'::regclass, 'ledger_postings'::regclass)
+                                     AND a.attname = ANY($1::text[])""", list(keyed))
+        return {row["col"]: row["collname"] for row in rows}
+
+    history = list(generate_history(400, 6, seed=5))
+    conn = await asyncpg.connect(database_url)
+    try:
+        # The DDL as it was: no collation on the keys, and no step that changes it.
+        before_c = re.sub(r"DO \$\$.*?END \$\$;", "", projections.DDL.replace(' COLLATE "C"', ""), flags=re.S)
+        await conn.execute(before_c)
+        assert set((await collations()).values()) == {"default"}
+        async with conn.transaction():
+            assert not (await projections.apply_events(conn, [(e, None) for e in history[:300]])).rejected
+        before = await projections.ledger_digest(conn)
+
+        await projections.install_ledger(conn)
+        # As a service starting again: a new connection (one that prepared statements on the old
+        # columns must prepare them again, which asyncpg refuses to do inside a transaction).
+        await conn.close()
+        conn = await asyncpg.connect(database_url)
+
+        assert await collations() == {f"{table}.{column}": "C" for table, column in [
+            ("ledger_transactions", "transaction_id"), ("ledger_transactions", "business_key"),
+            ("ledger_transactions", "event_id"), ("ledger_transactions", "artisan_id"),
+            ("ledger_transactions", "subject_id"), ("ledger_postings", "transaction_id"),
+            ("ledger_postings", "account")]}
+        assert await projections.ledger_digest(conn) == before
+        # The rebuilt indexes still keep the ledger exact: a redelivery changes nothing, the rest posts.
+        async with conn.transaction():
+            outcome = await projections.apply_events(conn, [(e, None) for e in history[250:]])
+        assert not outcome.rejected and not outcome.failed
+        assert (await projections.ledger_digest(conn)).digest == expected_digest(history)
+    finally:
+        await conn.close()
+
+
 async def test_posting_probes_the_ledger_and_never_scans_it(database_url):
     """The ledger's checks look transactions up by key: were any of them to scan the ledger (as a
     join in a trigger once did, through the plan PL/pgSQL cached while the ledger was small),
