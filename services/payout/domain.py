@@ -25,11 +25,11 @@ import base64
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from shared.contracts import Envelope
 from shared.contracts.events import EventData, Paid, PayoutFailed, PayoutScheduled, QcPassed
@@ -125,28 +125,45 @@ def _transfer(source: str, destination: str, amount: int) -> tuple[Posting, ...]
     return legs if source <= destination else (legs[1], legs[0])
 
 
+def _earned(data: QcPassed) -> tuple[Kind, str, str, tuple[Posting, ...]]:
+    return (Kind.EARNED, f"piece:{data.piece_id}", data.piece_id,
+            _transfer(collaborator_fees(data.collaborator_id), payable(data.artisan_id), data.amount_idr))
+
+
+def _scheduled(data: PayoutScheduled) -> tuple[Kind, str, str, tuple[Posting, ...]]:
+    return (Kind.SCHEDULED, f"payout:{data.payout_id}:scheduled", data.payout_id,
+            _transfer(payable(data.artisan_id), in_transit(data.artisan_id), data.amount_idr))
+
+
+def _paid(data: Paid) -> tuple[Kind, str, str, tuple[Posting, ...]]:
+    return (Kind.PAID, f"payout:{data.payout_id}:settled", data.payout_id,
+            _transfer(in_transit(data.artisan_id), paid_account(data.artisan_id), data.amount_idr))
+
+
+def _failed(data: PayoutFailed) -> tuple[Kind, str, str, tuple[Posting, ...]]:
+    # Shares the settlement key with `paid`: a payout ends one way, once.
+    return (Kind.FAILED, f"payout:{data.payout_id}:settled", data.payout_id,
+            _transfer(in_transit(data.artisan_id), payable(data.artisan_id), data.amount_idr))
+
+
+#: The posting rule of each event type that moves money: (kind, business key, subject, postings).
+#: Looked up by the data's exact type rather than matched class by class: the event models'
+#: metaclass is an ABCMeta, whose isinstance checks were a seventh of a replay's posting work.
+_POSTING_RULES: dict[type[EventData], Callable[[Any], tuple[Kind, str, str, tuple[Posting, ...]]]] = {
+    QcPassed: _earned, PayoutScheduled: _scheduled, Paid: _paid, PayoutFailed: _failed,
+}
+
+
 def transaction_for(event: Envelope) -> LedgerTransaction | None:
     """The ledger transaction `event` makes, or None for events that move no money.
 
     Pure and order-free: the result depends on this one event alone.
     """
     data = event.data
-    match data:
-        case QcPassed():
-            kind, key, subject = Kind.EARNED, f"piece:{data.piece_id}", data.piece_id
-            postings = _transfer(collaborator_fees(data.collaborator_id), payable(data.artisan_id), data.amount_idr)
-        case PayoutScheduled():
-            kind, key, subject = Kind.SCHEDULED, f"payout:{data.payout_id}:scheduled", data.payout_id
-            postings = _transfer(payable(data.artisan_id), in_transit(data.artisan_id), data.amount_idr)
-        case Paid():
-            kind, key, subject = Kind.PAID, f"payout:{data.payout_id}:settled", data.payout_id
-            postings = _transfer(in_transit(data.artisan_id), paid_account(data.artisan_id), data.amount_idr)
-        case PayoutFailed():
-            # Shares the settlement key with `paid`: a payout ends one way, once.
-            kind, key, subject = Kind.FAILED, f"payout:{data.payout_id}:settled", data.payout_id
-            postings = _transfer(in_transit(data.artisan_id), payable(data.artisan_id), data.amount_idr)
-        case _:
-            return None
+    rule = _POSTING_RULES.get(type(data))
+    if rule is None:
+        return None
+    kind, key, subject, postings = rule(data)
     return LedgerTransaction(
         transaction_id=transaction_id(kind, event.id), kind=kind, business_key=key, event_id=event.id,
         event_type=event.type, event_time=to_wib(event.time), artisan_id=data.artisan_id, subject_id=subject,
