@@ -125,32 +125,20 @@ def _transfer(source: str, destination: str, amount: int) -> tuple[Posting, ...]
     return legs if source <= destination else (legs[1], legs[0])
 
 
-def _earned(data: QcPassed) -> tuple[Kind, str, str, tuple[Posting, ...]]:
-    return (Kind.EARNED, f"piece:{data.piece_id}", data.piece_id,
-            _transfer(collaborator_fees(data.collaborator_id), payable(data.artisan_id), data.amount_idr))
-
-
-def _scheduled(data: PayoutScheduled) -> tuple[Kind, str, str, tuple[Posting, ...]]:
-    return (Kind.SCHEDULED, f"payout:{data.payout_id}:scheduled", data.payout_id,
-            _transfer(payable(data.artisan_id), in_transit(data.artisan_id), data.amount_idr))
-
-
-def _paid(data: Paid) -> tuple[Kind, str, str, tuple[Posting, ...]]:
-    return (Kind.PAID, f"payout:{data.payout_id}:settled", data.payout_id,
-            _transfer(in_transit(data.artisan_id), paid_account(data.artisan_id), data.amount_idr))
-
-
-def _failed(data: PayoutFailed) -> tuple[Kind, str, str, tuple[Posting, ...]]:
-    # Shares the settlement key with `paid`: a payout ends one way, once.
-    return (Kind.FAILED, f"payout:{data.payout_id}:settled", data.payout_id,
-            _transfer(in_transit(data.artisan_id), payable(data.artisan_id), data.amount_idr))
-
-
-#: The posting rule of each event type that moves money: (kind, business key, subject, postings).
+#: The posting rule of each event type that moves money (the table in this module's docstring):
+#: its kind, business key and subject, and the accounts the event's `amount_idr` flows from and to.
 #: Looked up by the data's exact type rather than matched class by class: the event models'
 #: metaclass is an ABCMeta, whose isinstance checks were a seventh of a replay's posting work.
-_POSTING_RULES: dict[type[EventData], Callable[[Any], tuple[Kind, str, str, tuple[Posting, ...]]]] = {
-    QcPassed: _earned, PayoutScheduled: _scheduled, Paid: _paid, PayoutFailed: _failed,
+_POSTING_RULES: dict[type[EventData], Callable[[Any], tuple[Kind, str, str, str, str]]] = {
+    QcPassed: lambda d: (Kind.EARNED, f"piece:{d.piece_id}", d.piece_id,
+                         collaborator_fees(d.collaborator_id), payable(d.artisan_id)),
+    PayoutScheduled: lambda d: (Kind.SCHEDULED, f"payout:{d.payout_id}:scheduled", d.payout_id,
+                                payable(d.artisan_id), in_transit(d.artisan_id)),
+    Paid: lambda d: (Kind.PAID, f"payout:{d.payout_id}:settled", d.payout_id,
+                     in_transit(d.artisan_id), paid_account(d.artisan_id)),
+    # Shares the settlement key with `paid`: a payout ends one way, once.
+    PayoutFailed: lambda d: (Kind.FAILED, f"payout:{d.payout_id}:settled", d.payout_id,
+                             in_transit(d.artisan_id), payable(d.artisan_id)),
 }
 
 
@@ -163,11 +151,11 @@ def transaction_for(event: Envelope) -> LedgerTransaction | None:
     rule = _POSTING_RULES.get(type(data))
     if rule is None:
         return None
-    kind, key, subject, postings = rule(data)
+    kind, key, subject, source, destination = rule(data)
     return LedgerTransaction(
         transaction_id=transaction_id(kind, event.id), kind=kind, business_key=key, event_id=event.id,
         event_type=event.type, event_time=to_wib(event.time), artisan_id=data.artisan_id, subject_id=subject,
-        amount_idr=data.amount_idr, postings=postings,
+        amount_idr=data.amount_idr, postings=_transfer(source, destination, data.amount_idr),
     )
 
 
