@@ -213,12 +213,17 @@ class LedgerDigest:
         self._hash = hashlib.sha256()
         self._last: tuple[str, str] | None = None
         self.postings = 0
+        #: Counted as the rows go by (a transaction's postings are adjacent in this order), so that
+        #: digesting a ledger of any length holds nothing but the last row's key.
+        self.transactions = 0
 
     def add(self, row: DigestRow) -> None:
         """Feed the next row; refuses rows out of order, which would make the digest order-dependent."""
         key = row.sort_key()
         if self._last is not None and key <= self._last:
             raise ValueError(f"digest rows out of order: {key} after {self._last}")
+        if self._last is None or key[0] != self._last[0]:
+            self.transactions += 1
         self._last = key
         self._hash.update(row.canonical())
         self.postings += 1

@@ -432,7 +432,6 @@ async def ledger_digest(conn: asyncpg.Connection, as_of: datetime | None = None)
     in any database, whatever its locale, digest alike.
     """
     digest = domain.LedgerDigest()
-    transactions: set[str] = set()
     query = """
         SELECT p.transaction_id, p.account, p.amount_idr, t.event_id, t.event_time
         FROM ledger_postings p JOIN ledger_transactions t USING (transaction_id)
@@ -447,8 +446,7 @@ async def ledger_digest(conn: asyncpg.Connection, as_of: datetime | None = None)
         async for row in conn.cursor(query, as_of, prefetch=2000):
             digest.add(domain.DigestRow(row["transaction_id"], row["account"], row["amount_idr"], row["event_id"],
                                         row["event_time"]))
-            transactions.add(row["transaction_id"])
-    return DigestResult(digest.hexdigest(), len(transactions), digest.postings)
+    return DigestResult(digest.hexdigest(), digest.transactions, digest.postings)
 
 
 async def balances(conn: asyncpg.Connection, as_of: datetime | None = None) -> dict[str, int]:

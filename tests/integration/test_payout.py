@@ -725,6 +725,38 @@ async def test_a_ledger_installed_before_its_keys_compared_as_c_is_brought_over_
         await conn.close()
 
 
+async def test_the_digest_reads_a_ledger_of_any_length_in_the_same_memory(database_url):
+    """`ledger_digest` streams the ledger (an auditor's replay and `GET /ledger/digest` digest
+    histories of any length): what it holds while reading must not grow with the ledger."""
+    import tracemalloc
+
+    history = list(generate_history(30_000, 300, seed=11))
+    conn = await asyncpg.connect(database_url)
+
+    async def digest_peak() -> tuple[projections.DigestResult, int]:
+        tracemalloc.start()
+        try:
+            result = await projections.ledger_digest(conn)
+            return result, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    try:
+        await projections.install_ledger(conn)
+        async with conn.transaction():
+            await projections.apply_events(conn, [(e, None) for e in history[:1_500]])
+        small, small_peak = await digest_peak()
+        async with conn.transaction():
+            await projections.apply_events(conn, [(e, None) for e in history[1_500:]])
+        large, large_peak = await digest_peak()
+        assert large.transactions > 15 * small.transactions  # a ledger fifteen times as long...
+        assert large.digest == expected_digest(history)
+        assert large.transactions == len(expected_ledger(history))
+        assert large_peak < 1.5 * small_peak, (small_peak, large_peak)  # ...read in the same memory
+    finally:
+        await conn.close()
+
+
 async def test_posting_probes_the_ledger_and_never_scans_it(database_url):
     """The ledger's checks look transactions up by key: were any of them to scan the ledger (as a
     join in a trigger once did, through the plan PL/pgSQL cached while the ledger was small),

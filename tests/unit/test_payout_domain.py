@@ -130,6 +130,15 @@ def test_the_incremental_digest_refuses_rows_out_of_order():
         digest.add(rows[0])
 
 
+def test_the_incremental_digest_counts_transactions_and_postings_as_they_stream_by():
+    transactions = [transaction_for(qc_passed(f"res_{i % 2}", f"pc_{i}", 1_000, at=T0)) for i in range(7)]
+    digest = domain.LedgerDigest()
+    for row in sorted(domain.digest_rows(transactions), key=domain.DigestRow.sort_key):
+        digest.add(row)
+    assert (digest.transactions, digest.postings) == (7, 14)
+    assert digest.hexdigest() == domain.ledger_digest(domain.digest_rows(transactions))
+
+
 def test_the_digest_line_is_the_same_whatever_offset_the_event_time_was_given_in():
     row = domain.DigestRow("t", "a", 1, "e", T0)
     assert row.canonical() == domain.DigestRow("t", "a", 1, "e", T0.astimezone(WIB.utc)).canonical()
