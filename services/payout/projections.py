@@ -267,8 +267,8 @@ SELECT transaction_id FROM tx
 """
 #: A batch of transactions none of which is in the ledger yet: the first try for every batch.
 #: Without `ON CONFLICT` PostgreSQL inserts straight away; with it, every row is a speculative
-#: insertion that first probes each of the three unique indexes (about a fifth of the ledger's
-#: write cost per event, measured: `README`, seventh round).
+#: insertion that first probes each of the three unique indexes (a quarter of PostgreSQL's CPU
+#: per ledger transaction, measured: `README`, seventh round).
 _INSERT_NEW_BATCH = _INSERT_BATCH_TEMPLATE.format(on_conflict="")
 #: The same batch when some of it is there already (a redelivery, a second ending for one payout):
 #: those rows are skipped and the rest inserted.
