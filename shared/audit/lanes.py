@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
 from shared.audit.invariants import Position
 from shared.audit.replay import (
@@ -39,10 +38,9 @@ from shared.audit.replay import (
     Refused,
     ReplayProgress,
     Undecodable,
-    history_consumer,
+    history_consumers,
     plan_read,
     read_lanes,
-    reading_failed,
     rebuild_connection,
 )
 from shared.contracts import EVENT_TOPICS, Topic
@@ -69,14 +67,8 @@ async def read_history_in_processes(
     """`replay.read_history` into the (installed) ledger at `database_url` by `workers` lanes (connections)
     spread over up to `processes` processes: this one and child processes (at most one per lane)."""
     started = time.monotonic()
-    consumer = history_consumer(kafka)
-    try:
-        await consumer.start()
+    async with history_consumers(kafka, 1) as (consumer,):
         read, order, total = await plan_read(consumer, kafka, topics, partition_order, stop_at)
-    except KafkaError as exc:
-        raise reading_failed(kafka, exc) from exc
-    finally:
-        await consumer.stop()
     keys = {tp: key for tp, key in zip(order, read.order, strict=True)}
     shares = balanced_shares(order, {tp: read.ends[keys[tp]] - read.starts[keys[tp]] for tp in order},
                              min(processes, workers))
@@ -126,17 +118,11 @@ async def read_share(
 ) -> None:
     """Read and apply the partitions of `order` (planned in `read`) with `workers` lanes of this process."""
     lanes = [await rebuild_connection(database_url) for _ in range(max(1, min(workers, len(order))))]
-    consumers = [history_consumer(kafka) for _ in lanes]
     try:
-        for consumer in consumers:
-            await consumer.start()
-        with collections_for_batches():
-            await read_lanes(lanes, consumers, kafka, order, read, (), progress, total, idle_timeout)
-    except KafkaError as exc:
-        raise reading_failed(kafka, exc) from exc
+        async with history_consumers(kafka, len(lanes)) as consumers:
+            with collections_for_batches():
+                await read_lanes(lanes, consumers, kafka, order, read, (), progress, total, idle_timeout)
     finally:
-        for consumer in consumers:
-            await consumer.stop()
         for conn in lanes:
             await conn.close()
 

@@ -216,18 +216,10 @@ async def read_history(
     lanes = [connections] if isinstance(connections, asyncpg.Connection) else list(connections)
     if not lanes:
         raise ValueError("read_history needs at least one connection")
-    consumers = [history_consumer(kafka) for _ in lanes]
-    try:
-        for consumer in consumers:
-            await consumer.start()
+    async with history_consumers(kafka, len(lanes)) as consumers:
         read, order, total = await plan_read(consumers[0], kafka, topics, partition_order, stop_at)
         with collections_for_batches():
             await read_lanes(lanes, consumers, kafka, order, read, observers, progress, total, idle_timeout)
-    except KafkaError as exc:
-        raise reading_failed(kafka, exc) from exc
-    finally:
-        for consumer in consumers:
-            await consumer.stop()
     read.seconds = time.monotonic() - started
     return read
 
@@ -256,10 +248,21 @@ async def plan_read(
     return read, order, sum(read.ends[k] - read.starts[k] for k in read.order)
 
 
-def reading_failed(kafka: KafkaSettings, exc: KafkaError) -> AuditError:
-    """The error of a replay whose reading of the topics failed."""
-    return AuditError(f"reading the topics at {kafka.bootstrap_servers} failed ({type(exc).__name__}); "
-                      "nothing was published or committed, so the replay can simply be run again")
+@contextlib.asynccontextmanager
+async def history_consumers(kafka: KafkaSettings, count: int) -> AsyncIterator[list[AIOKafkaConsumer]]:
+    """`count` started consumers of the history (`history_consumer`), stopped on exit; a Kafka error
+    while they read ends the replay with an `AuditError` that says it can simply be run again."""
+    consumers = [history_consumer(kafka) for _ in range(count)]
+    try:
+        for consumer in consumers:
+            await consumer.start()
+        yield consumers
+    except KafkaError as exc:
+        raise AuditError(f"reading the topics at {kafka.bootstrap_servers} failed ({type(exc).__name__}); "
+                         "nothing was published or committed, so the replay can simply be run again") from exc
+    finally:
+        for consumer in consumers:
+            await consumer.stop()
 
 
 async def read_lanes(
