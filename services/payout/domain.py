@@ -91,7 +91,7 @@ class Posting(NamedTuple):
 
 
 class LedgerTransaction(NamedTuple):
-    """The ledger entry an event makes: who, how much, and the event it came from."""
+    """The ledger entry an event makes: who, how much, between which two accounts, and from which event."""
 
     transaction_id: str
     kind: Kind
@@ -105,24 +105,26 @@ class LedgerTransaction(NamedTuple):
     #: The piece (earned) or the payout (the other kinds) the money is for.
     subject_id: str
     amount_idr: int
-    postings: tuple[Posting, ...]
+    #: Double entry as one transfer: `amount_idr` leaves `from_account` and arrives in `to_account`.
+    from_account: str
+    to_account: str
+
+    @property
+    def postings(self) -> tuple[Posting, Posting]:
+        """The transfer's two legs, by account (so the same transfer always lists them alike)."""
+        legs = (Posting(self.from_account, -self.amount_idr), Posting(self.to_account, self.amount_idr))
+        return legs if self.from_account <= self.to_account else (legs[1], legs[0])
 
     @property
     def balanced(self) -> bool:
         """Double entry: what leaves one account arrives in another, to the rupiah."""
-        return len(self.postings) >= 2 and sum(p.amount_idr for p in self.postings) == 0
+        return self.from_account != self.to_account and sum(p.amount_idr for p in self.postings) == 0
 
 
 def transaction_id(kind: Kind, event_id: str) -> str:
     """The id of the transaction `event_id` makes: the same event always makes the same id, so a
     redelivered event collides with its first copy instead of being posted twice."""
     return f"{kind.value}:{event_id}"
-
-
-def _transfer(source: str, destination: str, amount: int) -> tuple[Posting, ...]:
-    # Sorted by account so the same transfer always has the same posting order.
-    legs = (Posting(source, -amount), Posting(destination, amount))
-    return legs if source <= destination else (legs[1], legs[0])
 
 
 #: The posting rule of each event type that moves money (the table in this module's docstring):
@@ -155,7 +157,7 @@ def transaction_for(event: Envelope) -> LedgerTransaction | None:
     return LedgerTransaction(
         transaction_id=transaction_id(kind, event.id), kind=kind, business_key=key, event_id=event.id,
         event_type=event.type, event_time=to_wib(event.time), artisan_id=data.artisan_id, subject_id=subject,
-        amount_idr=data.amount_idr, postings=_transfer(source, destination, data.amount_idr),
+        amount_idr=data.amount_idr, from_account=source, to_account=destination,
     )
 
 

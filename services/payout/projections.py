@@ -10,9 +10,9 @@ What keeps the ledger exact:
 - each transaction's id derives from its event (`domain.transaction_id`), and is
   the primary key: a redelivered event collides with its first copy and changes
   nothing, with or without the consumer's own event-id dedupe;
-- statement triggers refuse any statement that leaves a transaction it wrote
-  without two postings summing to zero: no code path, however buggy, can
-  commit an unbalanced ledger;
+- a transaction is one row that moves one amount from one account to another,
+  so its two postings (the `ledger_postings` view) sum to zero by construction:
+  no code path, however buggy, can commit an unbalanced ledger;
 - ledger rows are append-only: corrections are new events, never edits;
 - the digest and the `as_of` cuts order and filter by what the events say
   (transaction id, account, event time), never by arrival.
@@ -36,11 +36,15 @@ from shared.eventstore import BatchHandler, Reject
 #: Serialises installs of these tables by several instances starting at once.
 INSTALL_LOCK_KEY = 0x616E79616D01
 
+#: The two legs of a transfer row `t`, as postings `p(account, amount_idr)`: out of one account, into
+#: the other. The `ledger_postings` view and the reads below expand transfers with it.
+_LEGS = "LATERAL (VALUES (t.from_account, -t.amount_idr), (t.to_account, t.amount_idr)) AS p(account, amount_idr)"
+
 DDL = """
--- Keys and ids compare as "C" (byte order): each posted event puts them into seven or eight
--- index entries, and under the database's default collation every comparison went through the
--- C library's strcoll on copies of both strings (a tenth of PostgreSQL's time in a replay). The
--- order is the one the digest sorts in anyway; equality is the same under any collation.
+-- Keys and ids compare as "C" (byte order): each posted event puts them into index entries, and
+-- under the database's default collation every comparison went through the C library's strcoll on
+-- copies of both strings (a tenth of PostgreSQL's time in a replay). The order is the one the
+-- digest sorts in anyway; equality is the same under any collation.
 CREATE TABLE IF NOT EXISTS ledger_transactions (
     transaction_id   text COLLATE "C" PRIMARY KEY,
     kind             text        NOT NULL CHECK (kind IN ('earned', 'scheduled', 'paid', 'failed')),
@@ -51,106 +55,77 @@ CREATE TABLE IF NOT EXISTS ledger_transactions (
     artisan_id       text COLLATE "C" NOT NULL,
     subject_id       text COLLATE "C" NOT NULL,
     amount_idr       bigint      NOT NULL CHECK (amount_idr >= 0),
+    -- Double entry, one row per transaction: `amount_idr` leaves `from_account` and arrives in
+    -- `to_account`, so its two postings (the `ledger_postings` view) sum to zero by construction.
+    from_account     text COLLATE "C" NOT NULL,
+    to_account       text COLLATE "C" NOT NULL,
     -- Where the event was read from: metadata for people, never part of the ledger's meaning
     -- (a replay reads other offsets, and the digest ignores these columns).
     source_topic     text,
     source_partition integer,
     source_offset    bigint,
-    recorded_at      timestamptz NOT NULL DEFAULT now()
+    recorded_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT ledger_transactions_between_two_accounts CHECK (from_account <> to_account)
 );
-CREATE INDEX IF NOT EXISTS ledger_transactions_earned
-    ON ledger_transactions (artisan_id, event_time) WHERE kind = 'earned';
-
-CREATE TABLE IF NOT EXISTS ledger_postings (
-    -- Its transaction must exist: checked per statement by `ledger_postings_belong_and_balance`
-    -- below, not by a foreign key, whose row-level checks lock the transaction's row once per
-    -- posting (a third of the ledger's write cost). Ledgers installed with the key drop it.
-    transaction_id text COLLATE "C" NOT NULL,
-    account        text COLLATE "C" NOT NULL,
-    amount_idr     bigint NOT NULL,
-    PRIMARY KEY (transaction_id, account)
-);
-ALTER TABLE ledger_postings DROP CONSTRAINT IF EXISTS ledger_postings_transaction_id_fkey;
 -- Ledgers installed before their keys were "C" are brought over once: the rows stay as they are
 -- (text is text), each index on a changed column is rebuilt.
 DO $$
 DECLARE
     col record;
 BEGIN
-    FOR col IN SELECT a.attrelid::regclass AS tab, a.attname AS name FROM pg_attribute a
-               WHERE a.attrelid IN (to_regclass('ledger_transactions'), to_regclass('ledger_postings'))
-                 AND a.attname IN ('transaction_id', 'business_key', 'event_id', 'artisan_id', 'subject_id', 'account')
+    FOR col IN SELECT a.attname AS name FROM pg_attribute a
+               WHERE a.attrelid = 'ledger_transactions'::regclass
+                 AND a.attname IN ('transaction_id', 'business_key', 'event_id', 'artisan_id', 'subject_id')
                  AND a.attcollation <> 'pg_catalog."C"'::regcollation
     LOOP
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I TYPE text COLLATE "C"', col.tab, col.name);
+        EXECUTE format('ALTER TABLE ledger_transactions ALTER COLUMN %I TYPE text COLLATE "C"', col.name);
     END LOOP;
 END $$;
-CREATE INDEX IF NOT EXISTS ledger_postings_account ON ledger_postings (account);
-
--- Double entry, enforced by the database: every statement that writes to the ledger must leave
--- each transaction it touched with at least two postings summing to zero, so a transaction and
--- its postings are written by one statement (the projection's `INSERT … WITH`). Checked once per
--- statement over its transition tables, not once per row at commit: a batch of a thousand
--- transactions is one join instead of thousands of trigger calls (statement triggers cannot be
--- deferred, hence at the statement's end). Only inserts need checking: the ledger refuses
--- updates, deletes and truncation outright (below). Two checks, one per table:
---
--- * every new transaction has at least two postings, summing to zero;
--- * every new posting belongs to a transaction that exists, and the new postings of each
---   transaction sum to zero.
---
--- Together they keep every transaction balanced: it is balanced when it is written (the first
--- check), and postings can only be added to it later, never changed or removed, in groups that
--- sum to zero (the second), so its sum stays zero and its postings stay at least two.
-CREATE OR REPLACE FUNCTION ledger_transaction_balances() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Ledgers installed before a transaction was one row kept its postings in a table of their own,
+-- checked by statement triggers to come in balanced pairs. They are brought over once, in the
+-- install's transaction: each transaction takes its two postings' accounts, the one the amount
+-- left first (for a transfer of 0 rupiah either order gives the same postings). A transaction
+-- that is not exactly such a pair stops the install, and the ledger stays as it was.
+DO $$
 DECLARE
-    unbalanced record;
+    odd record;
 BEGIN
-    -- LATERAL: one index probe per new transaction, whatever the planner guesses of the
-    -- transition table's size (a join was planned as a scan of every posting, once per batch).
-    SELECT t.transaction_id, legs.legs, legs.total INTO unbalanced
-        FROM new_transactions t,
-        LATERAL (SELECT count(*) AS legs, coalesce(sum(p.amount_idr), 0) AS total
-                 FROM ledger_postings p WHERE p.transaction_id = t.transaction_id) legs
-        WHERE legs.legs < 2 OR legs.total <> 0
-        LIMIT 1;
+    IF (SELECT relkind FROM pg_class WHERE oid = to_regclass('ledger_postings')) IS DISTINCT FROM 'r' THEN
+        RETURN;
+    END IF;
+    ALTER TABLE ledger_transactions ADD COLUMN IF NOT EXISTS from_account text COLLATE "C",
+                                    ADD COLUMN IF NOT EXISTS to_account text COLLATE "C";
+    ALTER TABLE ledger_transactions DISABLE TRIGGER ledger_transactions_append_only;
+    UPDATE ledger_transactions t SET from_account = legs.accounts[1], to_account = legs.accounts[2]
+        FROM (SELECT transaction_id, count(*) AS legs, min(amount_idr) AS low, max(amount_idr) AS high,
+                     array_agg(account ORDER BY amount_idr, account COLLATE "C") AS accounts
+              FROM ledger_postings GROUP BY transaction_id) legs
+        WHERE legs.transaction_id = t.transaction_id
+          AND legs.legs = 2 AND legs.low = -t.amount_idr AND legs.high = t.amount_idr;
+    ALTER TABLE ledger_transactions ENABLE TRIGGER ledger_transactions_append_only;
+    SELECT t.transaction_id INTO odd FROM ledger_transactions t WHERE t.from_account IS NULL LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'ledger transaction % does not balance: % postings summing to % rupiah',
-            unbalanced.transaction_id, unbalanced.legs, unbalanced.total USING ERRCODE = 'check_violation';
+        RAISE EXCEPTION 'ledger transaction % is not one transfer between two accounts; the ledger was not '
+                        'converted', odd.transaction_id USING ERRCODE = 'check_violation';
     END IF;
-    RETURN NULL;
-END $$;
-CREATE OR REPLACE FUNCTION ledger_postings_belong_and_balance() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    wrong record;
-BEGIN
-    -- The statement's new postings summed per transaction (no probe of older postings: those
-    -- already sum to zero), and one index probe per transaction for its row. LATERAL … LIMIT 1
-    -- keeps it a probe: as a join, the plan PL/pgSQL cached while the ledger was small scanned
-    -- the whole table on every statement (one event at a time slowed from 3,955 to 1,524/s
-    -- over 30,000 events).
-    SELECT added.transaction_id, added.total, existing.found IS NULL AS orphan INTO wrong
-        FROM (SELECT transaction_id, sum(amount_idr) AS total FROM new_postings GROUP BY transaction_id) added
-        LEFT JOIN LATERAL (SELECT true AS found FROM ledger_transactions t
-                           WHERE t.transaction_id = added.transaction_id LIMIT 1) existing ON true
-        WHERE existing.found IS NULL OR added.total <> 0
-        LIMIT 1;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    ELSIF wrong.orphan THEN
-        RAISE EXCEPTION 'ledger postings refer to transaction %, which does not exist', wrong.transaction_id
-            USING ERRCODE = 'foreign_key_violation';
-    ELSE
-        RAISE EXCEPTION 'ledger transaction % does not balance: its new postings sum to % rupiah',
-            wrong.transaction_id, wrong.total USING ERRCODE = 'check_violation';
+    IF (SELECT count(*) FROM ledger_postings) <> 2 * (SELECT count(*) FROM ledger_transactions) THEN
+        RAISE EXCEPTION 'ledger postings without their transaction; the ledger was not converted'
+            USING ERRCODE = 'check_violation';
     END IF;
+    DROP TABLE ledger_postings;
+    DROP TRIGGER IF EXISTS ledger_transactions_balanced ON ledger_transactions;
+    DROP FUNCTION IF EXISTS ledger_transaction_balances();
+    DROP FUNCTION IF EXISTS ledger_postings_belong_and_balance();
+    DROP INDEX IF EXISTS ledger_transactions_earned;
+    ALTER TABLE ledger_transactions ALTER COLUMN from_account SET NOT NULL, ALTER COLUMN to_account SET NOT NULL,
+        ADD CONSTRAINT ledger_transactions_between_two_accounts CHECK (from_account <> to_account);
 END $$;
-DROP TRIGGER IF EXISTS ledger_postings_balanced ON ledger_postings;
-CREATE TRIGGER ledger_postings_balanced AFTER INSERT ON ledger_postings
-    REFERENCING NEW TABLE AS new_postings FOR EACH STATEMENT EXECUTE FUNCTION ledger_postings_belong_and_balance();
-DROP TRIGGER IF EXISTS ledger_transactions_balanced ON ledger_transactions;
-CREATE TRIGGER ledger_transactions_balanced AFTER INSERT ON ledger_transactions
-    REFERENCING NEW TABLE AS new_transactions FOR EACH STATEMENT EXECUTE FUNCTION ledger_transaction_balances();
+-- Statements read an artisan's transactions (every transaction that touches her accounts names her).
+CREATE INDEX IF NOT EXISTS ledger_transactions_artisan ON ledger_transactions (artisan_id, event_time);
+
+-- Each transaction's two postings, for people and for reads that think in postings.
+CREATE OR REPLACE VIEW ledger_postings AS
+    SELECT t.transaction_id, p.account, p.amount_idr FROM ledger_transactions t, """ + _LEGS + """;
 
 -- Corrections are new events, never edits: the ledger refuses to be rewritten.
 CREATE OR REPLACE FUNCTION ledger_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -161,29 +136,18 @@ END $$;
 DROP TRIGGER IF EXISTS ledger_transactions_append_only ON ledger_transactions;
 CREATE TRIGGER ledger_transactions_append_only BEFORE UPDATE OR DELETE ON ledger_transactions
     FOR EACH ROW EXECUTE FUNCTION ledger_is_append_only();
-DROP TRIGGER IF EXISTS ledger_postings_append_only ON ledger_postings;
-CREATE TRIGGER ledger_postings_append_only BEFORE UPDATE OR DELETE ON ledger_postings
-    FOR EACH ROW EXECUTE FUNCTION ledger_is_append_only();
 DROP TRIGGER IF EXISTS ledger_transactions_not_truncated ON ledger_transactions;
 CREATE TRIGGER ledger_transactions_not_truncated BEFORE TRUNCATE ON ledger_transactions
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_is_append_only();
-DROP TRIGGER IF EXISTS ledger_postings_not_truncated ON ledger_postings;
-CREATE TRIGGER ledger_postings_not_truncated BEFORE TRUNCATE ON ledger_postings
-    FOR EACH STATEMENT EXECUTE FUNCTION ledger_is_append_only();
 """
 
-_INSERT = """
-WITH tx AS (
-    INSERT INTO ledger_transactions (transaction_id, kind, business_key, event_id, event_type, event_time,
-                                     artisan_id, subject_id, amount_idr, source_topic, source_partition,
-                                     source_offset)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-    ON CONFLICT DO NOTHING
-    RETURNING transaction_id
-)
-INSERT INTO ledger_postings (transaction_id, account, amount_idr)
-SELECT tx.transaction_id, leg.account, leg.amount_idr
-FROM tx, unnest($13::text[], $14::bigint[]) AS leg(account, amount_idr)
+_COLUMNS = """transaction_id, kind, business_key, event_id, event_type, event_time, artisan_id, subject_id,
+              amount_idr, from_account, to_account, source_topic, source_partition, source_offset"""
+
+_INSERT = f"""
+INSERT INTO ledger_transactions ({_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT DO NOTHING
 RETURNING transaction_id
 """
 
@@ -222,13 +186,10 @@ async def apply_event(conn: asyncpg.Connection, event: Envelope, *, source: Sour
         inserted = await conn.fetch(
             _INSERT,
             tx.transaction_id, tx.kind.value, tx.business_key, tx.event_id, tx.event_type, tx.event_time,
-            tx.artisan_id, tx.subject_id, tx.amount_idr,
+            tx.artisan_id, tx.subject_id, tx.amount_idr, tx.from_account, tx.to_account,
             source.topic if source else None, source.partition if source else None, source.offset if source else None,
-            [p.account for p in tx.postings], [p.amount_idr for p in tx.postings],
         )
         if inserted:
-            # Balanced: the insert's own statement checked it, so an unbalanced transaction
-            # fails this one event (bounded retries, then a dead letter), never the batch's commit.
             return True
         existing = await conn.fetchrow(
             "SELECT transaction_id, event_id FROM ledger_transactions WHERE business_key = $1 OR transaction_id = $2",
@@ -247,23 +208,12 @@ async def apply_event(conn: asyncpg.Connection, event: Envelope, *, source: Sour
     )
 
 
-_INSERT_BATCH_TEMPLATE = """
-WITH tx AS (
-    INSERT INTO ledger_transactions (transaction_id, kind, business_key, event_id, event_type, event_time,
-                                     artisan_id, subject_id, amount_idr, source_topic, source_partition,
-                                     source_offset)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                         $7::text[], $8::text[], $9::bigint[], $10::text[], $11::int[], $12::bigint[])
-    {on_conflict}
-    RETURNING transaction_id
-), legs AS (
-    INSERT INTO ledger_postings (transaction_id, account, amount_idr)
-    SELECT leg.transaction_id, leg.account, leg.amount_idr
-    FROM unnest($13::text[], $14::text[], $15::bigint[]) AS leg(transaction_id, account, amount_idr)
-    -- IN, not a join: the planner hashes the (small) set of new ids instead of a nested loop.
-    WHERE leg.transaction_id IN (SELECT transaction_id FROM tx)
-)
-SELECT transaction_id FROM tx
+_INSERT_BATCH_TEMPLATE = f"""
+INSERT INTO ledger_transactions ({_COLUMNS})
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
+                     $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::int[], $14::bigint[])
+{{on_conflict}}
+RETURNING transaction_id
 """
 #: A batch of transactions none of which is in the ledger yet: the first try for every batch.
 #: Without `ON CONFLICT` PostgreSQL inserts straight away; with it, every row is a speculative
@@ -301,9 +251,8 @@ async def apply_events(conn: asyncpg.Connection, events: Sequence[tuple[Envelope
     - an event whose row was not inserted (a redelivery, or a second ending for one payout) is
       handed to `apply_event` itself, which finds the first row and decides "already posted"
       (no-op) or `Reject`, with its very wording;
-    - the balance check runs at the end of the batch's statement; should the batch not balance
-      (or PostgreSQL refuse it otherwise), it is rolled back to its savepoint and posted event by
-      event, so that only the culprit fails.
+    - should PostgreSQL refuse the batch (a row its checks refuse), it is rolled back to its
+      savepoint and posted event by event, so that only the culprit fails.
     """
     if not conn.is_in_transaction():
         raise RuntimeError("apply_events needs a connection inside the batch's transaction")
@@ -312,11 +261,11 @@ async def apply_events(conn: asyncpg.Connection, events: Sequence[tuple[Envelope
                if (tx := domain.transaction_for(event)) is not None]
     if not planned:
         return outcome
-    columns: list[list] = [[] for _ in range(15)]
-    (ids, kinds, keys, event_ids, types, times, artisans, subjects, amounts, topics, partitions, offsets,
-     leg_ids, leg_accounts, leg_amounts) = columns
+    columns: list[list] = [[] for _ in range(14)]
+    (ids, kinds, keys, event_ids, types, times, artisans, subjects, amounts, from_accounts, to_accounts, topics,
+     partitions, offsets) = columns
     # A transaction id twice in one batch (the relay's at-least-once) goes in once, its first copy:
-    # the later copy's postings would otherwise ride along on the first copy's row.
+    # both would make the plain insert collide with itself, and be sent again.
     first_copies: set[int] = set()
     in_batch: set[str] = set()
     for index, tx in planned:
@@ -334,20 +283,18 @@ async def apply_events(conn: asyncpg.Connection, events: Sequence[tuple[Envelope
         artisans.append(tx.artisan_id)
         subjects.append(tx.subject_id)
         amounts.append(tx.amount_idr)
+        from_accounts.append(tx.from_account)
+        to_accounts.append(tx.to_account)
         topics.append(source.topic if source else None)
         partitions.append(source.partition if source else None)
         offsets.append(source.offset if source else None)
-        for posting in tx.postings:
-            leg_ids.append(tx.transaction_id)
-            leg_accounts.append(posting.account)
-            leg_amounts.append(posting.amount_idr)
     try:
         inserted = await _insert_batch(conn, columns)
     except DATABASE_UNAVAILABLE:  # the server, not this batch: the caller retries or gives up
         raise
     except asyncpg.PostgresError:
-        # An unbalanced transaction (impossible with the posting rules) or a value PostgreSQL
-        # refuses: find the culprit the way apply_event would, event by event.
+        # A row PostgreSQL refuses (impossible with the posting rules): find the culprit the way
+        # apply_event would, event by event.
         for index, _ in planned:
             await _apply_one(conn, events, index, outcome)
         return outcome
@@ -432,11 +379,12 @@ async def ledger_digest(conn: asyncpg.Connection, as_of: datetime | None = None)
     in any database, whatever its locale, digest alike.
     """
     digest = domain.LedgerDigest()
-    query = """
-        SELECT p.transaction_id, p.account, p.amount_idr, t.event_id, t.event_time
-        FROM ledger_postings p JOIN ledger_transactions t USING (transaction_id)
+    # The primary key's order, then each transaction's two legs by account (an incremental sort).
+    query = f"""
+        SELECT t.transaction_id, p.account, p.amount_idr, t.event_id, t.event_time
+        FROM ledger_transactions t, {_LEGS}
         WHERE $1::timestamptz IS NULL OR t.event_time <= $1
-        ORDER BY p.transaction_id COLLATE "C", p.account COLLATE "C"
+        ORDER BY t.transaction_id COLLATE "C", p.account COLLATE "C"
     """
     # One snapshot for the whole read (a cursor needs a transaction); inside a caller's
     # transaction, a savepoint reads the caller's snapshot.
@@ -452,8 +400,8 @@ async def ledger_digest(conn: asyncpg.Connection, as_of: datetime | None = None)
 async def balances(conn: asyncpg.Connection, as_of: datetime | None = None) -> dict[str, int]:
     """Every account's balance as of `as_of` (event time, inclusive; None: everything)."""
     rows = await conn.fetch(
-        """SELECT p.account, sum(p.amount_idr)::bigint AS balance
-           FROM ledger_postings p JOIN ledger_transactions t USING (transaction_id)
+        f"""SELECT p.account, sum(p.amount_idr)::bigint AS balance
+           FROM ledger_transactions t, {_LEGS}
            WHERE $1::timestamptz IS NULL OR t.event_time <= $1
            GROUP BY p.account ORDER BY p.account COLLATE "C" """,
         as_of,
@@ -506,12 +454,14 @@ async def statement(conn: asyncpg.Connection, artisan_id: str, as_of: datetime |
     """The artisan's statement: every posting on her accounts up to `as_of`, in event-time order."""
     accounts = domain.artisan_accounts(artisan_id)
     rows = await conn.fetch(
-        """SELECT p.transaction_id, t.kind, p.account, p.amount_idr, t.event_id, t.event_type, t.event_time,
+        # Her transactions by the artisan index: every posting rule that touches an artisan's
+        # account names her as the transaction's artisan.
+        f"""SELECT t.transaction_id, t.kind, p.account, p.amount_idr, t.event_id, t.event_type, t.event_time,
                   t.subject_id
-           FROM ledger_postings p JOIN ledger_transactions t USING (transaction_id)
-           WHERE p.account = ANY($1::text[]) AND ($2::timestamptz IS NULL OR t.event_time <= $2)
-           ORDER BY t.event_time, p.transaction_id COLLATE "C", p.account COLLATE "C" """,
-        list(accounts), as_of,
+           FROM ledger_transactions t, {_LEGS}
+           WHERE t.artisan_id = $1 AND p.account = ANY($2::text[]) AND ($3::timestamptz IS NULL OR t.event_time <= $3)
+           ORDER BY t.event_time, t.transaction_id COLLATE "C", p.account COLLATE "C" """,
+        artisan_id, list(accounts), as_of,
     )
     entries = [StatementEntry(**dict(row)) for row in rows]
     totals = dict.fromkeys(accounts, 0)

@@ -613,7 +613,7 @@ async def test_apply_events_writes_what_apply_event_writes(scratch_database):
     assert digests[batched] == expected
 
 
-async def test_the_database_refuses_an_unbalanced_transaction_and_any_edit_of_the_ledger(database_url):
+async def test_the_database_refuses_a_transaction_that_is_not_a_transfer_and_any_edit_of_the_ledger(database_url):
     conn = await asyncpg.connect(database_url)
     try:
         await projections.install_ledger(conn)
@@ -621,30 +621,36 @@ async def test_the_database_refuses_an_unbalanced_transaction_and_any_edit_of_th
         assert await projections.apply_event(conn, passed) is True
         assert await projections.apply_event(conn, passed) is False  # redelivered: nothing changes
         assert await projections.apply_event(conn, woven) is False  # moves no money
-
-        with pytest.raises(asyncpg.CheckViolationError, match="does not balance"):
-            async with conn.transaction():
-                await conn.execute(
-                    """INSERT INTO ledger_transactions (transaction_id, kind, business_key, event_id, event_type,
-                           event_time, artisan_id, subject_id, amount_idr)
-                       VALUES ('earned:forged', 'earned', 'piece:forged', 'forged', 'qc-passed', now(), 'res_g',
-                               'forged', 1000000)""")
-                await conn.execute(
-                    "INSERT INTO ledger_postings VALUES ('earned:forged', 'artisan:res_g:payable', 1000000)")
-        # Postings need their transaction, and what is added to a transaction later must sum to zero.
-        with pytest.raises(asyncpg.ForeignKeyViolationError, match="earned:nowhere, which does not exist"):
-            await conn.execute("""INSERT INTO ledger_postings VALUES ('earned:nowhere', 'artisan:res_g:payable', 5),
-                                                     ('earned:nowhere', 'collaborator:col_1:fees', -5)""")
         posted = domain.transaction_for(passed).transaction_id
-        with pytest.raises(asyncpg.CheckViolationError, match="its new postings sum to 700 rupiah"):
+        # Its two postings, out of the collaborator's fees into her payable, summing to zero.
+        assert sorted(tuple(row) for row in await conn.fetch(
+            "SELECT account, amount_idr FROM ledger_postings WHERE transaction_id = $1", posted)) == [
+            ("artisan:res_g:payable", 9_000), ("collaborator:col_1:fees", -9_000)]
+
+        forge = """INSERT INTO ledger_transactions (transaction_id, kind, business_key, event_id, event_type,
+                       event_time, artisan_id, subject_id, amount_idr, from_account, to_account)
+                   VALUES ('earned:forged', 'earned', 'piece:forged', 'forged', 'qc-passed', now(), 'res_g',
+                           'forged', $1, $2, 'artisan:res_g:payable')"""
+        # Money moves between two accounts, and forwards: a transfer within one account, or of a
+        # negative amount, is refused.
+        with pytest.raises(asyncpg.CheckViolationError, match="ledger_transactions_between_two_accounts"):
+            await conn.execute(forge, 1_000_000, "artisan:res_g:payable")
+        with pytest.raises(asyncpg.CheckViolationError, match="amount_idr_check"):
+            await conn.execute(forge, -1_000_000, "collaborator:col_1:fees")
+        with pytest.raises(asyncpg.NotNullViolationError, match="to_account"):
+            await conn.execute(forge.replace(", to_account)", ")").replace(", 'artisan:res_g:payable')", ")"),
+                               5, "collaborator:col_1:fees")
+        # Postings are the transfers' legs: there is no lone posting to add, edit or remove.
+        with pytest.raises(asyncpg.PostgresError, match="cannot insert into view"):
             await conn.execute("INSERT INTO ledger_postings VALUES ($1, 'artisan:res_g:paid', 700)", posted)
-        with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
+        with pytest.raises(asyncpg.PostgresError, match="cannot update view"):
             await conn.execute("UPDATE ledger_postings SET amount_idr = amount_idr * 2")
         with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
+            await conn.execute("UPDATE ledger_transactions SET amount_idr = amount_idr * 2")
+        with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
             await conn.execute("DELETE FROM ledger_transactions")
-        for table in ("ledger_postings", "ledger_transactions"):
-            with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
-                await conn.execute(f"TRUNCATE {table} CASCADE")
+        with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
+            await conn.execute("TRUNCATE ledger_transactions")
 
         # A second, different qc-passed for the same piece is refused; the first stays.
         (_, duplicate) = piece_events("res_g", 1, 50_000, at=MARCH + timedelta(days=1))
@@ -656,71 +662,109 @@ async def test_the_database_refuses_an_unbalanced_transaction_and_any_edit_of_th
         await conn.close()
 
 
-async def test_a_ledger_installed_with_the_foreign_key_loses_it_and_keeps_its_rows(database_url):
-    """Ledgers installed before the per-statement check had a foreign key from postings to
-    transactions; installing again (every start does) drops it and nothing else."""
+#: The ledger as installed before a transaction was one row: postings in a table of their own.
+POSTINGS_TABLE_DDL = (Path(__file__).parent / "ledger_layouts" / "postings_table.sql").read_text()
+#: How that ledger posted one transaction: its row and its postings in one statement (its triggers
+#: check the postings balance at the statement's end).
+POSTINGS_TABLE_INSERT = """
+WITH tx AS (
+    INSERT INTO ledger_transactions (transaction_id, kind, business_key, event_id, event_type, event_time,
+                                     artisan_id, subject_id, amount_idr)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING transaction_id
+)
+INSERT INTO ledger_postings (transaction_id, account, amount_idr)
+SELECT tx.transaction_id, leg.account, leg.amount_idr
+FROM tx, unnest($10::text[], $11::bigint[]) AS leg(account, amount_idr)
+"""
+
+
+async def post_the_old_way(conn: asyncpg.Connection, transactions: Iterable[domain.LedgerTransaction]) -> None:
+    async with conn.transaction():
+        for tx in transactions:
+            await conn.execute(POSTINGS_TABLE_INSERT, tx.transaction_id, tx.kind.value, tx.business_key, tx.event_id,
+                               tx.event_type, tx.event_time, tx.artisan_id, tx.subject_id, tx.amount_idr,
+                               [p.account for p in tx.postings], [p.amount_idr for p in tx.postings])
+
+
+@pytest.mark.parametrize("keys", ["C", "default collation"])
+async def test_a_ledger_that_kept_its_postings_in_a_table_is_brought_over_with_the_same_digest(database_url, keys):
+    """Ledgers installed before a transaction was one row (and, older still, before their keys were
+    `COLLATE "C"`) are converted by installing again, as every start does: same postings, same digest,
+    and posting goes on from where it was."""
+    history = list(generate_history(400, 6, seed=5))
+    # A piece that passed for 0 rupiah: its two postings are both 0, whichever account the amount left.
+    history.append(piece_events("res_zero", 1, 0, at=MARCH)[1])
     conn = await asyncpg.connect(database_url)
     try:
-        await projections.install_ledger(conn)
-        (_, passed) = piece_events("res_k", 1, 12_000, at=MARCH)
-        assert await projections.apply_event(conn, passed) is True
-        await conn.execute("""ALTER TABLE ledger_postings ADD CONSTRAINT ledger_postings_transaction_id_fkey
-                              FOREIGN KEY (transaction_id) REFERENCES ledger_transactions""")
-        before = await projections.ledger_digest(conn)
+        old_ddl = POSTINGS_TABLE_DDL if keys == "C" else re.sub(
+            r"DO \$\$.*?END \$\$;", "", POSTINGS_TABLE_DDL.replace(' COLLATE "C"', ""), flags=re.S)
+        await conn.execute(old_ddl)
+        first = history[:300] + history[-1:]
+        await post_the_old_way(conn, expected_ledger(first).values())
+        old_postings = {tuple(row) for row in await conn.fetch("SELECT * FROM ledger_postings")}
+        assert len(old_postings) == 2 * len(expected_ledger(first))
 
         await projections.install_ledger(conn)
+        # As a service starting again: a new connection (one that prepared statements on the old
+        # tables must prepare them again, which asyncpg refuses to do inside a transaction).
+        await conn.close()
+        conn = await asyncpg.connect(database_url)
 
-        keys = await conn.fetchval("""SELECT count(*) FROM pg_constraint
-                                      WHERE conrelid = 'ledger_postings'::regclass AND contype = 'f'""")
-        assert keys == 0
-        assert await projections.ledger_digest(conn) == before
-        with pytest.raises(asyncpg.ForeignKeyViolationError, match="does not exist"):
-            await conn.execute("""INSERT INTO ledger_postings VALUES ('earned:gone', 'artisan:res_k:payable', 1),
-                                                                     ('earned:gone', 'collaborator:col_1:fees', -1)""")
+        assert await conn.fetchval("SELECT relkind::text FROM pg_class WHERE oid = 'ledger_postings'::regclass") == "v"
+        assert {tuple(row) for row in await conn.fetch("SELECT * FROM ledger_postings")} == old_postings
+        transfers = {row["transaction_id"]: (row["from_account"], row["to_account"]) for row in await conn.fetch(
+            "SELECT transaction_id, from_account, to_account FROM ledger_transactions")}
+        assert transfers.keys() == expected_ledger(first).keys()
+        for tx in expected_ledger(first).values():
+            if tx.amount_idr:
+                assert transfers[tx.transaction_id] == (tx.from_account, tx.to_account)
+            else:
+                assert set(transfers[tx.transaction_id]) == {tx.from_account, tx.to_account}
+        assert (await projections.ledger_digest(conn)).digest == expected_digest(first)
+        collations = await conn.fetch("""SELECT a.attname, c.collname FROM pg_attribute a
+                                         JOIN pg_collation c ON c.oid = a.attcollation
+                                         WHERE a.attrelid = 'ledger_transactions'::regclass AND a.attnum > 0
+                                           AND a.attname IN ('transaction_id', 'business_key', 'event_id',
+                                                             'artisan_id', 'subject_id', 'from_account',
+                                                             'to_account')""")
+        assert {row["collname"] for row in collations} == {"C"} and len(collations) == 7
+        # The old checks are gone with their table; the ledger's own constraints hold on.
+        assert not await conn.fetchval("SELECT count(*) FROM pg_proc WHERE proname IN "
+                                       "('ledger_transaction_balances', 'ledger_postings_belong_and_balance')")
+        with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
+            await conn.execute("UPDATE ledger_transactions SET amount_idr = 0")
+        # Posting goes on: a redelivery changes nothing, the rest posts.
+        async with conn.transaction():
+            outcome = await projections.apply_events(conn, [(e, None) for e in history[250:-1]])
+        assert not outcome.rejected and not outcome.failed
+        assert (await projections.ledger_digest(conn)).digest == expected_digest(history)
+        await projections.install_ledger(conn)  # and the next start changes nothing
+        assert (await projections.ledger_digest(conn)).digest == expected_digest(history)
     finally:
         await conn.close()
 
 
-async def test_a_ledger_installed_before_its_keys_compared_as_c_is_brought_over_with_its_rows(database_url):
-    """Ledgers installed before their keys and ids were `COLLATE "C"` took the database's default
-    collation; installing again (every start does) changes those columns and keeps every row."""
-    keyed = ("transaction_id", "business_key", "event_id", "artisan_id", "subject_id", "account")
-
-    async def collations() -> dict[str, str]:
-        rows = await conn.fetch("""SELECT a.attrelid::regclass::text || '.' || a.attname AS col, c.collname
-                                   FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
-                                   WHERE a.attrelid IN ('ledger_transactions'::regclass, 'ledger_postings'::regclass)
-                                     AND a.attname = ANY($1::text[])""", list(keyed))
-        return {row["col"]: row["collname"] for row in rows}
-
-    history = list(generate_history(400, 6, seed=5))
+async def test_a_ledger_whose_postings_are_not_one_transfer_each_is_left_as_it_was(database_url):
+    """The conversion takes nothing on trust: a transaction with three postings (balanced, but not a
+    transfer between two accounts) stops it, and the ledger stays as it was for people to look at."""
     conn = await asyncpg.connect(database_url)
     try:
-        # The DDL as it was: no collation on the keys, and no step that changes it.
-        before_c = re.sub(r"DO \$\$.*?END \$\$;", "", projections.DDL.replace(' COLLATE "C"', ""), flags=re.S)
-        await conn.execute(before_c)
-        assert set((await collations()).values()) == {"default"}
-        async with conn.transaction():
-            assert not (await projections.apply_events(conn, [(e, None) for e in history[:300]])).rejected
-        before = await projections.ledger_digest(conn)
+        await conn.execute(POSTINGS_TABLE_DDL)
+        (_, passed) = piece_events("res_odd", 1, 9_000, at=MARCH)
+        await post_the_old_way(conn, [domain.transaction_for(passed)])
+        odd = domain.transaction_for(piece_events("res_odd", 2, 6_000, at=MARCH)[1])
+        await conn.execute(POSTINGS_TABLE_INSERT, odd.transaction_id, odd.kind.value, odd.business_key, odd.event_id,
+                           odd.event_type, odd.event_time, odd.artisan_id, odd.subject_id, odd.amount_idr,
+                           [odd.from_account, odd.to_account, "collaborator:col_2:fees"], [-3_000, 6_000, -3_000])
+        before = {tuple(row) for row in await conn.fetch("SELECT * FROM ledger_postings")}
 
-        await projections.install_ledger(conn)
-        # As a service starting again: a new connection (one that prepared statements on the old
-        # columns must prepare them again, which asyncpg refuses to do inside a transaction).
-        await conn.close()
-        conn = await asyncpg.connect(database_url)
+        with pytest.raises(asyncpg.CheckViolationError, match=f"{odd.transaction_id} is not one transfer"):
+            await projections.install_ledger(conn)
 
-        assert await collations() == {f"{table}.{column}": "C" for table, column in [
-            ("ledger_transactions", "transaction_id"), ("ledger_transactions", "business_key"),
-            ("ledger_transactions", "event_id"), ("ledger_transactions", "artisan_id"),
-            ("ledger_transactions", "subject_id"), ("ledger_postings", "transaction_id"),
-            ("ledger_postings", "account")]}
-        assert await projections.ledger_digest(conn) == before
-        # The rebuilt indexes still keep the ledger exact: a redelivery changes nothing, the rest posts.
-        async with conn.transaction():
-            outcome = await projections.apply_events(conn, [(e, None) for e in history[250:]])
-        assert not outcome.rejected and not outcome.failed
-        assert (await projections.ledger_digest(conn)).digest == expected_digest(history)
+        assert await conn.fetchval("SELECT relkind::text FROM pg_class WHERE oid = 'ledger_postings'::regclass") == "r"
+        assert {tuple(row) for row in await conn.fetch("SELECT * FROM ledger_postings")} == before
+        assert not await conn.fetchval("""SELECT count(*) FROM pg_attribute WHERE attname = 'from_account'
+                                          AND attrelid = 'ledger_transactions'::regclass""")
     finally:
         await conn.close()
 
@@ -767,7 +811,7 @@ async def test_posting_probes_the_ledger_and_never_scans_it(database_url):
         await conn.execute("SELECT pg_stat_force_next_flush()")
         await conn.execute("SELECT pg_stat_clear_snapshot()")
         return await conn.fetchval("""SELECT sum(seq_scan) FROM pg_stat_user_tables
-                                      WHERE relname IN ('ledger_transactions', 'ledger_postings')""")
+                                      WHERE relname = 'ledger_transactions'""")
 
     try:
         await projections.install_ledger(conn)
