@@ -154,11 +154,9 @@ def transaction_for(event: Envelope) -> LedgerTransaction | None:
     if rule is None:
         return None
     kind, key, subject, source, destination = rule(data)
-    return LedgerTransaction(
-        transaction_id=transaction_id(kind, event.id), kind=kind, business_key=key, event_id=event.id,
-        event_type=event.type, event_time=to_wib(event.time), artisan_id=data.artisan_id, subject_id=subject,
-        amount_idr=data.amount_idr, from_account=source, to_account=destination,
-    )
+    # Positionally, in the fields' order: a replay makes one per money-moving event.
+    return LedgerTransaction(transaction_id(kind, event.id), kind, key, event.id, event.type, to_wib(event.time),
+                             data.artisan_id, subject, data.amount_idr, source, destination)
 
 
 def balances(transactions: Iterable[LedgerTransaction], as_of: datetime | None = None) -> dict[str, int]:

@@ -141,8 +141,9 @@ CREATE TRIGGER ledger_transactions_not_truncated BEFORE TRUNCATE ON ledger_trans
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_is_append_only();
 """
 
-_COLUMNS = """transaction_id, kind, business_key, event_id, event_type, event_time, artisan_id, subject_id,
-              amount_idr, from_account, to_account, source_topic, source_partition, source_offset"""
+#: The columns a posting writes: a transaction's fields, named and ordered as `domain.LedgerTransaction`'s
+#: (so a batch's rows are the transactions themselves), then where its event was read.
+_COLUMNS = ", ".join((*domain.LedgerTransaction._fields, "source_topic", "source_partition", "source_offset"))
 
 _INSERT = f"""
 INSERT INTO ledger_transactions ({_COLUMNS})
@@ -223,6 +224,8 @@ _INSERT_NEW_BATCH = _INSERT_BATCH_TEMPLATE.format(on_conflict="")
 #: The same batch when some of it is there already (a redelivery, a second ending for one payout):
 #: those rows are skipped and the rest inserted.
 _INSERT_BATCH = _INSERT_BATCH_TEMPLATE.format(on_conflict="ON CONFLICT DO NOTHING")
+#: The source columns of an event read from nowhere in particular.
+_NO_SOURCE = (None, None, None)
 
 
 @dataclass
@@ -261,33 +264,21 @@ async def apply_events(conn: asyncpg.Connection, events: Sequence[tuple[Envelope
                if (tx := domain.transaction_for(event)) is not None]
     if not planned:
         return outcome
-    columns: list[list] = [[] for _ in range(14)]
-    (ids, kinds, keys, event_ids, types, times, artisans, subjects, amounts, from_accounts, to_accounts, topics,
-     partitions, offsets) = columns
     # A transaction id twice in one batch (the relay's at-least-once) goes in once, its first copy:
     # both would make the plain insert collide with itself, and be sent again.
     first_copies: set[int] = set()
     in_batch: set[str] = set()
+    rows: list[tuple] = []
     for index, tx in planned:
         if tx.transaction_id in in_batch:
             continue
         in_batch.add(tx.transaction_id)
         first_copies.add(index)
         source = events[index][1]
-        ids.append(tx.transaction_id)
-        kinds.append(tx.kind.value)
-        keys.append(tx.business_key)
-        event_ids.append(tx.event_id)
-        types.append(tx.event_type)
-        times.append(tx.event_time)
-        artisans.append(tx.artisan_id)
-        subjects.append(tx.subject_id)
-        amounts.append(tx.amount_idr)
-        from_accounts.append(tx.from_account)
-        to_accounts.append(tx.to_account)
-        topics.append(source.topic if source else None)
-        partitions.append(source.partition if source else None)
-        offsets.append(source.offset if source else None)
+        # The transaction's fields in the statement's column order, then where it was read.
+        rows.append((*tx, *(source or _NO_SOURCE)))
+    # Rows to columns (one array parameter each) in one pass.
+    columns = [list(column) for column in zip(*rows, strict=True)]
     try:
         inserted = await _insert_batch(conn, columns)
     except DATABASE_UNAVAILABLE:  # the server, not this batch: the caller retries or gives up
