@@ -166,14 +166,12 @@ def _decoded_in_one_pass(value: bytes | None, topic: Topic | None) -> Envelope |
     if topic is not None and typed.data.topic != topic:
         return None
     # A plain `Envelope` holding the validated fields, as `Envelope.model_validate` makes it (and
-    # equal to it: pydantic models are equal only to their own class). `model_construct` would
-    # work out the defaults and the fields set again, which costs more than the whole pass saves.
-    event = Envelope.__new__(Envelope)
-    object.__setattr__(event, "__dict__", typed.__dict__)
-    object.__setattr__(event, "__pydantic_fields_set__", typed.__pydantic_fields_set__)
-    object.__setattr__(event, "__pydantic_extra__", typed.__pydantic_extra__)
-    object.__setattr__(event, "__pydantic_private__", None)
-    return event
+    # equal to it: pydantic models are equal only to their own class). The typed envelope is a
+    # subclass that adds no slots, so it becomes one in place: a quarter of the time of copying its
+    # state into a new instance, and `model_construct` would work out the defaults and the fields
+    # set again, which costs more than the whole pass saves.
+    object.__setattr__(typed, "__class__", Envelope)
+    return typed
 
 
 def _parse_json_object(value: bytes | None) -> dict[str, Any]:
