@@ -32,3 +32,30 @@ def test_with_no_step_meeting_it_the_fastest_is_shown_as_the_best():
 
     assert not target.met
     assert target.measured == "best 1,169/s (p99 180 ms at concurrency 64)"
+
+
+def test_a_figure_just_short_of_its_target_never_shows_as_the_target():
+    from shared.bench.appends import AppendFigures
+    from shared.bench.replay import PhaseFigures, ReplayResults
+
+    def phase(kind: str, per_second: float) -> PhaseFigures:
+        return PhaseFigures(kind, 1_000_000, 1_000_000 / per_second, per_second, 200.0, 70.0)
+
+    replay = ReplayResults(history={}, produce_seconds=1.0, baseline=phase("baseline", 356_311),
+                           replay=phase("apply_events", 71_257), before=None, after_on_cut=None, expected_digest=None)
+    appends = AppendFigures(runs=[], ratios={"1 writer": 1.9996, "8 writers": 2.0}, peer_version="9.5.6")
+    results = BenchResults(config=BenchConfig(), machine={}, environment="", started_at="", replay=replay,
+                           appends=appends)
+    shown = {t.name: (t.measured, t.met) for t in targets(results)}
+
+    assert shown["replay / raw consumption"] == ("0.199", False)  # 0.19999: not "0.200" beside a "no"
+    assert shown["appends vs eventsourcing, 1 writer"] == ("1.99x", False)
+    assert shown["appends vs eventsourcing, 8 writers"] == ("2.00x", True)
+
+
+def test_a_figure_just_over_an_at_most_target_shows_over_it():
+    from shared.bench.runner import _verdict_figure
+
+    assert _verdict_figure(100.2, 0, at_least=False) == "101"  # a p99 of 100.2 ms misses "<= 100 ms"
+    assert _verdict_figure(100.0, 0, at_least=False) == "100"
+    assert _verdict_figure(1.2501, 2, at_least=False) == "1.26"
