@@ -145,6 +145,15 @@ CREATE TRIGGER ledger_transactions_not_truncated BEFORE TRUNCATE ON ledger_trans
 #: (so a batch's rows are the transactions themselves), then where its event was read.
 _COLUMNS = ", ".join((*domain.LedgerTransaction._fields, "source_topic", "source_partition", "source_offset"))
 
+#: The source columns of an event read from nowhere in particular.
+_NO_SOURCE = (None, None, None)
+
+
+def _row(tx: domain.LedgerTransaction, source: Source | None) -> tuple:
+    """The values of `_COLUMNS` for `tx`: its fields, then where its event was read."""
+    return (*tx, *(source or _NO_SOURCE))
+
+
 _INSERT = f"""
 INSERT INTO ledger_transactions ({_COLUMNS})
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
@@ -184,12 +193,7 @@ async def apply_event(conn: asyncpg.Connection, event: Envelope, *, source: Sour
     if tx is None:
         return False
     async with conn.transaction():  # a savepoint inside the caller's transaction, or a transaction of its own
-        inserted = await conn.fetch(
-            _INSERT,
-            tx.transaction_id, tx.kind.value, tx.business_key, tx.event_id, tx.event_type, tx.event_time,
-            tx.artisan_id, tx.subject_id, tx.amount_idr, tx.from_account, tx.to_account,
-            source.topic if source else None, source.partition if source else None, source.offset if source else None,
-        )
+        inserted = await conn.fetch(_INSERT, *_row(tx, source))
         if inserted:
             return True
         existing = await conn.fetchrow(
@@ -224,8 +228,6 @@ _INSERT_NEW_BATCH = _INSERT_BATCH_TEMPLATE.format(on_conflict="")
 #: The same batch when some of it is there already (a redelivery, a second ending for one payout):
 #: those rows are skipped and the rest inserted.
 _INSERT_BATCH = _INSERT_BATCH_TEMPLATE.format(on_conflict="ON CONFLICT DO NOTHING")
-#: The source columns of an event read from nowhere in particular.
-_NO_SOURCE = (None, None, None)
 
 
 @dataclass
@@ -274,9 +276,7 @@ async def apply_events(conn: asyncpg.Connection, events: Sequence[tuple[Envelope
             continue
         in_batch.add(tx.transaction_id)
         first_copies.add(index)
-        source = events[index][1]
-        # The transaction's fields in the statement's column order, then where it was read.
-        rows.append((*tx, *(source or _NO_SOURCE)))
+        rows.append(_row(tx, events[index][1]))
     # Rows to columns (one array parameter each) in one pass.
     columns = [list(column) for column in zip(*rows, strict=True)]
     try:
