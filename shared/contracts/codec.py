@@ -25,7 +25,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, create_mod
 from pydantic_core import from_json
 
 from shared.contracts.envelope import CONTENT_TYPE, SPEC_VERSION, Envelope
-from shared.contracts.events import EVENT_TYPES, EventData
+from shared.contracts.events import EVENT_TYPES, PATTERN_RULES, EventData
 from shared.contracts.topics import Topic
 
 #: Larger values are refused before parsing; Kafka's own default limit is 1 MiB.
@@ -207,7 +207,13 @@ def _schema_invalid(exc: ValidationError, *, under: str | None) -> SchemaInvalid
     # Only the first problem is named in full; the input is left out because it may be personal data.
     first = exc.errors(include_url=False, include_input=False)[0]
     path = ".".join([*([under] if under else []), *(str(part) for part in first["loc"])])
-    problem = "is missing" if first["type"] == "missing" else f"is invalid: {first['msg']}"
+    if first["type"] == "missing":
+        problem = "is missing"
+    else:
+        # A pattern is worded as the rule it stands for, not as the regular expression.
+        pattern = first.get("ctx", {}).get("pattern") if first["type"] == "string_pattern_mismatch" else None
+        rule = PATTERN_RULES.get(pattern)
+        problem = f"is invalid: {rule or first['msg']}"
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return SchemaInvalid(f"`{path}` {problem}{suffix}", path=path)

@@ -7,14 +7,14 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, SerializeAsAny, StringConstraints
 
-from shared.contracts.events import EventData, Storable
+from shared.contracts.events import STORABLE_TEXT_PATTERN, EventData
 from shared.ids import new_event_id
 from shared.timeutil import to_wib, wib_now
 
 CONTENT_TYPE = "application/cloudevents+json"
 SPEC_VERSION = "1.0"
 
-Attribute = Annotated[str, StringConstraints(min_length=1, max_length=500), Storable]
+Attribute = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=STORABLE_TEXT_PATTERN)]
 
 
 class Envelope(BaseModel):

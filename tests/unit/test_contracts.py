@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
 
 from shared.contracts import (
     EVENT_TYPES,
@@ -27,6 +28,7 @@ from shared.contracts import (
 )
 from shared.contracts import events as ev
 from shared.contracts.codec import _decode_step_by_step, _decoded_in_one_pass, _parse_json_object
+from shared.contracts.envelope import Attribute
 from shared.contracts.schema_export import SCHEMA_DIR, stale_files
 
 JAKARTA_MORNING = datetime(2024, 3, 4, 9, 15, tzinfo=timezone(timedelta(hours=7)))
@@ -205,6 +207,36 @@ def test_text_is_refused_for_exactly_the_control_characters_but_tab_and_newline_
                 ev.storable_text(f"a{char}b")
         else:
             assert ev.storable_text(f"a{char}b") == f"a{char}b"
+
+
+def test_an_events_text_and_ids_refuse_exactly_what_storable_text_refuses():
+    # Events check the rule with patterns pydantic-core runs (and lone surrogates by its own
+    # unicode check), not with `storable_text`: both must refuse the very same characters.
+    text, attribute, identifier = TypeAdapter(ev.Text), TypeAdapter(Attribute), TypeAdapter(ev.Id)
+    for code_point in range(sys.maxunicode + 1):
+        char = chr(code_point)
+        unstorable = char not in "\t\n" and unicodedata.category(char) in ("Cc", "Cs")
+        for adapter in (text, attribute, identifier):
+            refused = char == "\n" and adapter is identifier  # an id is one line
+            try:
+                adapter.validate_python(f"a{char}b")
+            except ValidationError:
+                assert unstorable or refused, f"U+{code_point:04X} refused by {adapter}"
+            else:
+                assert not (unstorable or refused), f"U+{code_point:04X} accepted by {adapter}"
+    # An id's first and last characters are no space either, as before.
+    for value in (" a", "a ", "\ta", "a\u3000"):
+        with pytest.raises(ValidationError):
+            identifier.validate_python(value)
+
+
+def test_a_control_character_is_refused_in_words_not_as_a_regular_expression():
+    value = valid_value()
+    value["data"]["product"] = "piring\u0007"
+    with pytest.raises(SchemaInvalid) as caught:
+        decode(json.dumps(value).encode())
+    assert str(caught.value) == ("`data.product` is invalid: contains a control character "
+                                 "(of those, only tab and newline are text)")
 
 
 def test_error_messages_never_repeat_field_values():
