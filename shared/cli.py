@@ -101,7 +101,9 @@ def up(
     port: Annotated[
         int | None, typer.Option("--port", min=1, max=65535, help="Broker port (default: a free one).")
     ] = None,
-    partitions: Annotated[int, typer.Option("--partitions", min=1, help="Partitions per topic.")] = 3,
+    partitions: Annotated[
+        int, typer.Option("--partitions", min=1, help="Partitions per topic (qc-submissions: 1).")
+    ] = 3,
     topic_prefix: Annotated[
         str, typer.Option("--topic-prefix", envvar="ANYAM_TOPIC_PREFIX", help="Common prefix of every topic.")
     ] = "",

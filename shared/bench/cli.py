@@ -49,7 +49,8 @@ def bench(
                                ] = None,
     appends: Annotated[int | None, typer.Option("--appends", min=1, help="Appends per store and step (5,000).")
                        ] = None,
-    partitions: Annotated[int | None, typer.Option("--partitions", min=1, help="Partitions per topic (3).")] = None,
+    partitions: Annotated[int | None, typer.Option(
+        "--partitions", min=1, help="Partitions per topic (3; qc-submissions: 1).")] = None,
     soak: Annotated[str | None, typer.Option(
         "--soak", help="Instead: a steady mixed load for this long (e.g. 10m) with a fault every minute, then "
                        "reconcile the ledger with what was accepted (own embedded stack).")] = None,

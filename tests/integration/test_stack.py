@@ -21,9 +21,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from shared.contracts.topics import ALL_TOPICS, EVENT_TOPICS, topic_name
+from shared.contracts.topics import ALL_TOPICS, EVENT_TOPICS, Topic, topic_name
 from shared.stack import SERVICES, broker_answers, read_stack_env
 from shared.stack.processes import free_port, is_alive
+from shared.stack.provisioning import OWN_PARTITIONS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -149,7 +150,9 @@ async def test_up_detach_starts_everything_and_down_stops_it(workdir: Path) -> N
     await admin.start()
     try:
         described = await admin.describe_topics([topic_name(t) for t in ALL_TOPICS])
-        assert {d["topic"]: len(d["partitions"]) for d in described} == {topic_name(t): 3 for t in ALL_TOPICS}
+        assert {d["topic"]: len(d["partitions"]) for d in described} == {
+            topic_name(t): OWN_PARTITIONS.get(t, 3) for t in ALL_TOPICS}
+        assert OWN_PARTITIONS == {Topic.QC_SUBMISSIONS: 1}
         configs = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic_name(t)) for t in EVENT_TOPICS]
         )
@@ -282,9 +285,10 @@ async def test_kafka_settings_come_with_fresh_topics_of_their_own(broker, kafka_
     admin = AIOKafkaAdminClient(**kafka_settings.client_options())
     await admin.start()
     try:
-        names = [topic_name(t, kafka_settings.topic_prefix) for t in ALL_TOPICS]
-        described = await admin.describe_topics(names)
-        assert {d["topic"]: (d["error_code"], len(d["partitions"])) for d in described} == {n: (0, 3) for n in names}
+        names = {topic_name(t, kafka_settings.topic_prefix): OWN_PARTITIONS.get(t, 3) for t in ALL_TOPICS}
+        described = await admin.describe_topics(list(names))
+        assert {d["topic"]: (d["error_code"], len(d["partitions"])) for d in described} == {
+            name: (0, count) for name, count in names.items()}
     finally:
         await admin.close()
 
