@@ -39,8 +39,8 @@ def storable_text(value: str) -> str:
 
     PostgreSQL cannot store NUL in text, and a lone surrogate is not UTF-8: a
     value carrying either would fail in a consumer's transaction on every retry,
-    stalling it for good. Refused here, such a value is refused at the door
-    (`shared.web.inputs`). Events hold the same rule as their fields' patterns.
+    stalling it for good. The HTTP inputs (`shared.web.inputs`) refuse such a value
+    with it; events hold the same rule as their fields' patterns (below).
     """
     found = _UNSTORABLE.search(value)
     if found is not None:
