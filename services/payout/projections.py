@@ -237,7 +237,8 @@ class BatchOutcome:
 
 async def apply_events(conn: asyncpg.Connection, events: Sequence[tuple[Envelope, Source | None]]) -> BatchOutcome:
     """Post `events` (each with where it was read, if known) in order, exactly as `apply_event` would
-    one by one, but with one round trip for the whole batch instead of four per event.
+    one by one, but with one statement for the whole batch (a `COPY`) instead of four round trips
+    per event.
 
     Needs an open transaction on `conn` (the caller's batch, with its offsets). Refusals are
     returned, not raised, so that the caller can dead-letter them and commit the rest; an event
@@ -245,7 +246,7 @@ async def apply_events(conn: asyncpg.Connection, events: Sequence[tuple[Envelope
 
     Why it is `apply_event`'s ledger, row for row (`test_apply_events_writes_what_apply_event_writes`):
     - the posting rules are the same (`domain.transaction_for`);
-    - rows go in in batch order (plainly; a batch that meets rows already there, again with
+    - rows go in in batch order (copied in; a batch that meets rows already there, again with
       `ON CONFLICT DO NOTHING`), so of two events with one business key the first one wins,
       as in a sequential replay;
     - an event whose row was not inserted (a redelivery, or a second ending for one payout) is
