@@ -24,6 +24,11 @@ it, which both loaded the embedded broker and overstated those latencies).
 not its commit; and asking the ledger for thousands of outstanding pieces every few
 milliseconds loaded PostgreSQL enough to distort what it measured.)
 
+The baseline, run next in the same process (`shared.bench.raw_chain`): the same
+records through the same two broker hops with nothing done between them, timed from
+publish to arrival. Its latency is what the broker alone takes on this machine; the
+report gives Anyam's p99 as a multiple of it.
+
 Pieces are woven first by appending `piece-woven` to production's event store with
 `EventStore.append` (one stream per piece, as the service's own handler does), and
 the bench waits on real positions (relay checkpoint, stored offsets) until payout has
@@ -51,6 +56,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.payout.app import LEDGER_TOPICS, ledger_consumer
 from shared.bench.environment import BenchEnvironment
+from shared.bench.raw_chain import run_raw_chain
 from shared.bench.services import BenchServices, bench_services
 from shared.contracts import CONTENT_TYPE, Envelope, Topic, service_source, topic_name
 from shared.contracts.codec import CONTENT_TYPE_HEADER
@@ -72,6 +78,21 @@ PUBLISHER_LINGER_MS = 5
 #: long is lost. (A pipeline that keeps making progress is waited for, up to `drain_timeout`.)
 STALL_SECONDS = 30.0
 PRODUCT, RATE = "piring", 15_000
+
+
+@dataclass
+class RawChainFigures:
+    """The baseline (`shared.bench.raw_chain`): the same records through the same two broker hops, nothing else."""
+
+    published: int
+    delivered: int
+    lost: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    #: The embedded broker's CPU (% of one core) in each tenth of the publishing phase.
+    broker_cpu_percent: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -103,9 +124,18 @@ class LatencyFigures:
     #: in-memory fetch costs more the longer the topic, so it grows as the run goes on.
     broker_cpu_percent: list[float] = field(default_factory=list)
     timeline: list[dict[str, float]] = field(default_factory=list)
+    #: The baseline run after it, in the same process: what the broker alone takes for the two hops.
+    raw_chain: RawChainFigures | None = None
+
+    @property
+    def p99_to_raw_chain(self) -> float | None:
+        """Anyam's p99 over the raw chain's: how many times the broker's own latency Anyam takes."""
+        if self.raw_chain is None or self.raw_chain.p99_ms <= 0:
+            return None
+        return self.p99_ms / self.raw_chain.p99_ms
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "p99_to_raw_chain": self.p99_to_raw_chain}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -135,6 +165,8 @@ async def measure_latency(
         sent, seen, relayed, cycles, last_publish, late = await _run(services, pieces, submissions, rate,
                                                                      drain_timeout or max(900.0, 10 * seconds),
                                                                      broker)
+    # The baseline runs once the services have stopped: the broker's share alone, the same records.
+    raw_chain = await _measure_raw_chain(env, pieces, submissions, rate, seconds)
     latencies = [(seen[piece] - sent[piece]) * 1000 for piece in sent if piece in seen]
     to_relay = [(relayed[piece] - sent[piece]) * 1000 for piece in sent if piece in relayed]
     published_seconds = max(sent.values()) - min(sent.values()) if len(sent) > 1 else 0.0
@@ -149,7 +181,22 @@ async def measure_latency(
         drain_seconds=max(0.0, max(seen.values(), default=last_publish) - last_publish),
         setup_seconds=setup_seconds, late_observed=late, timeline=timeline,
         relayed_p50_ms=percentile(to_relay, 0.50), relayed_p99_ms=percentile(to_relay, 0.99),
-        broker_cpu_percent=broker.percentages,
+        broker_cpu_percent=broker.percentages, raw_chain=raw_chain,
+    )
+
+
+async def _measure_raw_chain(
+    env: BenchEnvironment, pieces: list[str], submissions: list[bytes], rate: int, seconds: float
+) -> RawChainFigures:
+    broker = _BrokerCpu(env.broker_pid, seconds / 10)
+    sent, arrived = await run_raw_chain(env, pieces, submissions, rate=rate, stall_seconds=STALL_SECONDS,
+                                        publisher_linger_ms=PUBLISHER_LINGER_MS,
+                                        tail_fetch_wait_ms=TAIL_FETCH_WAIT_MS, broker=broker)
+    latencies = [(arrived[piece] - sent[piece]) * 1000 for piece in sent if piece in arrived]
+    return RawChainFigures(
+        published=len(sent), delivered=len(latencies), lost=len(sent) - len(latencies),
+        p50_ms=percentile(latencies, 0.50), p95_ms=percentile(latencies, 0.95), p99_ms=percentile(latencies, 0.99),
+        max_ms=max(latencies, default=0.0), broker_cpu_percent=broker.percentages,
     )
 
 

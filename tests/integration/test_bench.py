@@ -56,6 +56,12 @@ async def test_quick_bench_measures_everything_and_loses_nothing(broker, postgre
     assert latency.published == int(TINY.e2e_rate * TINY.e2e_seconds)
     assert latency.lost == 0 and latency.committed == latency.published
     assert 0 < latency.p50_ms <= latency.p95_ms <= latency.p99_ms <= latency.max_ms
+    # Its baseline carried the same records through the same two broker hops, and lost none either.
+    raw = latency.raw_chain
+    assert raw is not None
+    assert raw.published == raw.delivered == latency.published and raw.lost == 0
+    assert 0 < raw.p50_ms <= raw.p95_ms <= raw.p99_ms <= raw.max_ms
+    assert latency.p99_to_raw_chain == latency.p99_ms / raw.p99_ms
 
     assert results.commands is not None
     assert [step.concurrency for step in results.commands] == list(TINY.command_concurrency)
@@ -78,4 +84,6 @@ async def test_quick_bench_measures_everything_and_loses_nothing(broker, postgre
     write_json(results, path)
     document = json.loads(path.read_text())
     assert {"machine", "config", "replay", "latency", "commands", "appends", "growth", "targets"} <= set(document)
+    assert document["latency"]["raw_chain"]["delivered"] == latency.published
+    assert document["latency"]["p99_to_raw_chain"] == latency.p99_to_raw_chain
     assert document["machine"]["cpus"] >= 1

@@ -59,3 +59,27 @@ def test_a_figure_just_over_an_at_most_target_shows_over_it():
     assert _verdict_figure(100.2, 0, at_least=False) == "101"  # a p99 of 100.2 ms misses "<= 100 ms"
     assert _verdict_figure(100.0, 0, at_least=False) == "100"
     assert _verdict_figure(1.2501, 2, at_least=False) == "1.26"
+
+
+def test_the_end_to_end_verdict_shows_the_raw_chain_beside_anyams_p99():
+    from shared.bench.latency import LatencyFigures, RawChainFigures
+
+    def latency(raw: RawChainFigures | None) -> LatencyFigures:
+        return LatencyFigures(rate_per_second=1_000, seconds=60.0, published=60_000, achieved_rate=1_000.0,
+                              committed=60_000, lost=0, p50_ms=91.0, p95_ms=150.0, p99_ms=185.0, max_ms=506.0,
+                              mean_ms=95.0, poll_resolution_ms=5.1, drain_seconds=0.3, setup_seconds=20.0,
+                              raw_chain=raw)
+
+    raw = RawChainFigures(published=60_000, delivered=60_000, lost=0, p50_ms=27.0, p95_ms=51.0, p99_ms=64.0,
+                          max_ms=100.0)
+    with_raw = latency(raw)
+    results = BenchResults(config=BenchConfig(), machine={}, environment="", started_at="", latency=with_raw)
+    shown = {t.name: (t.measured, t.met) for t in targets(results)}
+
+    assert shown["end-to-end p99 at 1,000/s"] == ("185 ms (raw two-hop chain on the same broker: 64 ms)", False)
+    assert with_raw.p99_to_raw_chain == 185.0 / 64.0
+    assert with_raw.as_json()["p99_to_raw_chain"] == 185.0 / 64.0
+    # Without the baseline (or with one that measured nothing) there is no ratio, and the verdict says only ours.
+    assert latency(None).p99_to_raw_chain is None
+    results = BenchResults(config=BenchConfig(), machine={}, environment="", started_at="", latency=latency(None))
+    assert {t.name: t.measured for t in targets(results)}["end-to-end p99 at 1,000/s"] == "185 ms"
