@@ -57,9 +57,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from services.payout.app import LEDGER_TOPICS, ledger_consumer
 from shared.bench.environment import BenchEnvironment
 from shared.bench.raw_chain import run_raw_chain
+from shared.bench.schedule import publish_on_schedule
 from shared.bench.services import BenchServices, bench_services
-from shared.contracts import CONTENT_TYPE, Envelope, Topic, service_source, topic_name
-from shared.contracts.codec import CONTENT_TYPE_HEADER
+from shared.contracts import Envelope, Topic, service_source, topic_name
 from shared.contracts.events import PieceWoven
 from shared.contracts.signing import public_key_b64, signed, submission_event
 from shared.eventstore import EventStore, wait_until_caught_up, wait_until_published
@@ -279,7 +279,6 @@ async def _run(
     prefix = services.kafka.topic_prefix
     submissions_topic = topic_name(Topic.QC_SUBMISSIONS, prefix)
     production_topic = topic_name(Topic.PRODUCTION, prefix)
-    headers = [(CONTENT_TYPE_HEADER, CONTENT_TYPE.encode())]
     consumer_name = ledger_consumer(prefix)
 
     # Positioned before the first publish, so that no qc-passed can land before the tail looks. Kafka's
@@ -334,19 +333,9 @@ async def _run(
     tailing = asyncio.create_task(tail())
     poller = asyncio.create_task(poll())
     try:
-        deliveries = []
-        started = time.monotonic()
-        broker.start()
-        for n, (piece, value) in enumerate(zip(pieces, submissions, strict=True)):
-            broker.sample()
-            # A fixed schedule: submission n leaves n/rate seconds after the first (a late one leaves at once).
-            delay = started + n / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent[piece] = time.time()
-            deliveries.append(await producer.send(submissions_topic, value, key=piece.encode(), headers=headers))
+        deliveries = await publish_on_schedule(producer, submissions_topic, pieces, submissions, rate=rate,
+                                               broker=broker, sent=sent)
         last_publish = time.time()
-        broker.sample(final=True)
         await asyncio.gather(*deliveries)
         publishing_done.set()
         await poller

@@ -22,23 +22,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.bench.environment import BenchEnvironment
-from shared.contracts import CONTENT_TYPE, Topic, topic_name
-from shared.contracts.codec import CONTENT_TYPE_HEADER
+from shared.bench.schedule import BrokerSampler, publish_on_schedule
+from shared.contracts import Topic, topic_name
 from shared.kafka import partitions_of, start_producer
 from shared.settings import KafkaSettings
-
-
-class BrokerSampler(Protocol):
-    """Samples the broker's CPU over the publishing phase (`latency._BrokerCpu`)."""
-
-    def start(self) -> None: ...
-
-    def sample(self, *, final: bool = False) -> None: ...
 
 #: How long to wait for the chain's consumer groups to be given their partitions before publishing.
 JOIN_TIMEOUT_SECONDS = 120.0
@@ -67,7 +58,6 @@ async def _run(
 ) -> tuple[dict[str, float], dict[str, float]]:
     submissions = topic_name(Topic.QC_SUBMISSIONS, kafka.topic_prefix)
     production = topic_name(Topic.PRODUCTION, kafka.topic_prefix)
-    headers = [(CONTENT_TYPE_HEADER, CONTENT_TYPE.encode())]
     sent: dict[str, float] = {}
     arrived: dict[str, float] = {}
 
@@ -95,18 +85,8 @@ async def _run(
                  asyncio.create_task(_read(ledger, arrived)), asyncio.create_task(_read(dashboard, None)),
                  asyncio.create_task(_read(tail, None, commit=False))]
         await _joined([relay_in, ledger, dashboard], tasks)
-        started = time.monotonic()
-        broker.start()
-        deliveries = []
-        for n, (key, value) in enumerate(zip(keys, values, strict=True)):
-            broker.sample()
-            delay = started + n / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent[key] = time.time()
-            deliveries.append(await publisher.send(submissions, value, key=key.encode(), headers=headers))
-        broker.sample(final=True)
-        await asyncio.gather(*deliveries)
+        await asyncio.gather(*await publish_on_schedule(publisher, submissions, keys, values, rate=rate,
+                                                         broker=broker, sent=sent))
         await _drained(sent, arrived, stall_seconds, tasks)
     finally:
         for task in tasks:
