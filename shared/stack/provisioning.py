@@ -21,11 +21,12 @@ EVENT_TOPIC_CONFIG = {"retention.ms": "-1"}
 
 #: Topics with a partition count of their own, whatever the stack's. `qc-submissions` is written by
 #: collaborators a submission or a few at a time (each produce request brings a record batch per
-#: partition it touches) and read by one consumer group, production's; the embedded broker lists a
-#: partition's stored batches for every batch a fetch returns, so three partitions cost it about
-#: three times what one does for the same records, and the tail of the end-to-end latency grew with
-#: that cost (`README`, ninth round: p99 over 60 s 232 / 391 → 170 / 213 ms). Order per piece holds
-#: with any count; on Apache Kafka the deploy manifests (`deploy/k8s`) give every topic room to scale.
+#: partition it touches) and read by one consumer group, production's; the embedded broker lists
+#: every batch a partition stores for each fetch that returns records from it (`README`, tenth
+#: round), so three partitions hold about three times the batches one does for the same records,
+#: and the tail of the end-to-end latency grew with that cost (ninth round: p99 over 60 s 232 / 391
+#: → 170 / 213 ms). Order per piece holds with any count; on Apache Kafka the deploy manifests
+#: (`deploy/k8s`) give every topic room to scale.
 OWN_PARTITIONS: dict[Topic, int] = {Topic.QC_SUBMISSIONS: 1}
 
 
