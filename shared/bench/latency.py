@@ -24,10 +24,10 @@ it, which both loaded the embedded broker and overstated those latencies).
 not its commit; and asking the ledger for thousands of outstanding pieces every few
 milliseconds loaded PostgreSQL enough to distort what it measured.)
 
-The baseline, run next in the same process (`shared.bench.raw_chain`): the same
-records through the same two broker hops with nothing done between them, timed from
-publish to arrival. Its latency is what the broker alone takes on this machine; the
-report gives Anyam's p99 as a multiple of it.
+The baseline, run next by the same bench (`shared.bench.raw_chain`, its stages in processes
+laid out as the services are): the same records through the same two broker hops with
+nothing done between them, timed from publish to arrival. Its latency is what the broker
+alone takes on this machine; the report gives Anyam's p99 as a multiple of it.
 
 Pieces are woven first by appending `piece-woven` to production's event store with
 `EventStore.append` (one stream per piece, as the service's own handler does), and
@@ -124,7 +124,7 @@ class LatencyFigures:
     #: in-memory fetch costs more the longer the topic, so it grows as the run goes on.
     broker_cpu_percent: list[float] = field(default_factory=list)
     timeline: list[dict[str, float]] = field(default_factory=list)
-    #: The baseline run after it, in the same process: what the broker alone takes for the two hops.
+    #: The baseline run after it by the same bench: what the broker alone takes for the two hops.
     raw_chain: RawChainFigures | None = None
 
     @property

@@ -7,10 +7,17 @@ is present and sane, nothing is lost, and the batched replay writes the very led
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
 from dataclasses import replace
 
+import psutil
+import pytest
+
 from shared.bench.environment import BenchEnvironment
+from shared.bench.raw_chain import ChainStage
 from shared.bench.report import write_json
 from shared.bench.runner import BenchConfig, run_bench
 from shared.settings import KafkaSettings
@@ -62,6 +69,8 @@ async def test_quick_bench_measures_everything_and_loses_nothing(broker, postgre
     assert raw.published == raw.delivered == latency.published and raw.lost == 0
     assert 0 < raw.p50_ms <= raw.p95_ms <= raw.p99_ms <= raw.max_ms
     assert latency.p99_to_raw_chain == latency.p99_ms / raw.p99_ms
+    # Its stages ran in processes of their own, as the services do, and none is left running.
+    assert not _running_children("shared.bench.raw_chain")
 
     assert results.commands is not None
     assert [step.concurrency for step in results.commands] == list(TINY.command_concurrency)
@@ -87,3 +96,28 @@ async def test_quick_bench_measures_everything_and_loses_nothing(broker, postgre
     assert document["latency"]["raw_chain"]["delivered"] == latency.published
     assert document["latency"]["p99_to_raw_chain"] == latency.p99_to_raw_chain
     assert document["machine"]["cpus"] >= 1
+
+
+def _running_children(module: str) -> list[psutil.Process]:
+    running = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.ZombieProcess, psutil.NoSuchProcess):  # it has ended
+            if module in " ".join(child.cmdline()):
+                running.append(child)
+    return running
+
+
+async def test_a_raw_chain_stage_that_fails_says_why_instead_of_hanging():
+    kafka = KafkaSettings(kafka_bootstrap="127.0.0.1:1").document_for_a_child()
+    stage = ChainStage({"stage": "relay-everything", "kafka": kafka})
+    await stage.start()
+    try:
+        deadline = time.monotonic() + 60
+        with pytest.raises(RuntimeError) as failure:
+            while time.monotonic() < deadline:
+                stage.raise_if_failed()
+                await asyncio.sleep(0.05)
+        assert "no such stage of the raw chain: 'relay-everything'" in str(failure.value)
+        assert "exit 1" in str(failure.value)
+    finally:
+        await stage.stop()
