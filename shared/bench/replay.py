@@ -40,6 +40,7 @@ from services.payout import projections
 from services.payout.app import LEDGER_TOPICS
 from services.payout.projections import Source
 from shared.audit.replay import DEFAULT_PROCESSES, replayed_ledger
+from shared.bench.child import run_module
 from shared.bench.environment import BenchEnvironment
 from shared.bench.memory import PeakRss
 from shared.contracts import DecodeError, Envelope, base_topic, decode, topic_name
@@ -117,19 +118,8 @@ def job_for(kafka: KafkaSettings, stops: Mapping[TopicPartition, int], phases: l
 
 
 async def run_in_child(job: ReplayJob) -> list[PhaseFigures]:
-    """Run `job` in a fresh interpreter (`python -m shared.bench.replay`) and return each phase's figures.
-
-    A plain child process rather than multiprocessing: `spawn` would re-import whatever
-    script started the bench (the `anyam` entry point, pytest) in the child.
-    """
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.bench.replay", stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate(json.dumps(asdict(job)).encode())
-    if process.returncode != 0:
-        raise RuntimeError(f"the replay child failed (exit {process.returncode}): {err.decode()[-2000:]}")
-    return [PhaseFigures(**result) for result in json.loads(out)]
+    """Run `job` in a fresh interpreter (`python -m shared.bench.replay`) and return each phase's figures."""
+    return [PhaseFigures(**result) for result in await run_module("shared.bench.replay", asdict(job), what="replay")]
 
 
 def _job_from_json(document: dict[str, Any]) -> ReplayJob:
