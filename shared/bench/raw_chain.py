@@ -123,8 +123,8 @@ class ChainStage:
         self._stopping = False
 
     async def start(self) -> None:
-        # A plain child rather than multiprocessing: `spawn` would re-import whatever script
-        # started the bench (the `anyam` entry point, pytest) in the child.
+        # A plain child, as `shared.bench.child` starts them (its docstring says why), but one
+        # that talks while it runs instead of answering once at the end.
         self._process = process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shared.bench.raw_chain", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, limit=16 * 1024 * 1024,
