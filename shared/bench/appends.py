@@ -38,6 +38,8 @@ from importlib import metadata
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import uvloop
+
 from shared.bench.child import run_module
 from shared.bench.environment import BenchEnvironment
 from shared.contracts import Envelope, decode, encode, service_source
@@ -194,8 +196,6 @@ async def _run_in_child(store: str, database_url: str, work: list[tuple[str, int
 def _run_job(job: dict[str, Any]) -> AppendRun:
     work = [(stream, version, decode(value.encode())) for stream, version, value in job["work"]]
     if job["store"] == OURS:
-        import uvloop
-
         return uvloop.run(_ours(job["database_url"], work, job["writers"]))
     return _peer(job["database_url"], work, job["writers"])
 

@@ -40,6 +40,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.bench.environment import BenchEnvironment
@@ -289,6 +290,4 @@ def _say(document: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    import uvloop  # as the services run (`shared.service`)
-
-    uvloop.run(_run_stage())
+    uvloop.run(_run_stage())  # as the services run (`shared.service`)
