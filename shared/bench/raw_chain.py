@@ -145,6 +145,8 @@ class ChainStage:
             if self._arrived is not None:
                 for key, at in said.get("arrived", ()):
                     self._arrived.setdefault(key, at)
+        if self._errors is not None:
+            await asyncio.shield(self._errors)  # the child has ended: its last words are complete too
 
     def raise_if_failed(self) -> None:
         """Raise with the child's last words if it ended before it was told to stop."""
