@@ -145,8 +145,17 @@ class ChainStage:
             if self._arrived is not None:
                 for key, at in said.get("arrived", ()):
                     self._arrived.setdefault(key, at)
+        # Its output has ended: wait for its last words and its exit code too, so that an ended
+        # listener means an ended child whose failure can be told in full.
         if self._errors is not None:
-            await asyncio.shield(self._errors)  # the child has ended: its last words are complete too
+            await asyncio.shield(self._errors)
+        if self._process is not None:
+            await self._process.wait()
+
+    async def ended(self) -> None:
+        """Return once the child has ended and all it said is read (told to stop, or failed)."""
+        assert self._listening is not None, "start() first"
+        await asyncio.shield(self._listening)
 
     def raise_if_failed(self) -> None:
         """Raise with the child's last words if it ended before it was told to stop."""
