@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: up down status demo test
+.PHONY: up down status demo test kafka smoke-tansu
 
 # Reinstalls whenever pyproject.toml is newer than the stamp (e.g. a dependency changed).
 $(STAMP): pyproject.toml
@@ -13,12 +13,12 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-up: $(STAMP)
+up: $(STAMP) kafka
 	$(VENV)/bin/anyam up $(ARGS)
 
 # The newcomer's first command: start the embedded stack if needed, run the Nagrak programme,
 # leave the stack running with the dashboard's address printed.
-demo: $(STAMP)
+demo: $(STAMP) kafka
 	$(VENV)/bin/anyam demo $(ARGS)
 
 down: $(STAMP)
@@ -27,9 +27,22 @@ down: $(STAMP)
 status: $(STAMP)
 	$(VENV)/bin/anyam status $(ARGS)
 
+# Apache Kafka's broker jars (deploy/kafka/pom.xml), fetched with Maven the first time, offline after.
+# Without Java 17+ it says so and the stack and tests use tansu instead.
+kafka: $(STAMP)
+	$(VENV)/bin/anyam fetch-kafka --optional
+
 # pytest's own exit code (5 when nothing was collected) fails the target.
 # The dashboard tests render the page in Debian's headless Chromium; the script installs it
-# where it can (root with apt-get) and otherwise says how.
-test: $(STAMP)
+# where it can (root with apt-get) and otherwise says how. The integration tests run on a
+# three-node Apache Kafka cluster where Java is present (tests/conftest.py says which broker).
+test: $(STAMP) kafka
 	sh scripts/install-browser.sh
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The pip-only broker keeps working: the demo, verify and one fault on tansu.
+SMOKE_TESTS := tests/integration/test_demo.py \
+	tests/integration/test_audit.py::test_anyam_verify_on_an_untouched_programme_verifies_and_exits_zero \
+	tests/integration/test_faults.py::test_broker_unreachable_for_30_seconds_commands_are_still_accepted_and_land_exactly_once
+smoke-tansu: $(STAMP)
+	ANYAM_STACK_ENGINE=tansu $(VENV)/bin/python -m pytest $(SMOKE_TESTS)

@@ -23,6 +23,7 @@ from shared.stack import (
     StackError,
     StackState,
     clean_leftovers,
+    default_engine,
     inspect_stack,
     stack_status,
     start_stack,
@@ -75,12 +76,39 @@ WorkdirOption = Annotated[
 ]
 
 
+#: Which broker the stack runs; the environment variable lets CI pick one for every command.
+def _one_of(*allowed: object) -> Any:
+    def check(value: object) -> object:
+        if value is not None and value not in allowed:
+            raise typer.BadParameter(f"choose one of {', '.join(map(str, allowed))}")
+        return value
+
+    return check
+
+
+BrokerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        envvar="ANYAM_STACK_ENGINE",
+        help="kafka (Apache Kafka, needs Java 17+) or tansu (pip only). Default: kafka where Java is present.",
+        callback=_one_of("kafka", "tansu"),
+    ),
+]
+BrokersOption = Annotated[
+    int,
+    typer.Option("--brokers", envvar="ANYAM_STACK_BROKERS", help="Apache Kafka nodes: 1, or 3 (a real quorum).",
+                 callback=_one_of(1, 3)),
+]
+
+
 def _addresses_table(env: dict[str, str]) -> Table:
     table = Table(title="Anyam embedded stack", title_justify="left")
     table.add_column("part", style="bold")
     table.add_column("address", overflow="fold")
     table.add_column("pid", justify="right")
-    table.add_row("Kafka broker (tansu)", env[keys.KAFKA_BOOTSTRAP], env.get(keys.BROKER_PID, ""))
+    table.add_row("Kafka", env.get(keys.BROKER_DESCRIPTION, env[keys.KAFKA_BOOTSTRAP]),
+                  env.get(keys.BROKER_PIDS, env.get(keys.BROKER_PID, "")))
     if keys.TOPIC_PREFIX in env:
         table.add_row("topic prefix", env[keys.TOPIC_PREFIX], "")
     table.add_row("PostgreSQL", env[keys.POSTGRES_URL], env.get(keys.POSTGRES_PID, ""))
@@ -102,22 +130,37 @@ def up(
         int | None, typer.Option("--port", min=1, max=65535, help="Broker port (default: a free one).")
     ] = None,
     partitions: Annotated[
-        int, typer.Option("--partitions", min=1, help="Partitions per topic (qc-submissions: 1).")
+        int, typer.Option("--partitions", min=1, help="Partitions per topic (tansu: qc-submissions has 1).")
     ] = 3,
     topic_prefix: Annotated[
         str, typer.Option("--topic-prefix", envvar="ANYAM_TOPIC_PREFIX", help="Common prefix of every topic.")
     ] = "",
+    broker: BrokerOption = None,
+    brokers: BrokersOption = 3,
 ) -> None:
     """Start the embedded stack: broker, PostgreSQL, databases and topics; write .anyam/stack.env."""
     for note in clean_leftovers(workdir):
         console.print(Text(note, style="yellow"), soft_wrap=True)
-    asyncio.run(_up(workdir, detach=detach, port=port, partitions=partitions, topic_prefix=topic_prefix))
+    asyncio.run(_up(workdir, detach=detach, port=port, partitions=partitions, topic_prefix=topic_prefix,
+                    engine=broker, brokers=brokers))
 
 
-async def _up(workdir: Path, *, detach: bool, port: int | None, partitions: int, topic_prefix: str) -> None:
-    with console.status("starting the embedded stack…"):
+def _engine(engine: str | None) -> str:
+    if engine:
+        return engine
+    engine, note = default_engine()
+    if note:
+        console.print(Text(f"note: {note}", style="yellow"), soft_wrap=True)
+    return engine
+
+
+async def _up(workdir: Path, *, detach: bool, port: int | None, partitions: int, topic_prefix: str,
+              engine: str | None, brokers: int) -> None:
+    engine = _engine(engine)
+    with console.status(f"starting the embedded stack ({engine})…"):
         stack = await start_stack(
-            workdir, port=port, partitions=partitions, topic_prefix=topic_prefix, supervised=not detach
+            workdir, port=port, partitions=partitions, topic_prefix=topic_prefix, supervised=not detach,
+            engine=engine, brokers=brokers,
         )
     console.print(_addresses_table(stack.env))
     console.print(f"Addresses and tokens: [bold]{stack.path}[/] (load with `set -a; . {stack.path}; set +a`)")
@@ -168,17 +211,37 @@ def status(workdir: WorkdirOption = keys.DEFAULT_WORKDIR) -> None:
     table.add_column("state")
     for role, pid in {**inspection.alive, **inspection.dead}.items():
         state = Text("running", "green") if role in inspection.alive else Text("gone", "red")
-        if role == "broker" and role in inspection.alive:
+        if role.startswith("broker") and role in inspection.alive:
             state = Text("answers", "green") if result.broker_answers else Text("not answering", "red")
         table.add_row(role, str(pid), state)
     console.print(table)
     env = inspection.env
     if keys.KAFKA_BOOTSTRAP in env:
-        console.print(f"Kafka: {env[keys.KAFKA_BOOTSTRAP]}   PostgreSQL: {env.get(keys.POSTGRES_URL, '?')}")
+        console.print(f"Kafka: {env.get(keys.BROKER_DESCRIPTION, env[keys.KAFKA_BOOTSTRAP])}")
+        console.print(f"PostgreSQL: {env.get(keys.POSTGRES_URL, '?')}")
     if inspection.state is StackState.STALE:
         console.print(Text("None of its processes runs: `anyam down` (or `anyam up`) clears it.", "yellow"))
     if inspection.state is not StackState.RUNNING or not result.broker_answers:
         raise typer.Exit(1)
+
+
+@app.command("fetch-kafka")
+def fetch_kafka(
+    optional: Annotated[
+        bool, typer.Option("--optional", help="Without Java 17+, say so and succeed (the stack then runs tansu).")
+    ] = False,
+) -> None:
+    """Fetch the pinned Apache Kafka broker (deploy/kafka/pom.xml) into the cache, once; offline afterwards."""
+    from shared.stack.kafka_dist import ensure_kafka, java_available
+
+    if optional and not java_available():
+        console.print(Text("note: no Java 17+ here: Apache Kafka is not fetched, tests and `anyam up` use tansu",
+                           style="yellow"), soft_wrap=True)
+        return
+    with console.status("fetching Apache Kafka with Maven (first time only)…"):
+        distribution = ensure_kafka()
+    jars = len(list(distribution.libs.glob("*.jar")))
+    console.print(f"Apache Kafka {distribution.version}: {jars} jars in {distribution.libs} (Java: {distribution.java})")
 
 
 @app.command()
@@ -198,6 +261,8 @@ def serve(
 def demo(
     workdir: WorkdirOption = keys.DEFAULT_WORKDIR,
     seed: Annotated[int, typer.Option("--seed", help="The same seed gives the same programme.")] = 2024,
+    broker: BrokerOption = None,
+    brokers: BrokersOption = 3,
 ) -> None:
     """Run the Nagrak programme end to end on the embedded stack (starting it if needed) and show the result."""
     from shared.demo.report import print_result
@@ -208,7 +273,8 @@ def demo(
     if inspection.state is not StackState.RUNNING:
         for note in clean_leftovers(workdir):
             console.print(Text(note, style="yellow"), soft_wrap=True)
-        asyncio.run(_up(workdir, detach=True, port=None, partitions=3, topic_prefix=""))
+        asyncio.run(_up(workdir, detach=True, port=None, partitions=3, topic_prefix="", engine=broker,
+                        brokers=brokers))
         inspection = inspect_stack(workdir)
     with console.status("running the programme…") as spinner:
         result = asyncio.run(run_demo(inspection.env, nagrak(seed), progress=lambda line: spinner.update(line)))
@@ -224,10 +290,8 @@ def _verify_after_demo(env: dict[str, str]) -> None:
     """The auditor's check ends every demo: replay the topics, compare with the live ledger, every invariant."""
     from shared.audit.report import print_verify
     from shared.audit.verify import verify
-    from shared.settings import KafkaSettings
 
-    kafka = KafkaSettings(kafka_bootstrap=env[keys.KAFKA_BOOTSTRAP], topic_prefix=env.get(keys.TOPIC_PREFIX, ""),
-                          kafka_security_protocol="PLAINTEXT")
+    kafka = keys.stack_kafka_settings(env)
     with console.status("verifying: replaying the history and comparing with the live ledger…"):
         report = asyncio.run(verify(kafka, payout_url=env["ANYAM_PAYOUT_URL"],
                                     auditor_token=env[keys.AUDITOR_TOKEN], workers=2))

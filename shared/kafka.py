@@ -34,11 +34,10 @@ async def end_offsets(
 ) -> dict[TopicPartition, int]:
     """The offset after the last record of every partition of `topics` (full names), as of now.
 
-    ListOffsets alone is not trusted: the embedded broker (tansu 0.6.0) answers it
+    On Apache Kafka this is ListOffsets' answer. On tansu (0.6.0) ListOffsets answers
     with the base offset of the last record batch plus one, short of the real end
-    whenever that batch holds several records. A fetch from that offset returns
-    the rest of the batch and the true high watermark, so the answer is exact on
-    both tansu and Apache Kafka.
+    whenever that batch holds several records; there a fetch from that offset returns
+    the rest of the batch and the true high watermark, which is what is returned.
     """
     consumer = AIOKafkaConsumer(
         **kafka.client_options(), group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50
@@ -49,6 +48,8 @@ async def end_offsets(
         if not partitions:
             return {}
         ends = await consumer.end_offsets(partitions)
+        if not kafka.on_tansu:
+            return ends
         consumer.assign(partitions)
         for tp in partitions:
             consumer.seek(tp, ends[tp])

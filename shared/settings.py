@@ -28,20 +28,48 @@ class KafkaSettings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: str | None = Field(default=None, description="CA bundle that signed the brokers' certificates.")
-    kafka_idempotent_producer: bool = Field(
-        default=False,
-        description="Turn on the idempotent producer (real Kafka only; the embedded broker rejects it).",
-    )
-
-    kafka_fetch_max_wait_ms: int = Field(
-        default=20, ge=1, le=30_000,
+    kafka_engine: Literal["kafka", "tansu"] = Field(
+        default="kafka",
         description=(
-            "How long a consumer's fetch may wait at the broker for records to arrive. Apache Kafka "
-            "answers as soon as records arrive, so there this only paces idle polling (500 is its "
-            "default); the embedded broker (tansu 0.6) answers only when the wait is over, so there "
-            "every consumer hop adds up to this much latency."
+            "Which broker implementation serves the bootstrap servers: Apache Kafka (or a compatible "
+            "cluster), or the embedded tansu broker, whose known defects Anyam then works around."
         ),
     )
+    kafka_idempotent_producer: bool | None = Field(
+        default=None,
+        description=(
+            "Whether producers are idempotent (a retried send is never written twice). Default: on "
+            "for Apache Kafka, off for tansu, which refuses it."
+        ),
+    )
+    kafka_fetch_max_wait_ms: int | None = Field(
+        default=None, ge=1, le=30_000,
+        description=(
+            "How long a consumer's fetch may wait at the broker for records to arrive. Apache Kafka "
+            "answers as soon as records arrive, so there it only paces idle polling (default 500, "
+            "Kafka's own); tansu answers only when the wait is over, so there every consumer hop adds "
+            "up to this much latency (default 20)."
+        ),
+    )
+
+    @property
+    def on_tansu(self) -> bool:
+        """Whether the broker is the embedded tansu, with its defects to work around."""
+        return self.kafka_engine == "tansu"
+
+    @property
+    def fetch_max_wait_ms(self) -> int:
+        """The consumers' fetch wait: the setting, else the engine's default."""
+        if self.kafka_fetch_max_wait_ms is not None:
+            return self.kafka_fetch_max_wait_ms
+        return 20 if self.on_tansu else 500
+
+    @property
+    def idempotent_producer(self) -> bool:
+        """Whether producers are idempotent: the setting, else on wherever the broker supports it."""
+        if self.kafka_idempotent_producer is not None:
+            return self.kafka_idempotent_producer
+        return not self.on_tansu
 
     @property
     def bootstrap_servers(self) -> str:
@@ -73,4 +101,4 @@ class KafkaSettings(BaseSettings):
 
     def producer_options(self) -> dict[str, Any]:
         """Options for every producer: nothing counts as published until all in-sync replicas have it."""
-        return {**self.client_options(), "acks": "all", "enable_idempotence": self.kafka_idempotent_producer}
+        return {**self.client_options(), "acks": "all", "enable_idempotence": self.idempotent_producer}

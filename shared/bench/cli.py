@@ -55,6 +55,11 @@ def bench(
         "--soak", help="Instead: a steady mixed load for this long (e.g. 10m) with a fault every minute, then "
                        "reconcile the ledger with what was accepted (own embedded stack).")] = None,
     soak_rate: Annotated[float, typer.Option("--soak-rate", min=0.1, help="Pieces per second in the soak.")] = 10.0,
+    broker: Annotated[str | None, typer.Option(
+        "--broker", envvar="ANYAM_STACK_ENGINE",
+        help="The bench's own stack: kafka (Apache Kafka) or tansu. Default: kafka where Java is present.")] = None,
+    brokers: Annotated[int | None, typer.Option("--brokers", min=1, max=3, help="Apache Kafka nodes: 1 or 3 (3).")
+                       ] = None,
 ) -> None:
     """Measure replay, end-to-end latency, commands, appends against a peer, and growth; print and write JSON."""
     if soak is not None:
@@ -74,8 +79,10 @@ def bench(
         events=events, artisans=artisans, e2e_rate=e2e_rate, e2e_seconds=e2e_seconds, only=chosen,
         growth_sizes=_ints(growth, "--growth"), before_events=before_events,
         command_concurrency=_ints(concurrency, "--concurrency"), command_seconds=command_seconds,
-        appends=appends, partitions=partitions,
+        appends=appends, partitions=partitions, broker=broker, brokers=brokers,
     )
+    if config.broker not in ("", "kafka", "tansu") or config.brokers not in (1, 3):
+        raise StackError("--broker is kafka or tansu, --brokers 1 or 3")
     command = "anyam " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     with console.status("benchmarking…") as spinner:
         results = run(config, endpoints=endpoints, progress=lambda line: (spinner.update(line), console.log(line)),

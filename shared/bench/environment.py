@@ -23,7 +23,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.contracts import ALL_TOPICS, topic_name
 from shared.settings import KafkaSettings
-from shared.stack import EmbeddedBroker, EmbeddedPostgres, StackError, create_database, ensure_topics
+from shared.stack import EmbeddedBroker, EmbeddedPostgres, StackError, create_database, default_engine, ensure_topics
+from shared.stack.kafka_cluster import KafkaCluster
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,11 @@ class BenchEnvironment:
     kind: str
     workdir: Path
     partitions: int = 3
-    #: The embedded broker's process (None on given endpoints), whose CPU the latency run reports.
+    #: The embedded broker's process (Kafka: its first node; None on given endpoints), whose CPU the
+    #: latency run reports.
     broker_pid: int | None = None
+    #: What the broker is, in words.
+    broker_description: str = ""
     _prefixes: list[str] = field(default_factory=list, repr=False)
     _databases: list[str] = field(default_factory=list, repr=False)
 
@@ -96,7 +100,7 @@ class BenchEnvironment:
 
     def describe(self) -> str:
         if self.kind == EMBEDDED:
-            return f"embedded stack (tansu at {self.kafka.bootstrap_servers}, PostgreSQL in {self.workdir})"
+            return f"embedded stack ({self.broker_description}; PostgreSQL in {self.workdir})"
         return f"given endpoints (Kafka {self.kafka.bootstrap_servers}, PostgreSQL from ANYAM_POSTGRES_URL)"
 
 
@@ -114,7 +118,9 @@ def endpoints_from_environment() -> tuple[KafkaSettings, str]:
 
 
 @contextlib.asynccontextmanager
-async def bench_environment(*, endpoints: bool = False, partitions: int = 3) -> AsyncIterator[BenchEnvironment]:
+async def bench_environment(
+    *, endpoints: bool = False, partitions: int = 3, engine: str | None = None, brokers: int = 3
+) -> AsyncIterator[BenchEnvironment]:
     """The environment of one bench run; an embedded stack is started here and torn down afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="anyam-bench-"))
     try:
@@ -127,9 +133,15 @@ async def bench_environment(*, endpoints: bool = False, partitions: int = 3) -> 
                 await env.cleanup()
             return
         # A short path of our own under /tmp: PostgreSQL's Unix socket lives in pgdata.
-        async with EmbeddedBroker(workdir / "broker") as broker, EmbeddedPostgres(workdir / "pgdata") as postgres:
-            kafka = KafkaSettings(kafka_bootstrap=broker.bootstrap, kafka_security_protocol="PLAINTEXT")
-            env = BenchEnvironment(kafka, postgres.server_url, EMBEDDED, workdir, partitions, broker.pid)
+        engine = engine or default_engine()[0]
+        broker: EmbeddedBroker | KafkaCluster = (
+            KafkaCluster(workdir / "broker", brokers=brokers) if engine == "kafka" else EmbeddedBroker(workdir / "broker")
+        )
+        async with broker, EmbeddedPostgres(workdir / "pgdata") as postgres:
+            kafka = KafkaSettings(kafka_bootstrap=broker.bootstrap, kafka_security_protocol="PLAINTEXT",
+                                  kafka_engine=broker.kind)
+            env = BenchEnvironment(kafka, postgres.server_url, EMBEDDED, workdir, partitions, broker.pid,
+                                   broker.describe())
             try:
                 yield env
             finally:

@@ -254,7 +254,7 @@ async def _run_stage() -> None:
     def group_consumer(topic: str, group: str) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(**kafka.client_options(), group_id=f"{kafka.topic_prefix}{group}",
                                     enable_auto_commit=False, auto_offset_reset="earliest",
-                                    fetch_max_wait_ms=kafka.kafka_fetch_max_wait_ms)
+                                    fetch_max_wait_ms=kafka.fetch_max_wait_ms)
         consumer.subscribe([topic])
         return consumer
 

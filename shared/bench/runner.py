@@ -51,6 +51,10 @@ class BenchConfig:
     append_streams: int = 1000
     append_writers: tuple[int, ...] = (1, 8)
     partitions: int = 3
+    #: The broker of a stack the bench starts itself: "kafka" (Apache Kafka, `brokers` nodes) or "tansu";
+    #: empty: the stack's default (`anyam up`'s).
+    broker: str = ""
+    brokers: int = 3
     only: tuple[str, ...] = MEASUREMENTS
     quick: bool = False
 
@@ -121,7 +125,8 @@ async def run_bench(
 ) -> BenchResults:
     """Run the configured measurements on `env`, or on an environment of their own (embedded or `endpoints`)."""
     if env is None:
-        async with bench_environment(endpoints=endpoints, partitions=config.partitions) as own:
+        async with bench_environment(endpoints=endpoints, partitions=config.partitions, engine=config.broker or None,
+                                     brokers=config.brokers) as own:
             return await run_bench(config, env=own, progress=progress, command=command)
     started = time.monotonic()
     info = machine()

@@ -92,8 +92,7 @@ class StackClients:
 
     @property
     def kafka(self) -> KafkaSettings:
-        return KafkaSettings(kafka_bootstrap=self.env[keys.KAFKA_BOOTSTRAP],
-                             topic_prefix=self.env.get(keys.TOPIC_PREFIX, ""), kafka_security_protocol="PLAINTEXT")
+        return keys.stack_kafka_settings(self.env)
 
     async def open(self) -> None:
         token = self.env[keys.STAFF_TOKEN]

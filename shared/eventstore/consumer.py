@@ -133,7 +133,7 @@ class TransactionalConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self._max_batch,
-            fetch_max_wait_ms=self._kafka.kafka_fetch_max_wait_ms,
+            fetch_max_wait_ms=self._kafka.fetch_max_wait_ms,
         )
         self._consumer = consumer
         consumer.subscribe(

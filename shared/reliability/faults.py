@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from shared.stack.errors import StackError
+from shared.stack.kafka_cluster import KafkaCluster
 from shared.stack.lifecycle import RunningStack
 from shared.stack.services import SERVICES
 
@@ -64,6 +66,41 @@ async def broker_outage(stack: RunningStack, seconds: float = 30.0) -> FaultRepo
         await asyncio.sleep(seconds)  # the length of the outage itself
     ended = time.monotonic()
     return FaultReport(f"broker unreachable for {seconds:.0f}s", began, ended, await wait_until_healthy(stack))
+
+
+def cluster_of(stack: RunningStack) -> KafkaCluster:
+    """The stack's Apache Kafka cluster; cluster faults need one."""
+    if not isinstance(stack.broker, KafkaCluster):
+        raise StackError(f"a cluster fault needs the stack to run Apache Kafka, not {stack.broker.kind}")
+    return stack.broker
+
+
+async def broker_node_killed(stack: RunningStack, node_id: int, *, down_for: float = 0.0) -> FaultReport:
+    """SIGKILL one Kafka node (its leaderships move to the others), start it again `down_for` s later."""
+    cluster = cluster_of(stack)
+    began = time.monotonic()
+    cluster.kill_node(node_id)
+    await asyncio.sleep(down_for)  # the length of the fault itself
+    await cluster.start_node(node_id)
+    ended = time.monotonic()
+    return FaultReport(f"Kafka node {node_id} killed (SIGKILL)", began, ended, await wait_until_healthy(stack))
+
+
+async def broker_nodes_stopped(stack: RunningStack, node_ids: list[int], seconds: float = 30.0) -> FaultReport:
+    """Shut Kafka nodes down in order for `seconds`, then start them again. Two of three leave every
+    partition below `min.insync.replicas`: producers with acks=all are refused until they return."""
+    cluster = cluster_of(stack)
+    began = time.monotonic()
+    for node_id in node_ids:
+        await asyncio.to_thread(cluster.stop_node, node_id)
+    await asyncio.sleep(max(0.0, seconds - (time.monotonic() - began)))  # the length of the fault itself
+    for node_id in node_ids:
+        cluster.start_node_process(node_id)
+    await cluster.wait_ready()
+    ended = time.monotonic()
+    names = ", ".join(map(str, node_ids))
+    return FaultReport(f"Kafka node(s) {names} stopped for {seconds:.0f}s", began, ended,
+                       await wait_until_healthy(stack))
 
 
 async def postgres_restart(stack: RunningStack) -> FaultReport:

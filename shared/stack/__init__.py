@@ -1,4 +1,4 @@
-"""The embedded stack: a Kafka-compatible broker (tansu), PostgreSQL, and later the services.
+"""The embedded stack: Apache Kafka (or tansu), PostgreSQL, and the services.
 
 `anyam up` and the test harness both build on these parts; everything else
 reads the addresses from `ANYAM_*` settings and never knows the stack is embedded.
@@ -21,6 +21,7 @@ from shared.stack.lifecycle import (
     StackState,
     StackStatus,
     clean_leftovers,
+    default_engine,
     inspect_stack,
     stack_status,
     start_stack,
@@ -53,6 +54,7 @@ __all__ = [
     "TopicProvisioningFailed",
     "broker_answers",
     "clean_leftovers",
+    "default_engine",
     "create_database",
     "database_url",
     "ensure_topics",

@@ -49,8 +49,8 @@ def log_tail(path: Path, lines: int = 20) -> str:
 
 
 async def broker_answers(bootstrap: str, timeout: float = 5.0) -> bool:
-    """Whether a Kafka client can reach `bootstrap` and fetch cluster metadata within `timeout`."""
-    host, _, port = bootstrap.removeprefix("tcp://").rpartition(":")
+    """Whether a Kafka client can reach `bootstrap` (its first address) and fetch cluster metadata within `timeout`."""
+    host, _, port = bootstrap.split(",")[0].strip().removeprefix("tcp://").rpartition(":")
     try:
         # A plain TCP probe first: aiokafka logs an error for every refused connection.
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
@@ -77,6 +77,8 @@ class EmbeddedBroker:
     Its storage is memory: stopping it loses every topic, while `freeze()` /
     `thaw()` (SIGSTOP / SIGCONT) simulate an outage that keeps the data.
     """
+
+    kind = "tansu"
 
     def __init__(
         self,
@@ -106,9 +108,18 @@ class EmbeddedBroker:
         return self._proc.pid if self._proc is not None else None
 
     @property
+    def pids(self) -> list[int]:
+        """The broker's process, as a list (a Kafka cluster has several)."""
+        return [self._proc.pid] if self._proc is not None else []
+
+    @property
     def running(self) -> bool:
         """Whether the process was started and has not exited."""
         return self._proc is not None and self._proc.poll() is None
+
+    def describe(self) -> str:
+        """One line: what this broker is, for logs and test headers."""
+        return f"tansu (embedded, memory only, one node) at {self.bootstrap}"
 
     async def start(self) -> EmbeddedBroker:
         """Spawn tansu and return once it answers metadata requests.

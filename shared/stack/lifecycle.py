@@ -14,17 +14,39 @@ from pathlib import Path
 
 import psutil
 
-from shared.settings import KafkaSettings
 from shared.stack import stackfile as keys
 from shared.stack.broker import EmbeddedBroker, broker_answers
 from shared.stack.errors import NoStack, PostgresFailed, StackAlreadyRunning, StackError
+from shared.stack.kafka_cluster import KafkaCluster, orphan_kafka_nodes
+from shared.stack.kafka_dist import java_available
 from shared.stack.postgres import EmbeddedPostgres, discard_pgdata, postgres_pid, stop_postgres
-from shared.stack.processes import is_alive, terminate, wait_gone
+from shared.stack.processes import is_alive, terminate, terminate_all, wait_gone
 from shared.stack.provisioning import ensure_topics
 from shared.stack.services import SERVICES, LaunchedService
 from shared.stack.stackfile import read_stack_env, stack_file, write_stack_env
 
 PGDATA_DIR = "pgdata"
+#: The brokers `anyam up` can run: Apache Kafka (needs Java) or tansu (pip only, one node, memory only).
+ENGINES = ("kafka", "tansu")
+#: The broker processes a stack runs, whichever engine.
+Broker = EmbeddedBroker | KafkaCluster
+
+
+#: Names the broker for every `anyam up` (and the tests' own stacks) when none is asked for.
+ENGINE_VARIABLE = "ANYAM_STACK_ENGINE"
+
+
+def default_engine() -> tuple[str, str | None]:
+    """The broker to run when none is asked for (`ANYAM_STACK_ENGINE`, else Apache Kafka where Java
+    is present, else tansu), and a note when tansu is taken for want of Java."""
+    chosen = os.environ.get(ENGINE_VARIABLE, "").strip()
+    if chosen:
+        if chosen not in ENGINES:
+            raise StackError(f"{ENGINE_VARIABLE}={chosen!r} names no broker: choose one of {', '.join(ENGINES)}")
+        return chosen, None
+    if java_available():
+        return "kafka", None
+    return "tansu", "no Java 17+ here, so the broker is tansu (one node, memory only); install a JDK for Apache Kafka"
 
 
 class StackState(enum.Enum):
@@ -57,13 +79,17 @@ def _tracked(env: dict[str, str]) -> dict[str, int]:
     pid_keys = [
         ("supervisor", keys.SUPERVISOR_PID),
         *((spec.name, spec.pid_key) for spec in SERVICES),
-        ("broker", keys.BROKER_PID),
-        ("postgres", keys.POSTGRES_PID),
     ]
     tracked: dict[str, int] = {}
     for role, key in pid_keys:
         with contextlib.suppress(KeyError, ValueError):
             tracked[role] = int(env[key])
+    brokers = [pid for pid in env.get(keys.BROKER_PIDS, env.get(keys.BROKER_PID, "")).split(",") if pid.strip()]
+    for number, pid in enumerate(brokers, start=1):
+        with contextlib.suppress(ValueError):
+            tracked["broker" if len(brokers) == 1 else f"broker-{number}"] = int(pid)
+    with contextlib.suppress(KeyError, ValueError):
+        tracked["postgres"] = int(env[keys.POSTGRES_PID])
     return tracked
 
 
@@ -121,6 +147,9 @@ def clean_leftovers(workdir: Path | str) -> list[str]:
     for proc in orphan_brokers(workdir):
         terminate(proc.pid)
         done.append(f"stopped a leftover embedded broker (pid {proc.pid})")
+    for proc in orphan_kafka_nodes(workdir):
+        terminate(proc.pid, 20.0)
+        done.append(f"stopped a leftover Apache Kafka node (pid {proc.pid})")
     pgdata = workdir / PGDATA_DIR
     pid = postgres_pid(pgdata)
     if pid is not None:
@@ -143,7 +172,7 @@ class RunningStack:
     """A stack this process started: its parts, and the values written to its stack file."""
 
     workdir: Path
-    broker: EmbeddedBroker
+    broker: Broker
     postgres: EmbeddedPostgres
     env: dict[str, str]
     services: dict[str, LaunchedService] = field(default_factory=dict)
@@ -226,10 +255,13 @@ async def start_stack(
     partitions: int = 3,
     topic_prefix: str = "",
     supervised: bool = False,
+    engine: str | None = None,
+    brokers: int = 3,
 ) -> RunningStack:
     """Start broker, PostgreSQL (one database per service), topics and services; write the stack file.
 
-    Refuses (`StackAlreadyRunning`) when the work directory's stack runs;
+    `engine` is "kafka" (Apache Kafka, `brokers` KRaft nodes: 1 or 3) or "tansu" (one node);
+    None takes `default_engine()`. Refuses (`StackAlreadyRunning`) when the work directory's stack runs;
     call `clean_leftovers` first to clear a stale one. With `supervised`, the
     stack file names this process, so `anyam down` asks it to shut down.
     On any failure, whatever was started is stopped again.
@@ -242,29 +274,30 @@ async def start_stack(
         raise StackAlreadyRunning(_running_message(inspection))
     workdir.mkdir(parents=True, exist_ok=True)
 
-    # The broker keeps topics in memory only, so a restart has an empty log. Keeping
-    # the old databases would leave event stores whose relays believe they already
+    # Every `up` starts a fresh log (tansu keeps topics in memory only; a Kafka cluster is formatted
+    # anew). Keeping the old databases would leave event stores whose relays believe they already
     # published everything: start both halves fresh instead.
     pgdata = workdir / PGDATA_DIR
     discard_pgdata(pgdata)
 
-    broker = EmbeddedBroker(workdir, port=port)
+    engine = engine or default_engine()[0]
+    if engine not in ENGINES:
+        raise StackError(f"unknown broker {engine!r}: choose one of {', '.join(ENGINES)}")
+    broker: Broker = (
+        KafkaCluster(workdir, brokers=brokers, port=port) if engine == "kafka" else EmbeddedBroker(workdir, port=port)
+    )
     postgres = EmbeddedPostgres(pgdata)
     stack = RunningStack(workdir, broker, postgres, {})
     try:
         await broker.start()
         await postgres.start()
-        env: dict[str, str] = {keys.KAFKA_BOOTSTRAP: broker.bootstrap}
+        env: dict[str, str] = {keys.KAFKA_BOOTSTRAP: broker.bootstrap, keys.KAFKA_ENGINE: broker.kind}
         if topic_prefix:
             env[keys.TOPIC_PREFIX] = topic_prefix
         env[keys.POSTGRES_URL] = postgres.server_url
         for spec in SERVICES:
             env[spec.database_url_key] = await postgres.create_database(spec.database)
-        # Explicit PLAINTEXT: the shell may carry a production cluster's SASL/TLS settings.
-        embedded_kafka = KafkaSettings(
-            kafka_bootstrap=broker.bootstrap, topic_prefix=topic_prefix, kafka_security_protocol="PLAINTEXT"
-        )
-        await ensure_topics(embedded_kafka, partitions)
+        await ensure_topics(keys.stack_kafka_settings(env), partitions)
         env[keys.STAFF_TOKEN] = secrets.token_urlsafe(32)
         env[keys.AUDITOR_TOKEN] = secrets.token_urlsafe(32)
         env[keys.TOKEN_SECRET] = secrets.token_urlsafe(32)
@@ -276,6 +309,8 @@ async def start_stack(
                 env[spec.url_key] = launched.url
         assert broker.pid is not None and postgres.pid is not None
         env[keys.BROKER_PID] = str(broker.pid)
+        env[keys.BROKER_PIDS] = ",".join(map(str, broker.pids))
+        env[keys.BROKER_DESCRIPTION] = broker.describe()
         env[keys.BROKER_LOG] = str(broker.log_path)
         env[keys.POSTGRES_PID] = str(postgres.pid)
         env[keys.POSTGRES_PGDATA] = str(pgdata)
@@ -326,10 +361,15 @@ def stop_stack(workdir: Path | str = keys.DEFAULT_WORKDIR, timeout: float = 30.0
         # A foreground `anyam up` stops its own stack in order when asked to.
         os.kill(supervisor, signal.SIGTERM)
         wait_gone([supervisor], timeout)
+    brokers = [pid for role, pid in alive.items() if role.startswith("broker")]
     for role, pid in alive.items():
+        if role.startswith("broker"):
+            continue
         if role == "postgres":
+            terminate_all(brokers, min(timeout, 15.0))
             stop_postgres(inspection.env.get(keys.POSTGRES_PGDATA) or inspection.workdir / PGDATA_DIR, timeout)
         terminate(pid, timeout)
+    terminate_all(brokers, min(timeout, 15.0))
     survivors = wait_gone(list(inspection.alive.values()), timeout)
     if survivors:
         raise StackError(f"processes of the stack in {inspection.workdir} are still running: {survivors}")
@@ -349,5 +389,6 @@ async def stack_status(workdir: Path | str = keys.DEFAULT_WORKDIR) -> StackStatu
     """Inspect the work directory's stack and probe its broker."""
     inspection = inspect_stack(workdir)
     bootstrap = inspection.env.get(keys.KAFKA_BOOTSTRAP)
-    answers = bool(bootstrap) and "broker" in inspection.alive and await broker_answers(bootstrap, timeout=3.0)
+    broker_alive = any(role.startswith("broker") for role in inspection.alive)
+    answers = bool(bootstrap) and broker_alive and await broker_answers(bootstrap, timeout=3.0)
     return StackStatus(inspection, answers)

@@ -89,3 +89,18 @@ def terminate(pid: int, timeout: float = 10.0) -> None:
     if wait_gone([pid], timeout):
         send_signal(pid, signal.SIGKILL)
         wait_gone([pid], 5.0)
+
+
+def terminate_all(pids: Iterable[int], timeout: float = 10.0) -> None:
+    """`terminate` several processes at once: SIGTERM to all, SIGKILL to those alive after `timeout`.
+
+    For the nodes of a cluster: stopped one after another, the last ones would wait for a quorum
+    that has already gone.
+    """
+    alive = [pid for pid in pids if is_alive(pid)]
+    for pid in alive:
+        send_signal(pid, signal.SIGCONT)
+        send_signal(pid, signal.SIGTERM)
+    for pid in wait_gone(alive, timeout):
+        send_signal(pid, signal.SIGKILL)
+    wait_gone(alive, 5.0)

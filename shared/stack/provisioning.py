@@ -18,15 +18,18 @@ _TOPIC_ALREADY_EXISTS = 36
 #: The log is the audit trail: the event topics never expire anything.
 #: (tansu 0.6 accepts this config on CreateTopics and reports it back in DescribeConfigs.)
 EVENT_TOPIC_CONFIG = {"retention.ms": "-1"}
+#: Copies of every partition on a cluster of three brokers or more, as deploy/ declares them: an
+#: acknowledged write (acks=all) is on two brokers at least, and one broker may be down.
+REPLICATION_FACTOR = 3
+MIN_INSYNC_REPLICAS = 2
 
-#: Topics with a partition count of their own, whatever the stack's. `qc-submissions` is written by
+#: Topics with a partition count of their own on tansu, whatever the stack's. `qc-submissions` is written by
 #: collaborators a submission or a few at a time (each produce request brings a record batch per
 #: partition it touches) and read by one consumer group, production's; the embedded broker lists
 #: every batch a partition stores for each fetch that returns records from it (`README`, tenth
 #: round), so three partitions hold about three times the batches one does for the same records,
-#: and the tail of the end-to-end latency grew with that cost (ninth round: p99 over 60 s 232 / 391
-#: → 170 / 213 ms). Order per piece holds with any count; on Apache Kafka the deploy manifests
-#: (`deploy/k8s`) give every topic room to scale.
+#: and the tail of the end-to-end latency grew with that cost. Order per piece holds with any
+#: count; Apache Kafka has no such cost, and there every topic gets the stack's count.
 OWN_PARTITIONS: dict[Topic, int] = {Topic.QC_SUBMISSIONS: 1}
 
 
@@ -34,28 +37,32 @@ async def ensure_topics(
     settings: KafkaSettings,
     partitions: int = 3,
     *,
-    replication_factor: int = 1,
     timeout: float = 30.0,
 ) -> list[str]:
     """Create every topic of `ALL_TOPICS` under the settings' prefix unless it exists; return the names.
 
-    Each gets `partitions` partitions but those of `OWN_PARTITIONS`; event topics get
-    unlimited retention. Returns once the broker's metadata shows every topic with all
-    its partitions led; topics that already existed keep their partition count.
+    Each gets `partitions` partitions (on tansu, those of `OWN_PARTITIONS` theirs); event topics get
+    unlimited retention. On a cluster of three brokers or more each partition has
+    `REPLICATION_FACTOR` replicas and `MIN_INSYNC_REPLICAS`; on a smaller one, one copy
+    per broker. Returns once the broker's metadata shows every topic with all its
+    partitions led; topics that already existed keep their settings.
     Raises `TopicProvisioningFailed`.
     """
-    wanted = {
-        topic_name(topic, settings.topic_prefix): NewTopic(
-            name=topic_name(topic, settings.topic_prefix),
-            num_partitions=OWN_PARTITIONS.get(topic, partitions),
-            replication_factor=replication_factor,
-            topic_configs=dict(EVENT_TOPIC_CONFIG) if topic in EVENT_TOPICS else {},
-        )
-        for topic in ALL_TOPICS
-    }
     admin = AIOKafkaAdminClient(**settings.client_options(), request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout)
+        brokers = len((await admin.describe_cluster())["brokers"])
+        replication_factor = min(REPLICATION_FACTOR, max(brokers, 1))
+        durability = {"min.insync.replicas": str(MIN_INSYNC_REPLICAS)} if replication_factor >= 3 else {}
+        wanted = {
+            topic_name(topic, settings.topic_prefix): NewTopic(
+                name=topic_name(topic, settings.topic_prefix),
+                num_partitions=OWN_PARTITIONS.get(topic, partitions) if settings.on_tansu else partitions,
+                replication_factor=replication_factor,
+                topic_configs={**durability, **(EVENT_TOPIC_CONFIG if topic in EVENT_TOPICS else {})},
+            )
+            for topic in ALL_TOPICS
+        }
         response = await admin.create_topics(list(wanted.values()), timeout_ms=int(timeout * 1000))
         created: set[str] = set()
         for name, code, message in _topic_errors(response):
@@ -69,7 +76,7 @@ async def ensure_topics(
         raise TopicProvisioningFailed(f"could not create topics on {settings.bootstrap_servers}: {err!r}") from err
     finally:
         await admin.close()
-    return list(wanted)
+    return [topic_name(topic, settings.topic_prefix) for topic in ALL_TOPICS]
 
 
 def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:

@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from shared.settings import KafkaSettings
 from shared.stack.errors import StackError
 
 STACK_FILE_NAME = "stack.env"
@@ -15,6 +16,8 @@ DEFAULT_WORKDIR = Path(".anyam")
 
 # Where to reach things: what clients and services read.
 KAFKA_BOOTSTRAP = "ANYAM_KAFKA_BOOTSTRAP"
+#: "kafka" (Apache Kafka) or "tansu": which broker the stack runs, so clients know its quirks.
+KAFKA_ENGINE = "ANYAM_KAFKA_ENGINE"
 TOPIC_PREFIX = "ANYAM_TOPIC_PREFIX"
 POSTGRES_URL = "ANYAM_POSTGRES_URL"
 STAFF_TOKEN = "ANYAM_STAFF_TOKEN"
@@ -26,6 +29,10 @@ PERSONAL_DATA_KEY = "ANYAM_PERSONAL_DATA_KEY"
 
 # What `anyam up` started: what `anyam down` stops.
 BROKER_PID = "ANYAM_STACK_BROKER_PID"
+#: Every broker process, comma-separated (an Apache Kafka cluster has one per node).
+BROKER_PIDS = "ANYAM_STACK_BROKER_PIDS"
+#: What the broker is, in words (engine, version, nodes), for `anyam status` and logs.
+BROKER_DESCRIPTION = "ANYAM_STACK_BROKER"
 BROKER_LOG = "ANYAM_STACK_BROKER_LOG"
 POSTGRES_PID = "ANYAM_STACK_POSTGRES_PID"
 POSTGRES_PGDATA = "ANYAM_STACK_POSTGRES_PGDATA"
@@ -77,3 +84,16 @@ def write_stack_env(path: Path | str, values: Mapping[str, str], *, header: str 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def stack_kafka_settings(env: Mapping[str, str]) -> KafkaSettings:
+    """Kafka settings for the stack a stack file describes: its brokers, topic prefix and engine.
+
+    Explicitly PLAINTEXT: the shell may carry a production cluster's SASL/TLS settings.
+    """
+    return KafkaSettings(
+        kafka_bootstrap=env[KAFKA_BOOTSTRAP],
+        topic_prefix=env.get(TOPIC_PREFIX, ""),
+        kafka_engine=env.get(KAFKA_ENGINE, "tansu"),
+        kafka_security_protocol="PLAINTEXT",
+    )

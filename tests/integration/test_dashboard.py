@@ -104,8 +104,7 @@ async def programme(tmp_path_factory):
 async def _dashboard_caught_up(env: dict[str, str]) -> None:
     """The demo waits for the ledger; the dashboard's own consumer is waited for here, on real offsets."""
     prefix = env.get(keys.TOPIC_PREFIX, "")
-    kafka = KafkaSettings(kafka_bootstrap=env[keys.KAFKA_BOOTSTRAP], topic_prefix=prefix,
-                          kafka_security_protocol="PLAINTEXT")
+    kafka = keys.stack_kafka_settings(env)
     pool = await asyncpg.create_pool(env["ANYAM_PAYOUT_DATABASE_URL"], min_size=1, max_size=2)
     try:
         await wait_until_caught_up(pool, dashboard_consumer(prefix), kafka, list(DASHBOARD_TOPICS), timeout=120)

@@ -28,6 +28,8 @@ from pydantic_settings import BaseSettings
 
 from shared.contracts.topics import ALL_TOPICS, EVENT_TOPICS, Topic
 from shared.service import ServiceSettings
+from shared.stack.kafka_cluster import BROKER_PROPERTIES, EMBEDDED_SETTINGS, cluster_settings, read_properties
+from shared.stack.kafka_dist import pinned_version
 from shared.stack.services import PRIVATE_SETTINGS, SERVICES, service_is_built
 
 REPO = Path(__file__).resolve().parents[2]
@@ -255,6 +257,30 @@ def test_compose_runs_a_three_broker_kraft_cluster_that_keeps_everything() -> No
     # The services start only once the topics exist.
     for name, service in compose_services().items():
         assert service["depends_on"]["kafka-topics"]["condition"] == "service_completed_successfully", name
+
+
+def test_compose_strimzi_and_the_embedded_cluster_share_one_set_of_broker_settings() -> None:
+    # What the tests run on is what is deployed: one file, said three ways.
+    shared = read_properties(BROKER_PROPERTIES)
+    assert shared["min.insync.replicas"] == str(MIN_INSYNC_REPLICAS)
+    (kafka,) = of_kind("Kafka")
+    strimzi = {key: str(value).lower() for key, value in kafka["spec"]["kafka"]["config"].items()}
+    assert strimzi == shared
+    brokers = [s for name, s in compose()["services"].items() if name.startswith("kafka-") and name[-1].isdigit()]
+    for broker in brokers:
+        env = broker["environment"]
+        as_properties = {key.removeprefix("KAFKA_").lower().replace("_", "."): str(value) for key, value in env.items()
+                         if key.removeprefix("KAFKA_").lower().replace("_", ".") in shared}
+        assert as_properties == shared
+    # The embedded cluster of three takes them as they are, changing only what it says it changes.
+    embedded = cluster_settings(3)
+    assert {k: v for k, v in embedded.items() if k not in EMBEDDED_SETTINGS} == shared
+    assert set(EMBEDDED_SETTINGS).isdisjoint(shared)
+
+
+def test_the_embedded_kafka_is_the_version_compose_runs() -> None:
+    image = compose()["x-kafka-image"]
+    assert image == f"apache/kafka:{pinned_version()}"
 
 
 def test_k8s_declares_exactly_the_spec_topics_as_strimzi_kafka_topics() -> None:

@@ -78,7 +78,7 @@ def test_sasl_ssl_scram_from_the_environment_reaches_the_client_options(
     assert "s3cret-pa55" not in repr(settings)
 
     producer = settings.producer_options()
-    assert producer["acks"] == "all" and producer["enable_idempotence"] is False
+    assert producer["acks"] == "all" and producer["enable_idempotence"] is True
     assert producer["sasl_plain_password"] == "s3cret-pa55"
 
 
@@ -109,9 +109,21 @@ def test_an_unknown_security_protocol_is_refused(clean_environment: pytest.Monke
         KafkaSettings()
 
 
-def test_idempotent_producer_is_opt_in(clean_environment: pytest.MonkeyPatch) -> None:
+def test_producers_are_idempotent_on_apache_kafka_and_not_on_tansu(clean_environment: pytest.MonkeyPatch) -> None:
+    assert KafkaSettings().producer_options()["enable_idempotence"] is True
+    clean_environment.setenv("ANYAM_KAFKA_ENGINE", "tansu")
+    assert KafkaSettings().producer_options()["enable_idempotence"] is False  # tansu refuses InitProducerId
     clean_environment.setenv("ANYAM_KAFKA_IDEMPOTENT_PRODUCER", "true")
     assert KafkaSettings().producer_options()["enable_idempotence"] is True
+
+
+def test_the_fetch_wait_follows_the_engine_unless_set(clean_environment: pytest.MonkeyPatch) -> None:
+    # Apache Kafka answers a fetch when records arrive; tansu only when the wait is over.
+    assert KafkaSettings().fetch_max_wait_ms == 500
+    clean_environment.setenv("ANYAM_KAFKA_ENGINE", "tansu")
+    assert KafkaSettings().fetch_max_wait_ms == 20
+    clean_environment.setenv("ANYAM_KAFKA_FETCH_MAX_WAIT_MS", "75")
+    assert KafkaSettings().fetch_max_wait_ms == 75
 
 
 def test_topic_names_without_a_prefix_are_the_spec_names() -> None:

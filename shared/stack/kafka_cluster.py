@@ -1,0 +1,455 @@
+"""An Apache Kafka cluster on loopback: one to three KRaft nodes, each a broker and a controller.
+
+The cluster-wide settings are `deploy/kafka/broker.properties`, the file the deploy manifests say
+too; `EMBEDDED_SETTINGS` lists the few this cluster changes and why. Each node has its own ports,
+data directory (`<workdir>/kafka/node-<id>/data`) and log (`.../broker.log`), and runs in its own
+session so a Ctrl-C meant for `anyam up` reaches the stack's shutdown first. Nodes can be killed,
+stopped, frozen and started again one at a time: the cluster faults of the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from shared.stack.broker import broker_answers, log_tail
+from shared.stack.errors import BrokerNotReady, PortInUse, StackError
+from shared.stack.kafka_dist import KafkaDistribution, ensure_kafka
+from shared.stack.processes import POLL_INTERVAL, free_port, port_in_use, send_signal
+
+#: The cluster-wide settings every Anyam cluster shares (deploy/compose.yaml, deploy/k8s say the same).
+BROKER_PROPERTIES = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "broker.properties"
+#: What the embedded cluster sets differently from `BROKER_PROPERTIES`, and why:
+EMBEDDED_SETTINGS = {
+    # A consumer group forms at once instead of waiting 3 s for more members: tests and the demo
+    # start one consumer per group, many times over.
+    "group.initial.rebalance.delay.ms": "0",
+}
+#: ...and what a single node cannot keep: one copy of everything.
+SINGLE_NODE_SETTINGS = {
+    "default.replication.factor": "1",
+    "min.insync.replicas": "1",
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+}
+#: The JVM of each node: a small heap is plenty for a test's traffic, and three fit beside the rest.
+JVM_OPTIONS = (
+    "-Xms128m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+    "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+)  # fmt: skip
+#: The class every node runs; `orphan_kafka_nodes` recognises leftovers by it.
+MAIN_CLASS = "kafka.Kafka"
+_LOG4J = """\
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+logger.kafka.name = kafka
+logger.kafka.level = WARN
+logger.apache.name = org.apache.kafka
+logger.apache.level = WARN
+logger.started.name = kafka.server.KafkaRaftServer
+logger.started.level = INFO
+"""
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """A Java `.properties` file's `key=value` lines (comments and blank lines skipped)."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "!")):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def cluster_settings(brokers: int) -> dict[str, str]:
+    """The cluster-wide settings of an embedded cluster of `brokers` nodes."""
+    settings = {**read_properties(BROKER_PROPERTIES), **EMBEDDED_SETTINGS}
+    return settings | SINGLE_NODE_SETTINGS if brokers == 1 else settings
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64 (what `kafka-storage.sh random-uuid` prints)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):  # Kafka refuses ids that would read as a command-line flag
+            return text
+
+
+@dataclass
+class KafkaNode:
+    """One node of the cluster: a broker and a controller in one JVM."""
+
+    node_id: int
+    host: str
+    broker_port: int
+    controller_port: int
+    directory: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.broker_port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "server.properties"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "broker.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class KafkaCluster:
+    """`brokers` Apache Kafka nodes on `host` (1 or 3; 3 is a real quorum), data under `<workdir>/kafka`."""
+
+    kind = "kafka"
+
+    def __init__(
+        self,
+        workdir: Path | str,
+        *,
+        brokers: int = 3,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        ready_timeout: float = 120.0,
+    ) -> None:
+        if brokers not in (1, 3):
+            raise StackError(f"an embedded Kafka cluster has 1 or 3 brokers, not {brokers}")
+        self.workdir = Path(workdir)
+        self.root = self.workdir / "kafka"
+        self.brokers = brokers
+        self.host = host
+        self.port = port
+        self.ready_timeout = ready_timeout
+        self.nodes: list[KafkaNode] = []
+        self.distribution: KafkaDistribution | None = None
+        self.cluster_id: str | None = None
+
+    # --- what clients and the stack file need ------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's `host:port`, comma-separated, as Kafka clients take it."""
+        if not self.nodes:
+            raise StackError("the Kafka cluster has no nodes yet: start it first")
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    @property
+    def pid(self) -> int | None:
+        """The first node's process id (`pids` has them all)."""
+        return self.nodes[0].pid if self.nodes else None
+
+    @property
+    def pids(self) -> list[int]:
+        return [node.pid for node in self.nodes if node.pid is not None]
+
+    @property
+    def log_path(self) -> Path:
+        return self.nodes[0].log_path if self.nodes else self.root / "node-1" / "broker.log"
+
+    @property
+    def running(self) -> bool:
+        """Whether every node runs (a node stopped on purpose counts as not running)."""
+        return bool(self.nodes) and all(node.running for node in self.nodes)
+
+    @property
+    def version(self) -> str:
+        return self.distribution.version if self.distribution else "?"
+
+    def describe(self) -> str:
+        """One line: what this cluster is, for logs and test headers."""
+        return f"Apache Kafka {self.version}, {self.brokers} KRaft node(s) at {self.bootstrap}"
+
+    def node(self, node_id: int) -> KafkaNode:
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+    # --- starting and stopping -------------------------------------------------------------------
+
+    async def start(self) -> KafkaCluster:
+        """Fetch Kafka if needed, format fresh storage for every node, start them, return once all serve.
+
+        Raises `KafkaUnavailable`, `PortInUse` or `BrokerNotReady` (with the failing node's log tail).
+        """
+        if self.running:
+            return self
+        self.distribution = await asyncio.to_thread(ensure_kafka)
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True)
+        (self.root / "log4j2.properties").write_text(_LOG4J)
+        self.cluster_id = new_cluster_id()
+        self.nodes = [self._new_node(node_id) for node_id in range(1, self.brokers + 1)]
+        self._write_configs()
+        try:
+            await asyncio.gather(*(self._format(node) for node in self.nodes))
+            for node in self.nodes:
+                self._launch(node)
+            await self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _new_node(self, node_id: int) -> KafkaNode:
+        broker_port = self.port if (self.port is not None and node_id == 1) else free_port(self.host)
+        if node_id == 1 and self.port is not None and port_in_use(self.host, self.port):
+            raise PortInUse(
+                f"port {self.port} on {self.host} is already in use: stop whatever listens there "
+                "or choose another with --port"
+            )
+        controller_port = free_port(self.host)
+        directory = self.root / f"node-{node_id}"
+        directory.mkdir(parents=True)
+        return KafkaNode(node_id, self.host, broker_port, controller_port, directory)
+
+    def _write_configs(self) -> None:
+        voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
+        shared = cluster_settings(self.brokers)
+        for node in self.nodes:
+            own = {
+                "process.roles": "broker,controller",
+                "node.id": str(node.node_id),
+                "controller.quorum.voters": voters,
+                "listeners": f"PLAINTEXT://{node.host}:{node.broker_port},CONTROLLER://{node.host}:{node.controller_port}",
+                "advertised.listeners": f"PLAINTEXT://{node.bootstrap}",
+                "controller.listener.names": "CONTROLLER",
+                "inter.broker.listener.name": "PLAINTEXT",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "log.dirs": str(node.directory / "data"),
+            }
+            lines = [f"{key}={value}" for key, value in {**shared, **own}.items()]
+            node.config_path.write_text("\n".join(lines) + "\n")
+
+    def _java(self, *args: str) -> list[str]:
+        assert self.distribution is not None
+        return [
+            self.distribution.java, *JVM_OPTIONS,
+            f"-Dlog4j2.configurationFile={self.root / 'log4j2.properties'}",
+            "-cp", self.distribution.classpath, *args,
+        ]  # fmt: skip
+
+    async def _format(self, node: KafkaNode) -> None:
+        assert self.cluster_id is not None
+        command = self._java("kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(node.config_path))
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        output, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise BrokerNotReady(
+                f"formatting the storage of Kafka node {node.node_id} failed (exit {proc.returncode})",
+                detail=output.decode(errors="replace")[-2000:],
+            )
+
+    def _launch(self, node: KafkaNode) -> None:
+        with node.log_path.open("ab") as log:
+            node.proc = subprocess.Popen(
+                self._java(MAIN_CLASS, str(node.config_path)),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # The node's directory as cwd marks the JVM as this stack's (`orphan_kafka_nodes`).
+                cwd=node.directory,
+                start_new_session=True,
+            )
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Return once every running node answers and the cluster's metadata lists them all."""
+        deadline = time.monotonic() + (timeout or self.ready_timeout)
+        wanted = {n.node_id for n in self.nodes if n.running}
+        while True:
+            for node in self.nodes:
+                code = node.proc.poll() if node.proc is not None else None
+                if code is not None and node.node_id in wanted:
+                    tail = log_tail(node.log_path, 30)
+                    if "Address already in use" in tail:
+                        raise PortInUse(f"a port of Kafka node {node.node_id} is already in use", detail=tail)
+                    raise BrokerNotReady(
+                        f"Kafka node {node.node_id} exited with code {code} before it was ready "
+                        f"(log: {node.log_path})",
+                        detail=tail,
+                    )
+            if await self._registered(wanted):
+                return
+            if time.monotonic() > deadline:
+                raise BrokerNotReady(
+                    f"the Kafka cluster did not list brokers {sorted(wanted)} within "
+                    f"{timeout or self.ready_timeout:g}s (logs: {self.root}/node-*/broker.log)",
+                    detail=log_tail(self.log_path, 30),
+                )
+            await asyncio.sleep(POLL_INTERVAL * 4)
+
+    async def _registered(self, wanted: set[int]) -> bool:
+        live = [n for n in self.nodes if n.node_id in wanted]
+        if not all([await broker_answers(n.bootstrap, timeout=3.0) for n in live]):
+            return False
+        return wanted <= set(await self.broker_ids(live[0].bootstrap))
+
+    async def broker_ids(self, bootstrap: str | None = None) -> list[int]:
+        """The ids of the brokers the cluster's metadata lists now."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap or self.bootstrap, request_timeout_ms=5000)
+        try:
+            await asyncio.wait_for(admin.start(), 10)
+            cluster = await asyncio.wait_for(admin.describe_cluster(), 10)
+            return sorted(b["node_id"] for b in cluster["brokers"])
+        except (TimeoutError, KafkaError, OSError):
+            return []
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop every node (SIGTERM, SIGKILL after `timeout` seconds); return once every JVM is gone."""
+        for node in self.nodes:
+            if node.running:
+                assert node.proc is not None
+                send_signal(node.proc.pid, signal.SIGCONT)
+                node.proc.terminate()
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            try:
+                node.proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                # The last nodes of a quorum cannot shut down in order once the others are gone.
+                node.proc.kill()
+                node.proc.wait(10.0)
+
+    # --- faults, one node at a time ----------------------------------------------------------------
+
+    def kill_node(self, node_id: int) -> None:
+        """SIGKILL one node: a crash, its data directory kept."""
+        node = self.node(node_id)
+        if node.proc is not None and node.running:
+            node.proc.kill()
+            node.proc.wait(10.0)
+
+    def stop_node(self, node_id: int, timeout: float = 30.0) -> None:
+        """Shut one node down in order (SIGTERM: it hands its leaderships over first)."""
+        node = self.node(node_id)
+        if node.proc is not None and node.running:
+            node.proc.terminate()
+            try:
+                node.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                node.proc.kill()
+                node.proc.wait(10.0)
+
+    async def start_node(self, node_id: int, timeout: float = 120.0) -> None:
+        """Start a stopped or killed node again on its ports and data; return once the cluster lists it."""
+        self.start_node_process(node_id)
+        await self.wait_ready(timeout)
+
+    def start_node_process(self, node_id: int) -> None:
+        """Launch a stopped or killed node again (on its ports and data) without waiting for it."""
+        node = self.node(node_id)
+        if not node.running:
+            self._launch(node)
+
+    async def group_coordinator(self, group: str) -> int:
+        """The node id coordinating consumer group `group` now."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._live_bootstrap(), request_timeout_ms=10000)
+        try:
+            await admin.start()
+            return await admin.find_coordinator(group)
+        finally:
+            await admin.close()
+
+    def freeze_node(self, node_id: int) -> None:
+        """SIGSTOP one node: its connections hang, as behind a network partition."""
+        self._signal_nodes([self.node(node_id)], signal.SIGSTOP, stopped=True)
+
+    def thaw_node(self, node_id: int) -> None:
+        self._signal_nodes([self.node(node_id)], signal.SIGCONT, stopped=False)
+
+    def freeze(self) -> None:
+        """SIGSTOP every node: clients time out as in an outage, and every node keeps its data."""
+        self._signal_nodes(self.nodes, signal.SIGSTOP, stopped=True)
+
+    def thaw(self) -> None:
+        self._signal_nodes(self.nodes, signal.SIGCONT, stopped=False)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[KafkaCluster]:
+        """Keep the whole cluster frozen for the body of a `with` block, thawing it however the block ends."""
+        self.freeze()
+        try:
+            yield self
+        finally:
+            self.thaw()
+
+    def _signal_nodes(self, nodes: list[KafkaNode], sig: signal.Signals, *, stopped: bool) -> None:
+        for node in nodes:
+            if not node.running:
+                raise StackError(f"Kafka node {node.node_id} is not running")
+            assert node.proc is not None
+            send_signal(node.proc.pid, sig)
+        deadline = time.monotonic() + 5.0
+        for node in nodes:
+            assert node.proc is not None
+            proc = psutil.Process(node.proc.pid)
+            while (proc.status() == psutil.STATUS_STOPPED) != stopped:
+                if time.monotonic() > deadline:
+                    raise StackError(f"Kafka node {node.node_id} did not {'stop' if stopped else 'continue'}")
+                time.sleep(0.005)
+
+    async def leaders(self, topics: list[str]) -> dict[tuple[str, int], int]:
+        """(topic, partition) → the node id leading it now (-1 while none does)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._live_bootstrap(), request_timeout_ms=10000)
+        try:
+            await admin.start()
+            described = await admin.describe_topics(topics)
+            return {(d["topic"], p["partition"]): p["leader"] for d in described for p in d["partitions"]}
+        finally:
+            await admin.close()
+
+    def _live_bootstrap(self) -> str:
+        return ",".join(n.bootstrap for n in self.nodes if n.running) or self.bootstrap
+
+    async def __aenter__(self) -> KafkaCluster:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+def orphan_kafka_nodes(workdir: Path | str) -> list[psutil.Process]:
+    """Kafka JVMs started for `workdir` (their cwd is one of its node folders) that outlived their stack."""
+    root = Path(workdir).resolve() / "kafka"
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        cwd, cmdline = proc.info["cwd"], proc.info["cmdline"] or []
+        if cwd and Path(cwd).parent == root and MAIN_CLASS in cmdline:
+            found.append(proc)
+    return found
+
