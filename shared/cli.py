@@ -241,7 +241,8 @@ def fetch_kafka(
     with console.status("fetching Apache Kafka with Maven (first time only)…"):
         distribution = ensure_kafka()
     jars = len(list(distribution.libs.glob("*.jar")))
-    console.print(f"Apache Kafka {distribution.version}: {jars} jars in {distribution.libs} (Java: {distribution.java})")
+    console.print(f"Apache Kafka {distribution.version}: {jars} jars in {distribution.libs} "
+                  f"(Java: {distribution.java})")
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -66,5 +67,31 @@ async def end_offsets(
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"no fetch response for {unanswered} within {timeout:g}s")
         return {tp: max(end, consumer.highwater(tp) or 0) for tp, end in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+class TimeIndexUnavailable(Exception):
+    """The broker keeps no time index to seek by (tansu 0.6 answers no ListOffsets by time)."""
+
+
+async def offsets_at(kafka: KafkaSettings, topics: Iterable[str], moment: datetime) -> dict[TopicPartition, int]:
+    """Per partition of `topics`, the offset after the last record appended by `moment`: where a read of
+    what was known then stops. Seeks by the broker's time index (ListOffsets by timestamp), so nothing
+    before it is read; exact where the topics stamp records with their append time (LogAppendTime,
+    as Anyam's event topics on Apache Kafka do), since those times never go back within a partition.
+    """
+    if kafka.on_tansu:
+        raise TimeIndexUnavailable("the tansu broker keeps no time index: a cut by recording time needs Apache Kafka")
+    consumer = AIOKafkaConsumer(**kafka.client_options(), group_id=None, enable_auto_commit=False)
+    try:
+        await consumer.start()
+        partitions = await partitions_of(consumer, topics)
+        if not partitions:
+            return {}
+        # The first record stamped after the moment; a partition with none ends before it.
+        after = await consumer.offsets_for_times({tp: int(moment.timestamp() * 1000) + 1 for tp in partitions})
+        ends = await consumer.end_offsets(partitions)
+        return {tp: found.offset if found is not None else ends[tp] for tp, found in after.items()}
     finally:
         await consumer.stop()

@@ -42,7 +42,7 @@ from shared.stack import EmbeddedBroker, EmbeddedPostgres, create_database, ensu
 from shared.stack import database_url as url_of_database
 from shared.stack.kafka_cluster import KafkaCluster
 from shared.stack.kafka_dist import java_available
-from shared.stack.lifecycle import ENGINE_VARIABLE
+from shared.stack.lifecycle import ENGINE_VARIABLE, new_broker
 
 EXPLICIT, TESTCONTAINERS, EMBEDDED = "explicit", "testcontainers", "embedded"
 #: The local engines: Apache Kafka (needs Java) and tansu.
@@ -194,9 +194,7 @@ async def broker(pytestconfig: pytest.Config) -> AsyncIterator[Broker]:
             yield Broker(bootstrap, kind)
     else:
         workdir = Path(tempfile.mkdtemp(prefix="anyam-test-broker-"))
-        embedded: EmbeddedBroker | KafkaCluster = (
-            KafkaCluster(workdir, brokers=local_broker_count()) if kind == LOCAL_KAFKA else EmbeddedBroker(workdir)
-        )
+        embedded = new_broker(kind, workdir, brokers=local_broker_count())
         try:
             await embedded.start()
             _announce(pytestconfig, f"broker: {embedded.describe()} (pids {embedded.pids}, log {embedded.log_path})")

@@ -26,6 +26,8 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+    #: The record's timestamp in epoch milliseconds (its append time on Anyam's Kafka event topics).
+    timestamp_ms: int = -1
 
 
 def _read_all(bootstrap: str, topic: str, ends: dict[int, int], timeout: float) -> list[Record]:
@@ -47,7 +49,7 @@ def _read_all(bootstrap: str, topic: str, ends: dict[int, int], timeout: float) 
             if message is None or message.error():
                 continue
             records.append(Record(topic, message.partition(), message.offset(), message.key(), message.value(),
-                                  list(message.headers() or [])))
+                                  list(message.headers() or []), message.timestamp()[1]))
             if message.offset() + 1 >= ends[message.partition()]:
                 remaining.discard(message.partition())
         return records

@@ -57,7 +57,7 @@ StackEnvOption = Annotated[Path | None, typer.Option(
     "when it exists).", dir_okay=False)]
 
 
-def parse_as_of(text: str | None) -> datetime | None:
+def parse_as_of(text: str | None, option: str = "--as-of") -> datetime | None:
     """The `--as-of` moment in WIB; refuses a time without an offset, whose moment would be a guess."""
     if text is None:
         return None
@@ -65,11 +65,11 @@ def parse_as_of(text: str | None) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         example = "2024-03-15T23:59:59+07:00"
-        raise typer.BadParameter(f"give an RFC 3339 time such as {example}", param_hint="--as-of") from None
+        raise typer.BadParameter(f"give an RFC 3339 time such as {example}", param_hint=option) from None
     if moment.tzinfo is None or moment.utcoffset() is None:
-        raise typer.BadParameter("give the time with its UTC offset, e.g. +07:00 for WIB", param_hint="--as-of")
+        raise typer.BadParameter("give the time with its UTC offset, e.g. +07:00 for WIB", param_hint=option)
     if not 2000 <= moment.year <= 2999:
-        raise typer.BadParameter("give a moment between the years 2000 and 2999", param_hint="--as-of")
+        raise typer.BadParameter("give a moment between the years 2000 and 2999", param_hint=option)
     return to_wib(moment)
 
 
@@ -98,6 +98,8 @@ class Connection:
         overrides: dict[str, str] = {"topic_prefix": self.get(keys.TOPIC_PREFIX, prefix) or ""}
         if (servers := self.get(keys.KAFKA_BOOTSTRAP, bootstrap)) is not None:
             overrides["kafka_bootstrap"] = servers
+        if (engine := self.get(keys.KAFKA_ENGINE)) is not None:
+            overrides["kafka_engine"] = engine
         return KafkaSettings(**overrides)
 
 
@@ -116,6 +118,9 @@ def replay_progress() -> Iterator[Callable[[ReplayProgress], None]]:
 
 def replay_command(
     as_of: AsOfOption = None,
+    as_known_at: Annotated[str | None, typer.Option(
+        "--as-known-at", help="Read only what the topics held at this RFC 3339 moment (Apache Kafka's time "
+                              "index; with --as-of, both cuts apply).")] = None,
     bootstrap_servers: BootstrapOption = None,
     topic_prefix: PrefixOption = None,
     database_url: DatabaseOption = None,
@@ -129,11 +134,12 @@ def replay_command(
     Reads every event topic from the start in no consumer group; publishes, schedules and pays nothing.
     """
     moment = parse_as_of(as_of)
+    known_at = parse_as_of(as_known_at, "--as-known-at")
     connection = Connection(stack_env)
     kafka = connection.kafka(bootstrap_servers, topic_prefix)
     with replay_progress() as progress:
         result = asyncio.run(replay(kafka, as_of=moment, database_url=database_url, progress=progress,
-                                    workers=workers, processes=processes))
+                                    workers=workers, processes=processes, known_at=known_at))
     if as_json:
         typer.echo(dumps(result.to_json()))  # plain: rich would wrap long lines
     else:

@@ -47,7 +47,7 @@ from services.payout import domain, projections
 from shared.audit.invariants import LedgerRow, Position, artisan_of
 from shared.contracts import EVENT_TOPICS, DecodeError, Envelope, Topic, base_topic, decode, topic_name
 from shared.gc_tuning import collections_for_batches
-from shared.kafka import end_offsets, partitions_of
+from shared.kafka import TimeIndexUnavailable, end_offsets, offsets_at, partitions_of
 from shared.settings import KafkaSettings
 from shared.stack.errors import StackError
 
@@ -589,10 +589,23 @@ async def replay(
     progress: Callable[[ReplayProgress], None] | None = None,
     workers: int = DEFAULT_WORKERS,
     processes: int = DEFAULT_PROCESSES,
+    known_at: datetime | None = None,
 ) -> ReplayResult:
-    """Rebuild the ledger from the topics alone and read it as of `as_of` (event time; None: all)."""
+    """Rebuild the ledger from the topics alone and read it as of `as_of` (event time; None: all).
+
+    With `known_at`, only what had been recorded on the topics by then is read: each partition up
+    to the offset the broker's time index gives for that moment (Apache Kafka only).
+    """
+    stop_at = None
+    if known_at is not None:
+        try:
+            stop_at = await offsets_at(kafka, [topic_name(t, kafka.topic_prefix) for t in EVENT_TOPICS], known_at)
+        except TimeIndexUnavailable as exc:
+            raise AuditError(str(exc)) from exc
+        except (KafkaError, OSError) as exc:
+            raise AuditError(f"cannot read the time index at {kafka.bootstrap_servers} ({type(exc).__name__})") from exc
     async with replayed_ledger(kafka, database_url=database_url, partition_order=partition_order,
-                               progress=progress, workers=workers, processes=processes) as ledger:
+                               progress=progress, workers=workers, processes=processes, stop_at=stop_at) as ledger:
         digest = await ledger.digest(as_of)
         return ReplayResult(as_of, digest.digest, digest.transactions, digest.postings,
                             await ledger.balances(as_of), await ledger.artisans(as_of), ledger.history)

@@ -23,8 +23,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.contracts import ALL_TOPICS, topic_name
 from shared.settings import KafkaSettings
-from shared.stack import EmbeddedBroker, EmbeddedPostgres, StackError, create_database, default_engine, ensure_topics
-from shared.stack.kafka_cluster import KafkaCluster
+from shared.stack import EmbeddedPostgres, StackError, create_database, default_engine, ensure_topics
+from shared.stack.lifecycle import new_broker
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +133,7 @@ async def bench_environment(
                 await env.cleanup()
             return
         # A short path of our own under /tmp: PostgreSQL's Unix socket lives in pgdata.
-        engine = engine or default_engine()[0]
-        broker: EmbeddedBroker | KafkaCluster = (
-            KafkaCluster(workdir / "broker", brokers=brokers) if engine == "kafka" else EmbeddedBroker(workdir / "broker")
-        )
+        broker = new_broker(engine or default_engine()[0], workdir / "broker", brokers=brokers)
         async with broker, EmbeddedPostgres(workdir / "pgdata") as postgres:
             kafka = KafkaSettings(kafka_bootstrap=broker.bootstrap, kafka_security_protocol="PLAINTEXT",
                                   kafka_engine=broker.kind)

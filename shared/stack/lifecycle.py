@@ -32,6 +32,15 @@ ENGINES = ("kafka", "tansu")
 Broker = EmbeddedBroker | KafkaCluster
 
 
+def new_broker(engine: str, workdir: Path, *, brokers: int = 3, port: int | None = None) -> Broker:
+    """An unstarted broker of `engine` ("kafka": `brokers` nodes; "tansu": one) keeping its data under `workdir`."""
+    if engine == "kafka":
+        return KafkaCluster(workdir, brokers=brokers, port=port)
+    if engine == "tansu":
+        return EmbeddedBroker(workdir, port=port)
+    raise StackError(f"unknown broker {engine!r}: choose one of {', '.join(ENGINES)}")
+
+
 #: Names the broker for every `anyam up` (and the tests' own stacks) when none is asked for.
 ENGINE_VARIABLE = "ANYAM_STACK_ENGINE"
 
@@ -280,12 +289,7 @@ async def start_stack(
     pgdata = workdir / PGDATA_DIR
     discard_pgdata(pgdata)
 
-    engine = engine or default_engine()[0]
-    if engine not in ENGINES:
-        raise StackError(f"unknown broker {engine!r}: choose one of {', '.join(ENGINES)}")
-    broker: Broker = (
-        KafkaCluster(workdir, brokers=brokers, port=port) if engine == "kafka" else EmbeddedBroker(workdir, port=port)
-    )
+    broker = new_broker(engine or default_engine()[0], workdir, brokers=brokers, port=port)
     postgres = EmbeddedPostgres(pgdata)
     stack = RunningStack(workdir, broker, postgres, {})
     try:

@@ -18,6 +18,10 @@ _TOPIC_ALREADY_EXISTS = 36
 #: The log is the audit trail: the event topics never expire anything.
 #: (tansu 0.6 accepts this config on CreateTopics and reports it back in DescribeConfigs.)
 EVENT_TOPIC_CONFIG = {"retention.ms": "-1"}
+#: On Apache Kafka the broker stamps each event record with the time it was appended, so within a
+#: partition the times never go back and a cut by recording time (`anyam replay --as-known-at`)
+#: can seek by the time index. tansu keeps no time index.
+KAFKA_EVENT_TOPIC_CONFIG = {**EVENT_TOPIC_CONFIG, "message.timestamp.type": "LogAppendTime"}
 #: Copies of every partition on a cluster of three brokers or more, as deploy/ declares them: an
 #: acknowledged write (acks=all) is on two brokers at least, and one broker may be down.
 REPLICATION_FACTOR = 3
@@ -54,12 +58,13 @@ async def ensure_topics(
         brokers = len((await admin.describe_cluster())["brokers"])
         replication_factor = min(REPLICATION_FACTOR, max(brokers, 1))
         durability = {"min.insync.replicas": str(MIN_INSYNC_REPLICAS)} if replication_factor >= 3 else {}
+        event_config = EVENT_TOPIC_CONFIG if settings.on_tansu else KAFKA_EVENT_TOPIC_CONFIG
         wanted = {
             topic_name(topic, settings.topic_prefix): NewTopic(
                 name=topic_name(topic, settings.topic_prefix),
                 num_partitions=OWN_PARTITIONS.get(topic, partitions) if settings.on_tansu else partitions,
                 replication_factor=replication_factor,
-                topic_configs={**durability, **(EVENT_TOPIC_CONFIG if topic in EVENT_TOPICS else {})},
+                topic_configs={**durability, **(event_config if topic in EVENT_TOPICS else {})},
             )
             for topic in ALL_TOPICS
         }

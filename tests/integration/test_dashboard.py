@@ -42,7 +42,6 @@ from shared.contracts.events import (
 )
 from shared.demo.scenario import OVOP_PRODUCT, RUSUNAWA, Scenario, nagrak, rupiah
 from shared.eventstore import wait_until_caught_up
-from shared.settings import KafkaSettings
 from shared.stack import read_stack_env
 from shared.stack import stackfile as keys
 from shared.timeutil import WIB

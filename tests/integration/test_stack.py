@@ -22,7 +22,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from shared.contracts.topics import ALL_TOPICS, EVENT_TOPICS, Topic, topic_name
+from shared.contracts.topics import ALL_TOPICS, Topic, topic_name
 from shared.stack import SERVICES, broker_answers, read_stack_env
 from shared.stack.processes import free_port, is_alive
 from shared.stack.provisioning import OWN_PARTITIONS

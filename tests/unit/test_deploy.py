@@ -30,6 +30,7 @@ from shared.contracts.topics import ALL_TOPICS, EVENT_TOPICS, Topic
 from shared.service import ServiceSettings
 from shared.stack.kafka_cluster import BROKER_PROPERTIES, EMBEDDED_SETTINGS, cluster_settings, read_properties
 from shared.stack.kafka_dist import pinned_version
+from shared.stack.provisioning import KAFKA_EVENT_TOPIC_CONFIG
 from shared.stack.services import PRIVATE_SETTINGS, SERVICES, service_is_built
 
 REPO = Path(__file__).resolve().parents[2]
@@ -232,6 +233,8 @@ def test_compose_provisions_exactly_the_spec_topics_with_their_durability() -> N
         config = by_topic[topic.value]["config"]
         assert int(config["retention.ms"]) == UNLIMITED, topic
         assert int(config.get("retention.bytes", UNLIMITED)) == UNLIMITED, topic
+        # Stamped as the embedded cluster stamps them, so a cut by recording time works the same.
+        assert config["message.timestamp.type"] == KAFKA_EVENT_TOPIC_CONFIG["message.timestamp.type"], topic
     # Dead letters are the one topic that may expire; if it does, after a positive time.
     dead_letters = int(by_topic[Topic.DEAD_LETTERS.value]["config"].get("retention.ms", UNLIMITED))
     assert dead_letters == UNLIMITED or dead_letters > 0
