@@ -77,9 +77,10 @@ class Programme:
                                  headers={"Authorization": f"Bearer {self.tokens.auditor}"})
 
     def cli_env(self) -> dict[str, str]:
-        """What an auditor's shell holds: where the stack is and the auditor's token, nothing else of ours."""
+        """What an auditor's shell holds: where the stack is (and which broker), the auditor's token, nothing else."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ANYAM_")}
         return env | {"ANYAM_KAFKA_BOOTSTRAP": self.kafka.kafka_bootstrap,
+                      "ANYAM_KAFKA_ENGINE": self.kafka.kafka_engine,
                       "ANYAM_TOPIC_PREFIX": self.kafka.topic_prefix, "ANYAM_PAYOUT_URL": self.payout_url,
                       "ANYAM_AUDITOR_TOKEN": self.tokens.auditor, "COLUMNS": "200", "NO_COLOR": "1"}
 

@@ -55,12 +55,11 @@ async def test_one_node_down_for_30_seconds_producers_with_acks_all_go_on(stack)
     async with steady_load(stack, "one-down") as load:
         await accepted_more(load, "production POST /pieces", count=20)
         victim = await most_leaderships(stack, Topic.QC_SUBMISSIONS)
-        published_before = load.figures.accepted_between(0, float("inf"), "publish to qc-submissions")
         outage = await broker_nodes_stopped(stack, [victim], 30.0)
-        # Two in-sync replicas remain: collaborators' acks=all publishes were taken throughout.
+        # Two in-sync replicas remain: collaborators' acks=all publishes (half the QC results) were taken
+        # throughout, at no less than half their rate.
         during = load.figures.accepted_between(outage.began, outage.ended, "publish to qc-submissions")
         assert during >= 0.5 * RATE * 0.5 * (outage.ended - outage.began), f"only {during} publishes in the outage"
-        assert load.figures.accepted_between(0, float("inf"), "publish to qc-submissions") > published_before
         await load.stop()
         await assert_reconciles(load)
 
