@@ -58,6 +58,7 @@ async def bench_services(env: BenchEnvironment, names: Sequence[str], label: str
     kafka = await env.fresh_topics(label)
     stack_env = {
         keys.KAFKA_BOOTSTRAP: kafka.kafka_bootstrap, keys.TOPIC_PREFIX: kafka.topic_prefix,
+        keys.KAFKA_ENGINE: kafka.kafka_engine,
         keys.STAFF_TOKEN: secrets.token_urlsafe(24), keys.AUDITOR_TOKEN: secrets.token_urlsafe(24),
         keys.TOKEN_SECRET: secrets.token_urlsafe(24),
     }
