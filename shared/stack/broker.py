@@ -13,12 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-import psutil
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from shared.stack.errors import BrokerBinaryMissing, BrokerNotReady, PortInUse, StackError
-from shared.stack.processes import POLL_INTERVAL, free_port, port_in_use, send_signal
+from shared.stack.processes import POLL_INTERVAL, free_port, pause_or_resume, port_in_use, send_signal
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -210,11 +209,11 @@ class EmbeddedBroker:
 
     def freeze(self) -> None:
         """SIGSTOP the broker: clients time out as in an outage, the in-memory data stays."""
-        self._signal_and_wait(signal.SIGSTOP, stopped=True)
+        self._pause(True)
 
     def thaw(self) -> None:
         """SIGCONT a frozen broker."""
-        self._signal_and_wait(signal.SIGCONT, stopped=False)
+        self._pause(False)
 
     @contextlib.contextmanager
     def frozen(self) -> Iterator[EmbeddedBroker]:
@@ -225,18 +224,11 @@ class EmbeddedBroker:
         finally:
             self.thaw()
 
-    def _signal_and_wait(self, sig: signal.Signals, *, stopped: bool) -> None:
+    def _pause(self, pause: bool) -> None:
         if not self.running:
             raise StackError("the embedded broker is not running")
         assert self._proc is not None
-        send_signal(self._proc.pid, sig)
-        # Signal delivery is asynchronous; callers expect the outage to have begun (or ended).
-        deadline = time.monotonic() + 5.0
-        proc = psutil.Process(self._proc.pid)
-        while (proc.status() == psutil.STATUS_STOPPED) != stopped:
-            if time.monotonic() > deadline:
-                raise StackError(f"the embedded broker did not {'stop' if stopped else 'continue'} on {sig.name}")
-            time.sleep(0.005)
+        pause_or_resume(self._proc.pid, pause=pause, what="the embedded broker")
 
     async def __aenter__(self) -> EmbeddedBroker:
         return await self.start()

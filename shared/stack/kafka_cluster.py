@@ -13,7 +13,6 @@ import asyncio
 import base64
 import contextlib
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -29,7 +28,7 @@ from aiokafka.errors import KafkaError
 from shared.stack.broker import broker_answers, log_tail
 from shared.stack.errors import BrokerNotReady, PortInUse, StackError
 from shared.stack.kafka_dist import KafkaDistribution, ensure_kafka
-from shared.stack.processes import POLL_INTERVAL, free_port, port_in_use, send_signal
+from shared.stack.processes import POLL_INTERVAL, free_port, pause_or_resume, port_in_use, terminate, terminate_all
 
 #: The cluster-wide settings every Anyam cluster shares (deploy/compose.yaml, deploy/k8s say the same).
 BROKER_PROPERTIES = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "broker.properties"
@@ -326,22 +325,18 @@ class KafkaCluster:
                 await admin.close()
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop every node (SIGTERM, SIGKILL after `timeout` seconds); return once every JVM is gone."""
+        """Stop every node (SIGTERM together, SIGKILL after `timeout` seconds); return once every JVM is gone.
+
+        Together: stopped one after another, the last nodes would wait for a quorum already gone.
+        """
+        terminate_all([node.pid for node in self.nodes if node.running and node.pid is not None], timeout)
+        self._reap()
+
+    def _reap(self) -> None:
         for node in self.nodes:
-            if node.running:
-                assert node.proc is not None
-                send_signal(node.proc.pid, signal.SIGCONT)
-                node.proc.terminate()
-        deadline = time.monotonic() + timeout
-        for node in self.nodes:
-            if node.proc is None:
-                continue
-            try:
-                node.proc.wait(max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                # The last nodes of a quorum cannot shut down in order once the others are gone.
-                node.proc.kill()
-                node.proc.wait(10.0)
+            if node.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    node.proc.wait(5.0)
 
     # --- faults, one node at a time ----------------------------------------------------------------
 
@@ -353,15 +348,11 @@ class KafkaCluster:
             node.proc.wait(10.0)
 
     def stop_node(self, node_id: int, timeout: float = 30.0) -> None:
-        """Shut one node down in order (SIGTERM: it hands its leaderships over first)."""
+        """Shut one node down in order (SIGTERM: it hands its leaderships over first; SIGKILL after `timeout`)."""
         node = self.node(node_id)
-        if node.proc is not None and node.running:
-            node.proc.terminate()
-            try:
-                node.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-                node.proc.wait(10.0)
+        if node.pid is not None and node.running:
+            terminate(node.pid, timeout)
+        self._reap()
 
     async def start_node(self, node_id: int, timeout: float = 120.0) -> None:
         """Start a stopped or killed node again on its ports and data; return once the cluster lists it."""
@@ -385,17 +376,17 @@ class KafkaCluster:
 
     def freeze_node(self, node_id: int) -> None:
         """SIGSTOP one node: its connections hang, as behind a network partition."""
-        self._signal_nodes([self.node(node_id)], signal.SIGSTOP, stopped=True)
+        self._signal_nodes([self.node(node_id)], pause=True)
 
     def thaw_node(self, node_id: int) -> None:
-        self._signal_nodes([self.node(node_id)], signal.SIGCONT, stopped=False)
+        self._signal_nodes([self.node(node_id)], pause=False)
 
     def freeze(self) -> None:
         """SIGSTOP every node: clients time out as in an outage, and every node keeps its data."""
-        self._signal_nodes(self.nodes, signal.SIGSTOP, stopped=True)
+        self._signal_nodes(self.nodes, pause=True)
 
     def thaw(self) -> None:
-        self._signal_nodes(self.nodes, signal.SIGCONT, stopped=False)
+        self._signal_nodes(self.nodes, pause=False)
 
     @contextlib.contextmanager
     def frozen(self) -> Iterator[KafkaCluster]:
@@ -406,20 +397,13 @@ class KafkaCluster:
         finally:
             self.thaw()
 
-    def _signal_nodes(self, nodes: list[KafkaNode], sig: signal.Signals, *, stopped: bool) -> None:
+    def _signal_nodes(self, nodes: list[KafkaNode], *, pause: bool) -> None:
         for node in nodes:
             if not node.running:
                 raise StackError(f"Kafka node {node.node_id} is not running")
-            assert node.proc is not None
-            send_signal(node.proc.pid, sig)
-        deadline = time.monotonic() + 5.0
         for node in nodes:
             assert node.proc is not None
-            proc = psutil.Process(node.proc.pid)
-            while (proc.status() == psutil.STATUS_STOPPED) != stopped:
-                if time.monotonic() > deadline:
-                    raise StackError(f"Kafka node {node.node_id} did not {'stop' if stopped else 'continue'}")
-                time.sleep(0.005)
+            pause_or_resume(node.proc.pid, pause=pause, what=f"Kafka node {node.node_id}")
 
     async def leaders(self, topics: list[str]) -> dict[tuple[str, int], int]:
         """(topic, partition) → the node id leading it now (-1 while none does)."""

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 import psutil
 
+from shared.stack.errors import StackError
+
 #: How often deadline-bounded waits re-check their condition.
 POLL_INTERVAL = 0.05
 
@@ -104,3 +106,19 @@ def terminate_all(pids: Iterable[int], timeout: float = 10.0) -> None:
     for pid in wait_gone(alive, timeout):
         send_signal(pid, signal.SIGKILL)
     wait_gone(alive, 5.0)
+
+
+def pause_or_resume(pid: int, *, pause: bool, what: str, timeout: float = 5.0) -> None:
+    """SIGSTOP (`pause`) or SIGCONT `pid` and return once it is stopped (or running) again.
+
+    Signal delivery is asynchronous; callers expect the outage to have begun (or ended). Raises
+    `StackError` naming `what` when the process does not get there within `timeout` seconds.
+    """
+    sig = signal.SIGSTOP if pause else signal.SIGCONT
+    send_signal(pid, sig)
+    deadline = time.monotonic() + timeout
+    proc = psutil.Process(pid)
+    while (proc.status() == psutil.STATUS_STOPPED) != pause:
+        if time.monotonic() > deadline:
+            raise StackError(f"{what} did not {'stop' if pause else 'continue'} on {sig.name}")
+        time.sleep(0.005)
