@@ -65,8 +65,11 @@ PATTERN_RULES = {
 
 #: An opaque identifier (SPEC §5): any non-empty string without surrounding space.
 Id = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=False, pattern=ID_PATTERN)]
-#: Money: an integer number of rupiah, never negative. Strict: "1000", 1000.0 and true are refused.
-Rupiah = Annotated[int, Strict(), Field(ge=0)]
+#: The largest amount one `*_idr` field may hold: Rp 1 trillion (SPEC §5), far below what a
+#: reader's 64-bit integer or a `bigint` column holds (sums are the readers' to keep exact).
+MAX_RUPIAH = 1_000_000_000_000
+#: Money: an integer number of rupiah, 0 to `MAX_RUPIAH`. Strict: "1000", 1000.0 and true are refused.
+Rupiah = Annotated[int, Strict(), Field(ge=0, le=MAX_RUPIAH)]
 Count = Annotated[int, Strict(), Field(gt=0)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=STORABLE_TEXT_PATTERN)]
 
