@@ -320,8 +320,8 @@ def _judge(state: Piece, command: JudgeSubmission) -> list[EventData]:
         raise SubmissionRejected(
             BAD_SIGNATURE,
             f"The signature does not verify against any key registered for {submission.collaborator_id}. Sign the "
-            "canonical JSON of every data field except `signature` (keys sorted, separators ',' and ':', "
-            "non-ASCII as is, UTF-8) with your Ed25519 private key, and send the data exactly as signed.",
+            "RFC 8785 canonical JSON (JCS) of every data field except `signature`, as UTF-8, with your Ed25519 "
+            "private key, and send the data exactly as signed.",
         )
     if not state.exists:
         raise SubmissionRejected(UNKNOWN_PIECE, f"There is no piece {submission.piece_id}; check piece_id.")

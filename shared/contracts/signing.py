@@ -1,11 +1,21 @@
 """Ed25519 signatures on QC submissions (SPEC §6, `qc-submitted`).
 
 A collaborator signs the UTF-8 bytes of the canonical JSON of a submission's
-`data` without its `signature` field: keys sorted, no insignificant
-whitespace, non-ASCII kept as is. Verification must run over the data *as
-sent* (the dict `json.loads` gives back), never over a model re-serialised
-from it: re-serialising may rewrite a time such as `...T09:15:00.000+07:00`,
-and the signature covers the collaborator's bytes, not ours.
+`data` without its `signature` field, canonical as RFC 8785 (the JSON
+Canonicalization Scheme, JCS) defines it: keys sorted by their UTF-16 code
+units, no insignificant whitespace, strings with only the escapes JSON
+requires (non-ASCII kept as is), numbers written as ECMAScript writes an
+IEEE-754 double. The bytes come from `rfc8785`, a maintained implementation,
+so a signer using any JCS library (JavaScript's `canonicalize`, Java's, Go's,
+.NET's) produces them too. For strings and lists of strings with keys in the
+Basic Multilingual Plane they equal Python's
+`json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`, so
+signatures made that way before stay valid.
+
+Verification must run over the data *as sent* (the dict `json.loads` gives
+back), never over a model re-serialised from it: re-serialising may rewrite a
+time such as `...T09:15:00.000+07:00`, and the signature covers the
+collaborator's bytes, not ours.
 
 Keys travel as base64 of their 32 raw bytes; private keys are stored as
 unencrypted PKCS#8 PEM, which OpenSSL and every mainstream library read.
@@ -20,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -35,17 +46,32 @@ SIGNATURE_FIELD = "signature"
 
 
 def canonical_bytes(data: Mapping[str, Any]) -> bytes:
-    """The bytes a signature covers: canonical JSON of `data` minus `signature`, UTF-8.
+    """The bytes a signature covers: RFC 8785 canonical JSON of `data` minus `signature`.
 
-    Raises `ValueError` when `data` cannot be written as UTF-8 (e.g. a lone
-    surrogate from a `\\ud800` escape): no signer can have signed such bytes.
+    Raises `ValueError` when `data` has no RFC 8785 form, so no signer can have
+    signed it: text that is not valid Unicode (a lone surrogate from a `\\ud800`
+    escape), an integer beyond IEEE-754's exact range (±(2**53 - 1)), NaN or
+    infinity, a key that is not a string, a value that is not JSON, or nesting
+    too deep to walk. The message never quotes the offending value: it may be
+    personal data.
     """
     unsigned = {key: value for key, value in data.items() if key != SIGNATURE_FIELD}
-    text = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("the data holds text that is not valid Unicode (a lone surrogate)") from exc
+        return rfc8785.dumps(unsigned)
+    except rfc8785.IntegerDomainError:
+        raise ValueError("the data holds an integer outside the range RFC 8785 allows (±(2**53 - 1))") from None
+    except rfc8785.FloatDomainError:
+        raise ValueError("the data holds a number RFC 8785 cannot write (NaN or infinity)") from None
+    except (rfc8785.CanonicalizationError, UnicodeError):
+        # Lone surrogates (a key's fails while sorting, as a UnicodeEncodeError),
+        # non-string keys, values that are not JSON. The library's message may
+        # quote the value, so it is neither repeated nor chained.
+        raise ValueError(
+            "the data has no RFC 8785 canonical form (text that is not valid Unicode, a key that is not "
+            "a string, or a value that is not JSON)"
+        ) from None
+    except RecursionError:
+        raise ValueError("the data is nested too deeply to canonicalise") from None
 
 
 def generate_private_key() -> Ed25519PrivateKey:
