@@ -33,6 +33,7 @@ from services.payout import domain, projections
 from services.payout.dashboard_view import render_dashboard, render_refusal
 from shared.contracts import Envelope, Topic
 from shared.contracts.events import (
+    MAX_RUPIAH,
     CohortScheduled,
     Enrolled,
     EventData,
@@ -73,7 +74,7 @@ def dashboard_consumer(topic_prefix: str = "") -> str:
 
 # --- the read model -------------------------------------------------------------------------------
 
-DDL = """
+DDL = f"""
 CREATE TABLE IF NOT EXISTS dashboard_cohorts (
     cohort_id     text    PRIMARY KEY,
     rusunawa      text    NOT NULL,
@@ -110,8 +111,19 @@ CREATE TABLE IF NOT EXISTS dashboard_payouts (
     run_id     text,
     period_end timestamptz,
     amount_idr bigint      NOT NULL CHECK (amount_idr >= 0),
-    outcome    text        CHECK (outcome IN ('paid', 'failed'))
+    outcome    text        CHECK (outcome IN ('paid', 'failed')),
+    CONSTRAINT dashboard_payouts_amount_idr_bounded CHECK (amount_idr <= {MAX_RUPIAH})
 );
+-- Added to a table made before amounts were bounded (SPEC §5), NOT VALID: it holds for every row
+-- written from now on; the decoder has refused larger amounts before they get here.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'dashboard_payouts'::regclass
+                   AND conname = 'dashboard_payouts_amount_idr_bounded') THEN
+        ALTER TABLE dashboard_payouts
+            ADD CONSTRAINT dashboard_payouts_amount_idr_bounded CHECK (amount_idr <= {MAX_RUPIAH}) NOT VALID;
+    END IF;
+END $$;
 """
 
 
@@ -329,11 +341,13 @@ async def read_dashboard(conn: asyncpg.Connection) -> Dashboard:
             """SELECT artisan_id, count(*)::int AS woven, count(*) FILTER (WHERE qc = 'passed')::int AS passed
                FROM dashboard_pieces GROUP BY artisan_id"""
         )
+        # A run's totals are numeric sums read as Python integers, never cast to bigint (see
+        # `projections`: an amount is bounded, a total is not).
         run_rows = await conn.fetch(
             """SELECT run_id, min(period_end) AS period_end, count(*)::int AS payouts,
-                      sum(amount_idr)::bigint AS scheduled_idr,
-                      coalesce(sum(amount_idr) FILTER (WHERE outcome = 'paid'), 0)::bigint AS paid_idr,
-                      coalesce(sum(amount_idr) FILTER (WHERE outcome = 'failed'), 0)::bigint AS failed_idr
+                      sum(amount_idr) AS scheduled_idr,
+                      sum(amount_idr) FILTER (WHERE outcome = 'paid') AS paid_idr,
+                      sum(amount_idr) FILTER (WHERE outcome = 'failed') AS failed_idr
                FROM dashboard_payouts GROUP BY run_id ORDER BY min(period_end) NULLS LAST, run_id"""
         )
         accounts = await projections.balances(conn)
@@ -344,7 +358,9 @@ async def read_dashboard(conn: asyncpg.Connection) -> Dashboard:
         ovop=_ovop(cohorts),
         weeks=[WeekProduct(**dict(row)) for row in week_rows],
         artisans=_artisans(accounts, {row["artisan_id"]: (row["woven"], row["passed"]) for row in piece_rows}),
-        runs=[RunRow(**dict(row)) for row in run_rows],
+        runs=[RunRow(row["run_id"], row["period_end"], row["payouts"],
+                     *(projections.whole_rupiah(row[f]) for f in ("scheduled_idr", "paid_idr", "failed_idr")))
+              for row in run_rows],
     )
 
 

@@ -32,7 +32,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from shared.contracts import Envelope
-from shared.contracts.events import EventData, Paid, PayoutFailed, PayoutScheduled, QcPassed
+from shared.contracts.events import MAX_RUPIAH, EventData, Paid, PayoutFailed, PayoutScheduled, QcPassed
 from shared.domain import Conflict, NotFound, Refused
 from shared.timeutil import to_wib
 
@@ -144,18 +144,28 @@ _POSTING_RULES: dict[type[EventData], Callable[[Any], tuple[Kind, str, str, str,
 }
 
 
+class Unpostable(ValueError):
+    """An event that moves money but that no ledger row can hold (e.g. a `time` that is no moment of
+    the years 1 to 9999 in WIB): its posting consumer refuses it, as the decoder refuses a bad field."""
+
+
 def transaction_for(event: Envelope) -> LedgerTransaction | None:
     """The ledger transaction `event` makes, or None for events that move no money.
 
-    Pure and order-free: the result depends on this one event alone.
+    Pure and order-free: the result depends on this one event alone. Raises `Unpostable` for an
+    event that moves money but cannot be a ledger row.
     """
     data = event.data
     rule = _POSTING_RULES.get(type(data))
     if rule is None:
         return None
     kind, key, subject, source, destination = rule(data)
+    try:
+        moment = to_wib(event.time)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00, a moment before the year 1 in WIB
+        raise Unpostable("its `time` is not a moment of the years 1 to 9999 in WIB (UTC+07:00)") from None
     # Positionally, in the fields' order: a replay makes one per money-moving event.
-    return LedgerTransaction(transaction_id(kind, event.id), kind, key, event.id, event.type, to_wib(event.time),
+    return LedgerTransaction(transaction_id(kind, event.id), kind, key, event.id, event.type, moment,
                              data.artisan_id, subject, data.amount_idr, source, destination)
 
 
@@ -268,6 +278,10 @@ def plan_run(command: RunPayouts, earned: Mapping[str, int], committed: Mapping[
     whatever its period. Earnings only ever grow, so scheduling at most `earned - committed`
     keeps every artisan's committed total at or below what she earned: nothing is paid twice
     and nothing is paid that was not earned, however runs and periods overlap.
+
+    One payout is at most `MAX_RUPIAH` (an amount's bound, SPEC §5), and a run makes one payout per
+    artisan: what is due beyond it stays payable, and the next runs pay it. Totals are Python
+    integers here (the ledger reads them as such), so no total overflows.
     """
     if command.period_end > command.now:
         raise Refused(
@@ -277,7 +291,7 @@ def plan_run(command: RunPayouts, earned: Mapping[str, int], committed: Mapping[
     period_end = to_wib(command.period_end)
     payouts = []
     for artisan_id in sorted(earned):
-        due = earned[artisan_id] - committed.get(artisan_id, 0)
+        due = min(earned[artisan_id] - committed.get(artisan_id, 0), MAX_RUPIAH)
         if due > 0:
             payouts.append(PayoutScheduled(
                 payout_id=payout_id_for(command.run_id, artisan_id), run_id=command.run_id, artisan_id=artisan_id,

@@ -32,7 +32,7 @@ import asyncpg
 
 from services.payout import domain, projections
 from shared.contracts import Envelope, service_source
-from shared.contracts.events import EventData, Paid
+from shared.contracts.events import MAX_RUPIAH, EventData, Paid
 from shared.domain import Conflict, NotFound, fold
 from shared.eventstore import NO_STREAM, EventStore
 from shared.timeutil import to_wib, wib_now
@@ -42,7 +42,7 @@ SOURCE = service_source("payout")
 #: Held by every payout run until it commits: runs happen one at a time.
 RUN_LOCK_KEY = 0x616E79616D02
 
-DDL = """
+DDL = f"""
 CREATE TABLE IF NOT EXISTS payout_runs (
     run_id      text        PRIMARY KEY,
     period_end  timestamptz NOT NULL,
@@ -55,8 +55,18 @@ CREATE TABLE IF NOT EXISTS payouts (
     artisan_id    text        NOT NULL,
     amount_idr    bigint      NOT NULL CHECK (amount_idr > 0),
     status        text        NOT NULL CHECK (status IN ('scheduled', 'paid', 'failed')),
-    scheduled_at  timestamptz NOT NULL
+    scheduled_at  timestamptz NOT NULL,
+    -- One payout is at most an amount's bound (SPEC §5; `domain.plan_run` caps it).
+    CONSTRAINT payouts_amount_idr_bounded CHECK (amount_idr <= {MAX_RUPIAH})
 );
+-- Added to a table made before the bound, NOT VALID: it holds for every payout from now on.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'payouts'::regclass
+                   AND conname = 'payouts_amount_idr_bounded') THEN
+        ALTER TABLE payouts ADD CONSTRAINT payouts_amount_idr_bounded CHECK (amount_idr <= {MAX_RUPIAH}) NOT VALID;
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS payouts_by_run ON payouts (run_id);
 CREATE INDEX IF NOT EXISTS payouts_committed ON payouts (artisan_id) WHERE status <> 'failed';
 """
@@ -103,10 +113,11 @@ class PayoutHandlers:
             return False, await self._run(conn, run_id, earlier)
         now = wib_now()
         earned = await projections.earned_by_artisan(conn, period_end)
+        # Summed as numeric into Python integers, as the ledger's totals are: a total has no bound.
         committed = {
-            row["artisan_id"]: row["committed"]
+            row["artisan_id"]: projections.whole_rupiah(row["committed"])
             for row in await conn.fetch(
-                """SELECT artisan_id, sum(amount_idr)::bigint AS committed FROM payouts
+                """SELECT artisan_id, sum(amount_idr) AS committed FROM payouts
                    WHERE status <> 'failed' GROUP BY artisan_id"""
             )
         }

@@ -16,6 +16,12 @@ What keeps the ledger exact:
 - ledger rows are append-only: corrections are new events, never edits;
 - the digest and the `as_of` cuts order and filter by what the events say
   (transaction id, account, event time), never by arrival.
+
+What bounds the numbers: a transaction's amount is at most Rp 1 trillion (`MAX_RUPIAH`, SPEC §5),
+checked by the decoder and again by the table; nothing bounds a balance. Balances and totals are
+sums over any number of transactions, so they are summed as `numeric` in PostgreSQL (what
+`sum(bigint)` gives) and read into Python integers, never cast back into a `bigint`: no history,
+however long or hostile, can make a read overflow.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import NamedTuple
 
 import asyncpg
@@ -30,11 +37,15 @@ from aiokafka import ConsumerRecord
 
 from services.payout import domain
 from shared.contracts import Envelope
+from shared.contracts.events import MAX_RUPIAH
 from shared.db import DATABASE_UNAVAILABLE
 from shared.eventstore import BatchHandler, Reject
 
 #: Serialises installs of these tables by several instances starting at once.
 INSTALL_LOCK_KEY = 0x616E79616D01
+
+#: The check that bounds a transaction's amount (SPEC §5), by name: installs add it to ledgers made before it.
+_AMOUNT_BOUND = f"ledger_transactions_amount_idr_bounded CHECK (amount_idr <= {MAX_RUPIAH})"
 
 #: The two legs of a transfer row `t`, as postings `p(account, amount_idr)`: out of one account, into
 #: the other. The `ledger_postings` view and the reads below expand transfers with it.
@@ -65,7 +76,8 @@ CREATE TABLE IF NOT EXISTS ledger_transactions (
     source_partition integer,
     source_offset    bigint,
     recorded_at      timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT ledger_transactions_between_two_accounts CHECK (from_account <> to_account)
+    CONSTRAINT ledger_transactions_between_two_accounts CHECK (from_account <> to_account),
+    CONSTRAINT """ + _AMOUNT_BOUND + """
 );
 -- Ledgers installed before their keys were "C" are brought over once: the rows stay as they are
 -- (text is text), each index on a changed column is rebuilt.
@@ -119,6 +131,17 @@ BEGIN
     DROP INDEX IF EXISTS ledger_transactions_earned;
     ALTER TABLE ledger_transactions ALTER COLUMN from_account SET NOT NULL, ALTER COLUMN to_account SET NOT NULL,
         ADD CONSTRAINT ledger_transactions_between_two_accounts CHECK (from_account <> to_account);
+END $$;
+-- Ledgers installed before amounts were bounded get the bound once, NOT VALID: it holds for every
+-- row written from now on, without reading (or refusing) the rows already there: bigint bounded those,
+-- and balances are summed as numeric, so even an outsized old row reads. After the conversion above,
+-- whose UPDATE would otherwise check old rows against it.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'ledger_transactions'::regclass
+                   AND conname = 'ledger_transactions_amount_idr_bounded') THEN
+        ALTER TABLE ledger_transactions ADD CONSTRAINT """ + _AMOUNT_BOUND + """ NOT VALID;
+    END IF;
 END $$;
 -- Statements read an artisan's transactions (every transaction that touches her accounts names her).
 CREATE INDEX IF NOT EXISTS ledger_transactions_artisan ON ledger_transactions (artisan_id, event_time);
@@ -190,7 +213,7 @@ async def apply_event(conn: asyncpg.Connection, event: Envelope, *, source: Sour
     """Post `event` to the ledger; True if it made a new transaction, False if it moves no money or
     was already posted. Raises `Reject` for a second, different event for the same piece or payout
     ending (the first one posted stays; the refused one is for people to look at)."""
-    tx = domain.transaction_for(event)
+    tx = _transaction_for(event)
     if tx is None:
         return False
     async with conn.transaction():  # a savepoint inside the caller's transaction, or a transaction of its own
@@ -258,8 +281,15 @@ async def apply_events(conn: asyncpg.Connection, events: Sequence[tuple[Envelope
     if not conn.is_in_transaction():
         raise RuntimeError("apply_events needs a connection inside the batch's transaction")
     outcome = BatchOutcome()
-    planned = [(index, tx) for index, (event, _) in enumerate(events)
-               if (tx := domain.transaction_for(event)) is not None]
+    planned: list[tuple[int, domain.LedgerTransaction]] = []
+    for index, (event, _) in enumerate(events):
+        try:
+            tx = _transaction_for(event)
+        except Reject as refusal:
+            outcome.rejected.append((index, refusal))
+            continue
+        if tx is not None:
+            planned.append((index, tx))
     if not planned:
         return outcome
     # A transaction id twice in one batch (the relay's at-least-once) goes in once, its first copy:
@@ -277,11 +307,15 @@ async def apply_events(conn: asyncpg.Connection, events: Sequence[tuple[Envelope
         inserted = await _insert_batch(conn, rows)
     except DATABASE_UNAVAILABLE:  # the server, not this batch: the caller retries or gives up
         raise
-    except asyncpg.PostgresError:
-        # A row PostgreSQL refuses (impossible with the posting rules): find the culprit the way
-        # apply_event would, event by event.
+    except (asyncpg.PostgresError, OverflowError):
+        # A row PostgreSQL refuses, or a value asyncpg cannot even encode for COPY (it raises a bare
+        # OverflowError for an integer beyond 64 bits, where a statement's parameter is a DataError);
+        # impossible with the posting rules and the decoder's bounds. Find the culprit the way
+        # apply_event would, event by event, so that it alone fails and the replay and the live
+        # consumer tell it alike.
         for index, _ in planned:
             await _apply_one(conn, events, index, outcome)
+        outcome.rejected.sort(key=lambda refusal: refusal[0])  # the unpostable ones came first
         return outcome
     outcome.posted += len(inserted)
     for index, tx in planned:
@@ -289,6 +323,7 @@ async def apply_events(conn: asyncpg.Connection, events: Sequence[tuple[Envelope
             # A duplicate, or a second event for one piece or payout ending: apply_event decides
             # which, against the rows now present, exactly as it would have in a sequential replay.
             await _apply_one(conn, events, index, outcome)
+    outcome.rejected.sort(key=lambda refusal: refusal[0])  # the unpostable ones came first
     return outcome
 
 
@@ -312,6 +347,14 @@ async def _insert_batch(conn: asyncpg.Connection, rows: list[tuple]) -> set[str]
         columns = [list(column) for column in zip(*rows, strict=True)]  # one array parameter per column
         async with conn.transaction():
             return {row[0] for row in await conn.fetch(_INSERT_BATCH, *columns)}
+
+
+def _transaction_for(event: Envelope) -> domain.LedgerTransaction | None:
+    """`domain.transaction_for`, an event it cannot post refused as the decoder would refuse it."""
+    try:
+        return domain.transaction_for(event)
+    except domain.Unpostable as exc:
+        raise Reject("schema-invalid", f"{event.type} {event.id}: {exc}") from None
 
 
 async def _apply_one(
@@ -389,26 +432,33 @@ async def ledger_digest(conn: asyncpg.Connection, as_of: datetime | None = None)
     return DigestResult(digest.hexdigest(), digest.transactions, digest.postings)
 
 
+def whole_rupiah(total: Decimal | int | None) -> int:
+    """A sum PostgreSQL computed as `numeric` (exact, unbounded), as a Python integer; None (no rows) is 0."""
+    return 0 if total is None else int(total)
+
+
 async def balances(conn: asyncpg.Connection, as_of: datetime | None = None) -> dict[str, int]:
-    """Every account's balance as of `as_of` (event time, inclusive; None: everything)."""
+    """Every account's balance as of `as_of` (event time, inclusive; None: everything).
+
+    Summed as `numeric` and read as Python integers: a balance has no bound (see the module's docstring)."""
     rows = await conn.fetch(
-        f"""SELECT p.account, sum(p.amount_idr)::bigint AS balance
+        f"""SELECT p.account, sum(p.amount_idr) AS balance
            FROM ledger_transactions t, {_LEGS}
            WHERE $1::timestamptz IS NULL OR t.event_time <= $1
            GROUP BY p.account ORDER BY p.account COLLATE "C" """,
         as_of,
     )
-    return {row["account"]: row["balance"] for row in rows}
+    return {row["account"]: whole_rupiah(row["balance"]) for row in rows}
 
 
 async def earned_by_artisan(conn: asyncpg.Connection, until: datetime) -> dict[str, int]:
-    """Per artisan, the earnings whose event time is at or before `until`."""
+    """Per artisan, the earnings whose event time is at or before `until` (unbounded: see `balances`)."""
     rows = await conn.fetch(
-        """SELECT artisan_id, sum(amount_idr)::bigint AS earned FROM ledger_transactions
+        """SELECT artisan_id, sum(amount_idr) AS earned FROM ledger_transactions
            WHERE kind = 'earned' AND event_time <= $1 GROUP BY artisan_id""",
         until,
     )
-    return {row["artisan_id"]: row["earned"] for row in rows}
+    return {row["artisan_id"]: whole_rupiah(row["earned"]) for row in rows}
 
 
 @dataclass(frozen=True)
