@@ -23,7 +23,7 @@ from shared.service import ServiceRuntime
 from shared.timeutil import to_wib
 from shared.web.access import AUDITOR, COLLABORATOR, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
-from shared.web.inputs import CommandBody, Id, IdempotencyKey, Text, text
+from shared.web.inputs import CommandBody, Id, IdempotencyKey, Rupiah, Text, text
 from shared.web.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,9 @@ class AddKey(CommandBody):
 
 class SetRate(CommandBody):
     product: Short = Field(examples=["piring"])
-    rate_idr: StrictInt = Field(ge=1, le=100_000_000, description="Whole rupiah paid per piece that passes QC.")
+    # Narrower than every amount's bound (`Rupiah`: at most Rp 1 trillion, SPEC §5), never wider.
+    rate_idr: Annotated[Rupiah, Field(ge=1, le=100_000_000)] = Field(
+        description="Whole rupiah paid per piece that passes QC.")
     effective_from: BusinessTime = Field(description="From when the rate applies (RFC 3339 with an offset).")
 
 
