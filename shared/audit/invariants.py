@@ -171,7 +171,7 @@ class HistoryFacts:
         """Note what the checks need of `event`, read at `position`; `value` is the record's raw bytes
         (needed for `qc-submitted`, whose signature covers the collaborator's bytes, not ours)."""
         data = event.data
-        if domain.transaction_for(event) is not None:
+        if _makes_a_transaction(event):
             self.money_event_ids.add(event.id)
         match data:
             case PieceWoven():
@@ -207,6 +207,14 @@ def _raw_data(value: bytes | None) -> dict[str, Any] | None:
     except (UnicodeDecodeError, ValueError, AttributeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _makes_a_transaction(event: Envelope) -> bool:
+    # An event no ledger row can hold (`domain.Unpostable`) makes none: the replay refuses it, by name.
+    try:
+        return domain.transaction_for(event) is not None
+    except domain.Unpostable:
+        return False
 
 
 def _in_cut(time: datetime, as_of: datetime | None) -> bool:

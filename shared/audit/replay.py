@@ -364,10 +364,12 @@ def _decode_record(
         # forged onto `qc-submissions` is refused here as it is there.
         event = decode(record.value, topic=topic)
     except DecodeError as exc:
-        read.undecodable_count += 1
-        if len(read.undecodable) < LISTED:
-            read.undecodable.append(Undecodable(Position(topic.value, tp.partition, record.offset), exc.reason,
-                                                exc.message))
+        _undecodable(read, topic, tp, record, exc.reason, exc.message)
+        return None
+    except Exception as exc:  # noqa: BLE001 - `decode` raises nothing else, by contract; should a record
+        # ever break it, the audit names that record rather than dying on it (the type only: an
+        # exception's text may quote the record's values).
+        _undecodable(read, topic, tp, record, "schema-invalid", f"the decoder failed on it ({type(exc).__name__})")
         return None
     read.by_type[event.type] += 1
     if observers:  # a position only for those who look at it: a replay reads millions of records
@@ -375,6 +377,14 @@ def _decode_record(
         for observe in observers:
             observe(event, position, record.value)
     return event
+
+
+def _undecodable(
+    read: HistoryRead, topic: Topic, tp: TopicPartition, record: ConsumerRecord, reason: str, detail: str,
+) -> None:
+    read.undecodable_count += 1
+    if len(read.undecodable) < LISTED:
+        read.undecodable.append(Undecodable(Position(topic.value, tp.partition, record.offset), reason, detail))
 
 
 def _refuse(read: HistoryRead, event: Envelope, position: Position, reason: str, detail: str) -> None:
