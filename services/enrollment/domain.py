@@ -6,12 +6,18 @@ Two aggregates, each a stream in the event store:
   withdrawals. Capacity is the cohort's invariant, so enrolments live in its stream.
 
 Personal data never enters an event: the decider sees opaque ids only.
+
+Rules of SPEC §7 decided here besides capacity: training is completed on or
+before the day it is recorded (in WIB), and a resident is enrolled only in a
+cohort of her own rusunawa, unless staff override that with a reason from
+`RUSUNAWA_OVERRIDE_REASONS` (a code, never free text: it reaches the topic).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from typing import Literal, get_args
 
 from shared.contracts.events import (
     CohortScheduled,
@@ -22,8 +28,23 @@ from shared.contracts.events import (
     Withdrawn,
 )
 from shared.domain import Conflict, NotFound, Refused
+from shared.timeutil import wib_now
 
 MAX_CAPACITY = 500
+
+#: Why staff may enrol a resident in a cohort of another rusunawa: the published list of codes that
+#: an overridden `enrolled` event carries (as `rusunawa_override_reason`, beside `rusunawa_override: true`).
+#: - `moved-rusunawa`: she has moved to the cohort's rusunawa since she was registered;
+#: - `no-cohort-in-own-rusunawa`: her own rusunawa runs no cohort of this skill;
+#: - `joint-cohort`: the cohort is run for several rusunawa together;
+#: - `cohort-relocated`: the cohort's training was moved to another rusunawa's premises.
+RusunawaOverrideReason = Literal["moved-rusunawa", "no-cohort-in-own-rusunawa", "joint-cohort", "cohort-relocated"]
+RUSUNAWA_OVERRIDE_REASONS: tuple[str, ...] = get_args(RusunawaOverrideReason)
+
+
+def today_in_wib() -> date:
+    """The calendar day in Jakarta now: the day a command is recorded."""
+    return wib_now().date()
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -53,6 +74,12 @@ class Enrol:
     resident_id: str
     resident_registered: bool
     enrolled_at: datetime
+    #: The resident's own rusunawa, as registered; None leaves the rusunawa rule unchecked (callers
+    #: that know no resident, as the capacity tests); the service always gives it.
+    resident_rusunawa: str | None = None
+    #: Staff enrol her although the cohort is another rusunawa's, for this reason (a code of
+    #: `RUSUNAWA_OVERRIDE_REASONS`); None: no override.
+    rusunawa_override: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +87,8 @@ class RecordCompletion:
     cohort_id: str
     resident_id: str
     completed_on: date
+    #: The day the completion is recorded, in WIB: `completed_on` may not be later.
+    today: date = field(default_factory=today_in_wib)
 
 
 @dataclass(frozen=True)
@@ -181,12 +210,45 @@ def _enrol(state: Cohort, command: Enrol) -> list[EventData]:
         raise NotFound("resident-not-found", f"There is no resident {command.resident_id}; register them first.")
     if command.resident_id in state.enrolled:
         return []  # enrolling an enrolled resident again is the same one enrolment
+    override = _rusunawa_override(state, command)
     if state.places_taken >= state.capacity:
         raise Conflict(
             "cohort-full",
             f"Cohort {state.cohort_id} is full: all {state.capacity} places are taken.",
         )
-    return [Enrolled(resident_id=command.resident_id, cohort_id=state.cohort_id, enrolled_at=command.enrolled_at)]
+    return [Enrolled(resident_id=command.resident_id, cohort_id=state.cohort_id, enrolled_at=command.enrolled_at,
+                     **override)]
+
+
+def same_rusunawa(one: str, other: str) -> bool:
+    """Whether two rusunawa names are one place: spacing and letter case are how a name was typed."""
+    return " ".join(one.split()).casefold() == " ".join(other.split()).casefold()
+
+
+def _rusunawa_override(state: Cohort, command: Enrol) -> dict[str, object]:
+    """The added fields of an `enrolled` that crosses rusunawa (none when it does not); refuses a
+    crossing without an override, and an override without a published reason or with nothing to override."""
+    reason = command.rusunawa_override
+    if reason is not None and reason not in RUSUNAWA_OVERRIDE_REASONS:
+        raise Refused(
+            "unknown-override-reason",
+            f"An override's reason must be one of: {', '.join(RUSUNAWA_OVERRIDE_REASONS)}.",
+        )
+    if command.resident_rusunawa is None or same_rusunawa(command.resident_rusunawa, state.rusunawa):
+        if reason is not None:
+            raise Refused(
+                "nothing-to-override",
+                f"Resident {command.resident_id} lives in the cohort's own rusunawa; enrol her without an override.",
+            )
+        return {}
+    if reason is None:
+        raise Conflict(
+            "other-rusunawa",
+            f"Cohort {state.cohort_id} trains residents of {state.rusunawa}, and resident "
+            f"{command.resident_id} is registered in {command.resident_rusunawa}. Enrol her in a cohort "
+            "of her own rusunawa, or override with override_rusunawa: true and an override_reason.",
+        )
+    return {"rusunawa_override": True, "rusunawa_override_reason": reason}
 
 
 def _complete(state: Cohort, command: RecordCompletion) -> list[EventData]:
@@ -203,6 +265,12 @@ def _complete(state: Cohort, command: RecordCompletion) -> list[EventData]:
         raise Refused(
             "completed-before-start",
             f"Training cannot be completed before the cohort starts on {state.starts_on.isoformat()}.",
+        )
+    if command.completed_on > command.today:
+        raise Refused(
+            "completed-in-the-future",
+            f"completed_on ({command.completed_on.isoformat()}) is later than today in Jakarta "
+            f"({command.today.isoformat()}); record a completion on or after the day it happened.",
         )
     return [TrainingCompleted(resident_id=resident, cohort_id=state.cohort_id, completed_on=command.completed_on)]
 

@@ -46,11 +46,17 @@ class EnrollmentHandlers:
         await handle(conn, self.store, COHORT, command.cohort_id, command, source=SOURCE)
         return command.cohort_id
 
-    async def enrol(self, conn: asyncpg.Connection, cohort_id: str, resident_id: str) -> tuple[bool, Enrolled]:
-        """Enrol; returns (whether this call enrolled them, the enrolment)."""
+    async def enrol(
+        self, conn: asyncpg.Connection, cohort_id: str, resident_id: str, *, rusunawa_override: str | None = None
+    ) -> tuple[bool, Enrolled]:
+        """Enrol; returns (whether this call enrolled them, the enrolment).
+
+        `rusunawa_override`: a reason of `domain.RUSUNAWA_OVERRIDE_REASONS` to enrol a resident in a
+        cohort of another rusunawa than hers (refused without one)."""
         resident, _ = await load_state(conn, self.store, RESIDENT, resident_id)
         command = domain.Enrol(cohort_id=cohort_id, resident_id=resident_id, resident_registered=resident.exists,
-                               enrolled_at=wib_now())
+                               enrolled_at=wib_now(), resident_rusunawa=resident.rusunawa,
+                               rusunawa_override=rusunawa_override)
         events = await handle(conn, self.store, COHORT, cohort_id, command, source=SOURCE, time=_business_time)
         if events:
             return True, events[0].data
@@ -60,7 +66,8 @@ class EnrollmentHandlers:
         self, conn: asyncpg.Connection, cohort_id: str, resident_id: str, completed_on: date
     ) -> bool:
         """Record a completion; False when it was already recorded."""
-        command = domain.RecordCompletion(cohort_id=cohort_id, resident_id=resident_id, completed_on=completed_on)
+        command = domain.RecordCompletion(cohort_id=cohort_id, resident_id=resident_id, completed_on=completed_on,
+                                          today=domain.today_in_wib())
         return bool(await handle(conn, self.store, COHORT, cohort_id, command, source=SOURCE))
 
     async def withdraw(self, conn: asyncpg.Connection, cohort_id: str, resident_id: str, reason: str) -> bool:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StrictBool, StringConstraints, model_validator
 
 from services.enrollment import domain
 from services.enrollment.handlers import EnrollmentHandlers
@@ -51,11 +51,25 @@ class ScheduleCohort(CommandBody):
 
 class EnrolResident(CommandBody):
     resident_id: Id
+    override_rusunawa: StrictBool = Field(
+        default=False,
+        description="Enrol her although the cohort is another rusunawa's than hers (refused with 409 "
+                    "`other-rusunawa` otherwise). Needs `override_reason`; recorded on the `enrolled` event.")
+    override_reason: domain.RusunawaOverrideReason | None = Field(
+        default=None, description="Why the override, as a code (never free text: it is recorded on the topic).")
+
+    @model_validator(mode="after")
+    def _override_has_a_reason(self) -> EnrolResident:
+        if self.override_rusunawa and self.override_reason is None:
+            raise ValueError("override_rusunawa needs an override_reason")
+        if self.override_reason is not None and not self.override_rusunawa:
+            raise ValueError("override_reason is only for override_rusunawa: true")
+        return self
 
 
 class RecordCompletion(CommandBody):
     resident_id: Id
-    completed_on: date
+    completed_on: date = Field(description="The day she completed the training: today (in Jakarta) or earlier.")
 
 
 class Withdraw(CommandBody):
@@ -95,13 +109,15 @@ def enrollment_router(runtime: ServiceRuntime, handlers: EnrollmentHandlers, acc
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
 
-    @router.post("/cohorts/{cohort_id}/enrolments", status_code=201, summary="Enrol a resident (409 when full)")
+    @router.post("/cohorts/{cohort_id}/enrolments", status_code=201,
+                 summary="Enrol a resident (409 when full, or when the cohort is another rusunawa's)")
     async def enrol(
         cohort_id: Id, body: EnrolResident, request: Request, key: IdempotencyKey = None,
         who: Principal = Depends(staff),
     ) -> Response:
         async def action(conn) -> Outcome:
-            new, enrolment = await handlers.enrol(conn, cohort_id, body.resident_id)
+            override = body.override_reason if body.override_rusunawa else None
+            new, enrolment = await handlers.enrol(conn, cohort_id, body.resident_id, rusunawa_override=override)
             return Outcome(201 if new else 200, enrolment.model_dump(mode="json"))
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
