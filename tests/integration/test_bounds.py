@@ -10,21 +10,29 @@ honest history (one artisan at ordinary rates, one who earned exactly the bound 
 dead-lettered as `schema-invalid` by both of payout's consumers, every read and every payout run
 answers 2xx with the honest amounts, and the auditor's replay and verify name the three records and
 carry on. A ledger that already holds such rows (written before the bound) reads and pays too.
+
+Two more rules of SPEC §7 are checked at enrollment's door: training is completed on or before the
+day it is recorded, and a resident is enrolled only in a cohort of her own rusunawa unless staff
+override it with a published reason code, which the `enrolled` event then records.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import asyncpg
 import pytest
 
+from services.enrollment.app import EnrollmentSettings
+from services.enrollment.app import create_app as enrollment_app
+from services.enrollment.domain import today_in_wib
 from services.payout import dashboard, domain, projections
 from shared.audit.replay import replay
 from shared.audit.verify import verify
 from shared.contracts import Envelope, Topic, encode, service_source, topic_name
 from shared.contracts.events import MAX_RUPIAH, QcPassed
-from shared.eventstore import wait_until_caught_up
+from shared.eventstore import wait_until_caught_up, wait_until_published
 from shared.eventstore.deadletters import DeadLetter
 from shared.kafka import start_producer
 from tests.integration.test_payout import (
@@ -38,7 +46,7 @@ from tests.integration.test_payout import (
     publish,
 )
 from tests.kafka_reader import read_topic
-from tests.services import client, new_tokens
+from tests.services import client, new_personal_data_key, new_tokens, serve, service_settings
 
 #: What the attacker published, and the first amount past the bound.
 HOSTILE = {"2^63-1": 2**63 - 1, "2^64+5": 2**64 + 5, "10^12+1": MAX_RUPIAH + 1}
@@ -248,3 +256,84 @@ async def test_an_amount_past_64_bits_that_reaches_the_ledger_anyway_fails_alone
             r["transaction_id"] for r in await conn.fetch("SELECT transaction_id FROM ledger_transactions")}
     finally:
         await conn.close()
+
+
+# --- SPEC §7 at enrollment's door: plausible times, one's own rusunawa ------------------------------------
+
+
+@pytest.fixture
+async def enrollment(kafka_settings, database_url):
+    tokens = new_tokens()
+    settings = EnrollmentSettings(**service_settings(kafka_settings, database_url, tokens),
+                                  personal_data_key=new_personal_data_key())
+    async with serve(enrollment_app(settings)) as url, client(url, tokens.staff) as staff:
+        yield staff, database_url
+
+
+async def created(response, key: str) -> str:
+    assert response.status_code == 201, response.text
+    return response.json()[key]
+
+
+async def test_a_resident_of_another_rusunawa_is_enrolled_only_by_an_override_with_a_published_reason(
+    enrollment, kafka_settings
+):
+    staff, db = enrollment
+    resident = await created(await staff.post("/residents", json={
+        "rusunawa": "Marunda", "unit": "B-2", "full_name": "Sri Rahayu", "nik": "3175000000000321"}), "resident_id")
+    cohort = await created(await staff.post("/cohorts", json={
+        "rusunawa": "Nagrak", "skill": "menganyam", "product_focus": "piring", "starts_on": "2024-02-26",
+        "ends_on": "2024-02-29", "capacity": 25}), "cohort_id")
+    enrolments = f"/cohorts/{cohort}/enrolments"
+
+    refused = await staff.post(enrolments, json={"resident_id": resident})
+    assert refused.status_code == 409 and refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["code"] == "other-rusunawa"
+    assert "Nagrak" in refused.json()["detail"] and "Marunda" in refused.json()["detail"]
+    # Free text is no reason: the list is published (the OpenAPI document's enum), and the words sent
+    # never reach the topic.
+    free_text = await staff.post(enrolments, json={"resident_id": resident, "override_rusunawa": True,
+                                                   "override_reason": "pindah ke Blok C-417"})
+    assert free_text.status_code == 422
+    assert [e["field"] for e in free_text.json()["errors"]] == ["override_reason"]
+    no_reason = await staff.post(enrolments, json={"resident_id": resident, "override_rusunawa": True})
+    assert no_reason.status_code == 422
+    assert "moved-rusunawa" in json.dumps((await staff.get("/openapi.json")).json())
+
+    overridden = await staff.post(enrolments, json={"resident_id": resident, "override_rusunawa": True,
+                                                    "override_reason": "moved-rusunawa"})
+    assert overridden.status_code == 201, overridden.text
+    assert (overridden.json()["rusunawa_override"], overridden.json()["rusunawa_override_reason"]) == (
+        True, "moved-rusunawa")
+    assert (await staff.get(f"/cohorts/{cohort}")).json()["enrolled"] == [resident]
+
+    async with database(db) as pool:
+        await wait_until_published(pool, timeout=60)
+    records = await read_topic(kafka_settings.bootstrap_servers,
+                               topic_name(Topic.ENROLLMENT, kafka_settings.topic_prefix), timeout=60)
+    (enrolled,) = [json.loads(r.value) for r in records if json.loads(r.value)["type"] == "enrolled"]
+    assert enrolled["data"] | {"enrolled_at": None} == {
+        "resident_id": resident, "cohort_id": cohort, "enrolled_at": None,
+        "rusunawa_override": True, "rusunawa_override_reason": "moved-rusunawa"}
+
+
+async def test_a_completion_dated_after_today_in_jakarta_is_refused_and_today_is_taken(enrollment):
+    staff, _ = enrollment
+    resident = await created(await staff.post("/residents", json={
+        "rusunawa": "Nagrak", "unit": "A-1", "full_name": "Nur Aini", "nik": "3175000000000654"}), "resident_id")
+    today = today_in_wib()
+    cohort = await created(await staff.post("/cohorts", json={
+        "rusunawa": "Nagrak", "skill": "menganyam", "product_focus": "piring",
+        "starts_on": (today - timedelta(days=3)).isoformat(), "ends_on": (today + timedelta(days=3)).isoformat(),
+        "capacity": 5}), "cohort_id")
+    assert (await staff.post(f"/cohorts/{cohort}/enrolments", json={"resident_id": resident})).status_code == 201
+    completions = f"/cohorts/{cohort}/completions"
+
+    tomorrow = await staff.post(completions, json={"resident_id": resident,
+                                                   "completed_on": (today + timedelta(days=1)).isoformat()})
+    assert tomorrow.status_code == 422 and tomorrow.json()["code"] == "completed-in-the-future"
+    assert (await staff.get(f"/cohorts/{cohort}")).json()["completed"] == []
+
+    done = await staff.post(completions, json={"resident_id": resident, "completed_on": today.isoformat()})
+    assert done.status_code == 201, done.text
+    assert (await staff.get(f"/cohorts/{cohort}")).json()["completed"] == [resident]
