@@ -164,6 +164,7 @@ async def _up(workdir: Path, *, detach: bool, port: int | None, partitions: int,
         )
     console.print(_addresses_table(stack.env))
     console.print(f"Addresses and tokens: [bold]{stack.path}[/] (load with `set -a; . {stack.path}; set +a`)")
+    console.print(_credentials_note(stack.env), soft_wrap=True)
     if detach:
         console.print("The stack runs detached; stop it with [bold]anyam down[/].")
         return
@@ -176,6 +177,17 @@ async def _up(workdir: Path, *, detach: bool, port: int | None, partitions: int,
     if problem:
         raise StackError(f"the stack stopped because {problem}")
     console.print("Stack stopped.")
+
+
+def _credentials_note(env: dict[str, str]) -> str:
+    folder = env.get(keys.CREDENTIALS, "")
+    if env.get(keys.KAFKA_SECURITY_PROTOCOL, "PLAINTEXT") == "PLAINTEXT":
+        return (f"Kafka: tansu has no authentication, so any local client may write any topic "
+                f"(SPEC §11's first defence needs --broker kafka). Client settings: {folder}")
+    return (f"Kafka signs every client in (SASL/SCRAM-SHA-512 on loopback) and allows only its ACLs: "
+            f"each service runs as its own principal, the stack file as the auditor (read only); "
+            f"credentials per principal in {folder}. Give a collaborator its own with "
+            f"`anyam collaborator onboard <collaborator_id>`.")
 
 
 @app.command()
@@ -305,6 +317,50 @@ def _verify_after_demo(env: dict[str, str]) -> None:
 from services.production.cli import collaborator_app  # noqa: E402
 
 app.add_typer(collaborator_app, name="collaborator", help="A collaborator's keys, signed QC submissions and token.")
+
+
+@collaborator_app.command()
+def onboard(
+    collaborator_id: Annotated[str, typer.Argument(help="The collaborator_id production registered.")],
+    workdir: WorkdirOption = keys.DEFAULT_WORKDIR,
+) -> None:
+    """Give a registered collaborator its own Kafka principal on the running stack (write `qc-submissions`,
+    nothing else) and write ONE file with what it needs: bootstrap, SASL user and password, HTTP token."""
+    from shared.stack.principals import onboard_collaborator
+
+    inspection = inspect_stack(workdir)
+    if inspection.state is not StackState.RUNNING:
+        raise StackError(f"no stack runs in {inspection.workdir}: start one with `anyam up` first")
+    collaborator_id = collaborator_id.strip()
+    asyncio.run(_check_registered(inspection.env, collaborator_id))
+    with console.status(f"onboarding collaborator {collaborator_id}…"):
+        try:
+            onboarded = asyncio.run(onboard_collaborator(inspection.env, collaborator_id))
+        except ValueError as err:
+            raise StackError(str(err)) from None
+    console.print(f"Collaborator {collaborator_id}: Kafka principal [bold]{onboarded.principal}[/] "
+                  f"({onboarded.kafka.kafka_security_protocol}) at {onboarded.kafka.bootstrap_servers}")
+    console.print(f"Everything it needs (bootstrap, user, password, HTTP token) is in [bold]{onboarded.path}[/] "
+                  "(readable by you only): hand it over securely. With it, the collaborator publishes by "
+                  f"`anyam collaborator publish result.json --key-file <its key> --stack-env {onboarded.path}`.",
+                  soft_wrap=True)
+
+
+async def _check_registered(env: dict[str, str], collaborator_id: str) -> None:
+    """Refuse to onboard a collaborator production does not know (a typo would get a working principal)."""
+    import httpx
+
+    url = env.get("ANYAM_PRODUCTION_URL")
+    if url is None:
+        return
+    async with httpx.AsyncClient(base_url=url, timeout=30,
+                                 headers={"Authorization": f"Bearer {env[keys.STAFF_TOKEN]}"}) as http:
+        response = await http.get(f"/collaborators/{collaborator_id}")
+    if response.status_code == 404:
+        raise StackError(f"production knows no collaborator {collaborator_id!r}: register it first "
+                         "(POST /collaborators)")
+    if response.status_code >= 400:
+        raise StackError(f"production answered {response.status_code} for collaborator {collaborator_id!r}")
 
 from shared.audit.cli import replay_command, verify_command  # noqa: E402
 

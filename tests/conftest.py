@@ -156,6 +156,12 @@ class Broker:
     kind: str
     embedded: EmbeddedBroker | KafkaCluster | None = field(default=None, repr=False)
 
+    def admin(self, **fields: Any) -> KafkaSettings:
+        """Settings that sign in as the broker's super user (the session's `ANYAM_KAFKA_*` for a given broker)."""
+        if self.embedded is not None:
+            return self.embedded.settings_for(**fields)
+        return KafkaSettings(kafka_bootstrap=self.bootstrap, **fields)
+
     def frozen(self) -> contextlib.AbstractContextManager[Any]:
         """SIGSTOP the broker (every node) for the `with` body: an outage that keeps the data; local brokers only."""
         if self.embedded is None:
@@ -198,10 +204,44 @@ async def broker(pytestconfig: pytest.Config) -> AsyncIterator[Broker]:
         try:
             await embedded.start()
             _announce(pytestconfig, f"broker: {embedded.describe()} (pids {embedded.pids}, log {embedded.log_path})")
-            yield Broker(embedded.bootstrap, kind, embedded)
+            with _signed_in_as(embedded.settings_for()):
+                yield Broker(embedded.bootstrap, kind, embedded)
         finally:
             await asyncio.to_thread(embedded.stop)
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+#: How a client signs in to the broker (SPEC §11): what `_signed_in_as` exports.
+KAFKA_SECURITY = ("ANYAM_KAFKA_SECURITY_PROTOCOL", "ANYAM_KAFKA_SASL_MECHANISM", "ANYAM_KAFKA_SASL_USERNAME",
+                  "ANYAM_KAFKA_SASL_PASSWORD")
+
+
+@contextlib.contextmanager
+def _signed_in_as(settings: KafkaSettings):
+    """Export `settings`' sign-in as `ANYAM_KAFKA_*` for the session: the local Apache Kafka cluster refuses
+    anonymous clients, and every `KafkaSettings()` a test builds (here or in a child process) signs in as
+    its admin, a super user. What the ACLs allow each principal is tests/integration/test_broker_acls.py's."""
+    values = {
+        "ANYAM_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
+        "ANYAM_KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "ANYAM_KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+        "ANYAM_KAFKA_SASL_PASSWORD": settings.kafka_sasl_password.get_secret_value()
+        if settings.kafka_sasl_password else None,
+    }
+    before = {key: os.environ.get(key) for key in KAFKA_SECURITY}
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -30,9 +30,26 @@ class Record:
     timestamp_ms: int = -1
 
 
-def _read_all(bootstrap: str, topic: str, ends: dict[int, int], timeout: float) -> list[Record]:
+def librdkafka_config(kafka: KafkaSettings) -> dict[str, str]:
+    """confluent-kafka's settings for `kafka`'s brokers and sign-in (SASL on Apache Kafka, none on tansu)."""
+    config = {"bootstrap.servers": kafka.bootstrap_servers, "security.protocol": kafka.kafka_security_protocol}
+    if kafka.kafka_security_protocol.startswith("SASL"):
+        config |= {"sasl.mechanism": kafka.kafka_sasl_mechanism or "SCRAM-SHA-512",
+                   "sasl.username": kafka.kafka_sasl_username or "",
+                   "sasl.password": kafka.kafka_sasl_password.get_secret_value() if kafka.kafka_sasl_password else ""}
+    if kafka.kafka_ssl_cafile:
+        config["ssl.ca.location"] = kafka.kafka_ssl_cafile
+    return config
+
+
+def _settings(broker: str | KafkaSettings) -> KafkaSettings:
+    """A bootstrap list signs in as the session does (`ANYAM_KAFKA_*`); settings sign in as they say."""
+    return KafkaSettings(kafka_bootstrap=broker) if isinstance(broker, str) else broker
+
+
+def _read_all(kafka: KafkaSettings, topic: str, ends: dict[int, int], timeout: float) -> list[Record]:
     consumer = Consumer({
-        "bootstrap.servers": bootstrap,
+        **librdkafka_config(kafka),
         "group.id": f"test-reader-{uuid.uuid4().hex}",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
@@ -57,17 +74,22 @@ def _read_all(bootstrap: str, topic: str, ends: dict[int, int], timeout: float) 
         consumer.close()
 
 
-async def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[Record]:
-    """Every record on `topic` up to its current end, in partition then offset order."""
+async def read_topic(broker: str | KafkaSettings, topic: str, *, timeout: float = 30.0) -> list[Record]:
+    """Every record on `topic` up to its current end, in partition then offset order.
+
+    `broker`: a bootstrap list (signing in as the session's `ANYAM_KAFKA_*` say) or a client's settings.
+    """
+    kafka = _settings(broker)
     # The end is found with the project's own helper, which works around a watermark bug of the
     # embedded broker that librdkafka's watermark query also trips over.
-    ends = await end_offsets(KafkaSettings(kafka_bootstrap=bootstrap), [topic])
+    ends = await end_offsets(kafka, [topic])
     ends = {tp.partition: end for tp, end in ends.items()}
-    records = await asyncio.to_thread(_read_all, bootstrap, topic, ends, timeout)
+    records = await asyncio.to_thread(_read_all, kafka, topic, ends, timeout)
     return sorted(records, key=lambda r: (r.partition, r.offset))
 
 
-async def wait_for_records(bootstrap: str, topic: str, predicate, *, timeout: float = 30.0) -> list[Record]:
+async def wait_for_records(bootstrap: str | KafkaSettings, topic: str, predicate, *,
+                           timeout: float = 30.0) -> list[Record]:
     """Re-read `topic` until `predicate(records)` holds; `TimeoutError` with the last count otherwise."""
     deadline = time.monotonic() + timeout
     while True:

@@ -24,6 +24,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationFailedError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
@@ -137,10 +138,13 @@ def publish(
             topic_prefix = settings_file.get(stackfile.TOPIC_PREFIX)
         if stackfile.KAFKA_ENGINE in settings_file:
             engine["kafka_engine"] = settings_file[stackfile.KAFKA_ENGINE]
+        # Who signs in comes with the address (a collaborator's file from `anyam collaborator onboard`).
+        engine.update({key.removeprefix("ANYAM_").lower(): settings_file[key]
+                       for key in stackfile.KAFKA_SECURITY_KEYS if key in settings_file})
     if not bootstrap_servers:
         fail(f"no broker given: pass --bootstrap-servers, set ANYAM_KAFKA_BOOTSTRAP, or run `anyam up` "
              f"so that {stack_env} names one")
-    # Other ANYAM_KAFKA_* settings (SASL, TLS) come from the environment, as for the services.
+    # Other ANYAM_KAFKA_* settings (SASL, TLS) the file does not give come from the environment, as for the services.
     kafka = KafkaSettings(kafka_bootstrap=bootstrap_servers, topic_prefix=topic_prefix or "", **engine)
     value = _event_value(data)
     topic = topic_name(Topic.QC_SUBMISSIONS, kafka.topic_prefix)
@@ -149,6 +153,11 @@ def publish(
     except TimeoutError:
         fail(f"the broker at {kafka.bootstrap_servers} did not take the submission within {timeout:g}s; "
              "check the address and that the broker runs")
+    except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
+        who = kafka.kafka_sasl_username or "an anonymous client"
+        fail(f"the broker at {kafka.bootstrap_servers} does not let {who} write {topic}: publish with the "
+             "collaborator's own credentials (`anyam collaborator onboard <collaborator_id>` writes them; pass "
+             "that file with --stack-env)")
     except Exception as exc:  # noqa: BLE001 - any client failure is reported in one line, not a traceback
         fail(f"publishing to {topic} at {kafka.bootstrap_servers} failed: {exc or type(exc).__name__}")
     typer.echo(json.dumps({"topic": topic, "partition": partition, "offset": offset,

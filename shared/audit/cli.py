@@ -2,9 +2,10 @@
 
 Where to connect is taken, for each setting, from the first that gives it: the
 command-line option, the `--stack-env` file when one is named, the `ANYAM_*`
-environment, the default stack file `.anyam/stack.env` when it exists. Other
-Kafka settings (TLS, SASL) come from the `ANYAM_KAFKA_*` environment, as for
-every Anyam process. The auditor's token is read from `ANYAM_AUDITOR_TOKEN` or
+environment, the default stack file `.anyam/stack.env` when it exists; so is who
+signs in to Kafka (SASL; the stack file signs in as the auditor). Other Kafka
+settings (TLS) come from the `ANYAM_KAFKA_*` environment, as for every Anyam
+process. The auditor's token is read from `ANYAM_AUDITOR_TOKEN` or
 the stack file, never from the command line, where other users could see it.
 """
 
@@ -94,12 +95,16 @@ class Connection:
         return None
 
     def kafka(self, bootstrap: str | None, prefix: str | None) -> KafkaSettings:
-        """Kafka settings: bootstrap and prefix resolved here, security settings from `ANYAM_KAFKA_*`."""
+        """Kafka settings: bootstrap, prefix and who signs in (`ANYAM_KAFKA_SECURITY_PROTOCOL`, `…_SASL_*`:
+        the stack file gives the auditor's) resolved here; other settings (TLS) from `ANYAM_KAFKA_*`."""
         overrides: dict[str, str] = {"topic_prefix": self.get(keys.TOPIC_PREFIX, prefix) or ""}
         if (servers := self.get(keys.KAFKA_BOOTSTRAP, bootstrap)) is not None:
             overrides["kafka_bootstrap"] = servers
         if (engine := self.get(keys.KAFKA_ENGINE)) is not None:
             overrides["kafka_engine"] = engine
+        for key in keys.KAFKA_SECURITY_KEYS:
+            if (value := self.get(key)) is not None:
+                overrides[key.removeprefix("ANYAM_").lower()] = value
         return KafkaSettings(**overrides)
 
 

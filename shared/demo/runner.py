@@ -44,6 +44,7 @@ from shared.kafka import start_producer
 from shared.settings import KafkaSettings
 from shared.stack import stackfile as keys
 from shared.stack.errors import StackError
+from shared.stack.principals import onboard_collaborator
 
 Progress = Callable[[str], None]
 
@@ -167,7 +168,7 @@ async def run_demo(env: Mapping[str, str], scenario: Scenario, progress: Progres
     started = time.monotonic()
     stack = StackClients(env)
     await stack.open()
-    producer = await start_producer(stack.kafka)
+    producer: AIOKafkaProducer | None = None
     consumers = consumers_of(stack.kafka.topic_prefix)
     tag = f"demo-{scenario.seed}"
     try:
@@ -179,6 +180,8 @@ async def run_demo(env: Mapping[str, str], scenario: Scenario, progress: Progres
         progress(f"Collaborator {COLLABORATOR}: key, piece rates, materials")
         key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"{tag}-collaborator".encode()).digest())
         collaborator_id = await _collaborate(stack, scenario, residents, key, tag)
+        # The collaborator publishes its QC results as itself: a principal that may write qc-submissions only.
+        producer = await start_producer((await onboard_collaborator(env, collaborator_id)).kafka)
 
         paid = failed = 0
         woven: dict[int, int] = {}  # pieces production accepted, per participant
@@ -201,7 +204,8 @@ async def run_demo(env: Mapping[str, str], scenario: Scenario, progress: Progres
         return DemoResult(tuple(artisans), collaborator_id, cohort_id, digest, paid, failed,
                           time.monotonic() - started)
     finally:
-        await producer.stop()
+        if producer is not None:
+            await producer.stop()
         await stack.close()
 
 

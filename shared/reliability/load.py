@@ -29,6 +29,7 @@ from shared.contracts.signing import public_key_b64, signed, submission_event
 from shared.demo.runner import StackClients, consumers_of
 from shared.kafka import start_producer
 from shared.stack import stackfile as keys
+from shared.stack.principals import onboard_collaborator
 from shared.timeutil import WIB, wib_now
 from shared.web.access import collaborator_token
 
@@ -113,11 +114,13 @@ class SteadyLoad:
 
     async def prepare(self) -> None:
         """A collaborator with rates, and trained artisans production already knows about."""
-        self._producer = await start_producer(self.clients.kafka)
         collaborator = await self._post("production", "/collaborators",
                                         {"name": f"Mitra {self.tag}", "public_key": public_key_b64(self._key)},
                                         key=f"{self.tag}-collaborator")
         self._collaborator_id = collaborator["collaborator_id"]
+        # It publishes as itself: its own principal may write qc-submissions and nothing else.
+        onboarded = await onboard_collaborator(self.clients.env, self._collaborator_id)
+        self._producer = await start_producer(onboarded.kafka)
         for product, rate in RATES.items():
             await self._post("production", f"/collaborators/{self._collaborator_id}/rates",
                              {"product": product, "rate_idr": rate, "effective_from": RATES_FROM.isoformat()},

@@ -16,6 +16,7 @@ from types import TracebackType
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from shared.settings import KafkaSettings
 from shared.stack.errors import BrokerBinaryMissing, BrokerNotReady, PortInUse, StackError
 from shared.stack.processes import POLL_INTERVAL, free_port, pause_or_resume, port_in_use, send_signal
 
@@ -47,8 +48,12 @@ def log_tail(path: Path, lines: int = 20) -> str:
     return "\n".join(_ANSI.sub("", text).rstrip().splitlines()[-lines:])
 
 
-async def broker_answers(bootstrap: str, timeout: float = 5.0) -> bool:
-    """Whether a Kafka client can reach `bootstrap` (its first address) and fetch cluster metadata within `timeout`."""
+async def broker_answers(bootstrap: str, timeout: float = 5.0, *, kafka: KafkaSettings | None = None) -> bool:
+    """Whether a Kafka client can reach `bootstrap` (its first address) and fetch cluster metadata within `timeout`.
+
+    `kafka` gives the security settings (an authenticated cluster answers no anonymous client); without
+    it the client connects unauthenticated, as to tansu.
+    """
     host, _, port = bootstrap.split(",")[0].strip().removeprefix("tcp://").rpartition(":")
     try:
         # A plain TCP probe first: aiokafka logs an error for every refused connection.
@@ -58,7 +63,8 @@ async def broker_answers(bootstrap: str, timeout: float = 5.0) -> bool:
             await writer.wait_closed()
     except (TimeoutError, OSError, ValueError):
         return False
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    options = {**(kafka.client_options() if kafka else {}), "bootstrap_servers": bootstrap}
+    admin = AIOKafkaAdminClient(**options, request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout)
         cluster = await asyncio.wait_for(admin.describe_cluster(), timeout)
@@ -118,7 +124,14 @@ class EmbeddedBroker:
 
     def describe(self) -> str:
         """One line: what this broker is, for logs and test headers."""
-        return f"tansu (embedded, memory only, one node) at {self.bootstrap}"
+        return f"tansu (embedded, memory only, one node, no authentication) at {self.bootstrap}"
+
+    def settings_for(self, principal: str | None = None, *, bootstrap: str | None = None,
+                     **fields: object) -> KafkaSettings:
+        """Client settings for this broker. tansu has no SASL and no ACLs: every client is anonymous and may
+        do anything, whatever `principal` it stands for; only Apache Kafka enforces SPEC §11's defence 1."""
+        return KafkaSettings(kafka_bootstrap=bootstrap or self.bootstrap, kafka_engine="tansu",
+                             kafka_security_protocol="PLAINTEXT", **fields)
 
     async def start(self) -> EmbeddedBroker:
         """Spawn tansu and return once it answers metadata requests.

@@ -1,7 +1,9 @@
 """An Apache Kafka cluster on loopback: one to three KRaft nodes, each a broker and a controller.
 
 The cluster-wide settings are `deploy/kafka/broker.properties`, the file the deploy manifests say
-too; `EMBEDDED_SETTINGS` lists the few this cluster changes and why. Each node has its own ports,
+too; `EMBEDDED_SETTINGS` lists the few this cluster changes and why. Every client authenticates
+(SASL/SCRAM-SHA-512 on loopback, `SECURITY`), and the authorizer allows only what shared/stack/acls.py
+grants; there is no anonymous listener. Each node has its own ports,
 data directory (`<workdir>/kafka/node-<id>/data`) and log (`.../broker.log`), and runs in its own
 session so a Ctrl-C meant for `anyam up` reaches the stack's shutdown first. Nodes can be killed,
 stopped, frozen and started again one at a time: the cluster faults of the tests.
@@ -12,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -25,8 +28,11 @@ import psutil
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from shared.settings import KafkaSettings
+from shared.stack.acls import ADMIN, MECHANISM, check_principal
 from shared.stack.broker import broker_answers, log_tail
 from shared.stack.errors import BrokerNotReady, PortInUse, StackError
+from shared.stack.kafka_admin import new_password
 from shared.stack.kafka_dist import KafkaDistribution, ensure_kafka
 from shared.stack.processes import POLL_INTERVAL, free_port, pause_or_resume, port_in_use, terminate, terminate_all
 
@@ -45,6 +51,30 @@ SINGLE_NODE_SETTINGS = {
     "offsets.topic.replication.factor": "1",
     "transaction.state.log.replication.factor": "1",
     "transaction.state.log.min.isr": "1",
+}
+#: Who may do what: the authorizer KRaft brokers and controllers share, one super user (`admin`, which
+#: provisions and which the nodes use between themselves), and nothing for anyone an ACL does not name.
+#: deploy/compose.yaml says the same (tests/unit/test_deploy.py).
+AUTHORIZATION_SETTINGS = {
+    "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "super.users": f"User:{ADMIN}",
+    "allow.everyone.if.no.acl.found": "false",
+}
+#: The two listeners of every node, both authenticated. CLIENT (clients and the brokers among themselves):
+#: SASL/SCRAM-SHA-512 over plain TCP. It listens on loopback only, where nothing can be sniffed, so TLS
+#: would add nothing here; a cluster reached over a network uses SASL_SSL (deploy/). SCRAM passwords never
+#: cross the wire anyway. CONTROLLER (the KRaft quorum): SASL/PLAIN, because SCRAM credentials live in
+#: the very metadata the controllers serve; its only user, admin, is declared in the node's own config.
+CLIENT_LISTENER, CONTROLLER_LISTENER = "CLIENT", "CONTROLLER"
+SECURITY = {
+    "listener.security.protocol.map": f"{CLIENT_LISTENER}:SASL_PLAINTEXT,{CONTROLLER_LISTENER}:SASL_PLAINTEXT",
+    "inter.broker.listener.name": CLIENT_LISTENER,
+    "controller.listener.names": CONTROLLER_LISTENER,
+    "sasl.enabled.mechanisms": MECHANISM,
+    f"listener.name.{CONTROLLER_LISTENER.lower()}.sasl.enabled.mechanisms": "PLAIN",
+    "sasl.mechanism.inter.broker.protocol": MECHANISM,
+    "sasl.mechanism.controller.protocol": "PLAIN",
+    **AUTHORIZATION_SETTINGS,
 }
 #: The JVM of each node: a small heap is plenty for a test's traffic, and three fit beside the rest.
 JVM_OPTIONS = (
@@ -139,9 +169,15 @@ class KafkaCluster:
         host: str = "127.0.0.1",
         port: int | None = None,
         ready_timeout: float = 120.0,
+        users: Mapping[str, str] | None = None,
     ) -> None:
         if brokers not in (1, 3):
             raise StackError(f"an embedded Kafka cluster has 1 or 3 brokers, not {brokers}")
+        #: The super user's password (fresh for every cluster) and the SCRAM users (name → password)
+        #: the cluster starts with: created as its storage is formatted, so they exist before any
+        #: client connects. More can be added later as admin (`shared.stack.kafka_admin`).
+        self.admin_password = new_password()
+        self.users = {ADMIN: self.admin_password, **{check_principal(n): pw for n, pw in (users or {}).items()}}
         self.workdir = Path(workdir)
         self.root = self.workdir / "kafka"
         self.brokers = brokers
@@ -185,7 +221,17 @@ class KafkaCluster:
 
     def describe(self) -> str:
         """One line: what this cluster is, for logs and test headers."""
-        return f"Apache Kafka {self.version}, {self.brokers} KRaft node(s) at {self.bootstrap}"
+        return f"Apache Kafka {self.version}, {self.brokers} KRaft node(s) at {self.bootstrap} (SASL/SCRAM, ACLs)"
+
+    def settings_for(self, principal: str = ADMIN, *, bootstrap: str | None = None, **fields: object) -> KafkaSettings:
+        """Client settings of one of the cluster's starting users (default: admin), every field explicit:
+        whatever `ANYAM_KAFKA_*` the environment holds is not for this cluster."""
+        return KafkaSettings(
+            kafka_bootstrap=bootstrap or self.bootstrap, kafka_engine="kafka",
+            kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism=MECHANISM,
+            kafka_sasl_username=principal, kafka_sasl_password=self.users[principal],
+            **fields,
+        )
 
     def node(self, node_id: int) -> KafkaNode:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -201,7 +247,8 @@ class KafkaCluster:
             return self
         self.distribution = await asyncio.to_thread(ensure_kafka)
         shutil.rmtree(self.root, ignore_errors=True)
-        self.root.mkdir(parents=True)
+        # Each node's config holds the admin password: the folder is the owner's alone.
+        self.root.mkdir(parents=True, mode=0o700)
         (self.root / "log4j2.properties").write_text(_LOG4J)
         self.cluster_id = new_cluster_id()
         self.nodes = [self._new_node(node_id) for node_id in range(1, self.brokers + 1)]
@@ -231,20 +278,29 @@ class KafkaCluster:
     def _write_configs(self) -> None:
         voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
         shared = cluster_settings(self.brokers)
+        password = self.admin_password
+        # How each node signs in to the others (SCRAM on CLIENT) and to the quorum (PLAIN on CONTROLLER),
+        # and the quorum's one PLAIN user. The password is URL-safe base64: nothing to escape.
+        jaas = {
+            f"listener.name.{CLIENT_LISTENER.lower()}.{MECHANISM.lower()}.sasl.jaas.config":
+                f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" '
+                f'password="{password}";',
+            f"listener.name.{CONTROLLER_LISTENER.lower()}.plain.sasl.jaas.config":
+                f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{ADMIN}" '
+                f'password="{password}" user_{ADMIN}="{password}";',
+        }
         for node in self.nodes:
             own = {
                 "process.roles": "broker,controller",
                 "node.id": str(node.node_id),
                 "controller.quorum.voters": voters,
-                "listeners": f"PLAINTEXT://{node.host}:{node.broker_port},CONTROLLER://{node.host}:{node.controller_port}",
-                "advertised.listeners": f"PLAINTEXT://{node.bootstrap}",
-                "controller.listener.names": "CONTROLLER",
-                "inter.broker.listener.name": "PLAINTEXT",
-                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "listeners": f"{CLIENT_LISTENER}://{node.host}:{node.broker_port},"
+                             f"{CONTROLLER_LISTENER}://{node.host}:{node.controller_port}",
+                "advertised.listeners": f"{CLIENT_LISTENER}://{node.bootstrap}",
                 "log.dirs": str(node.directory / "data"),
             }
-            lines = [f"{key}={value}" for key, value in {**shared, **own}.items()]
-            node.config_path.write_text("\n".join(lines) + "\n")
+            lines = [f"{key}={value}" for key, value in {**shared, **SECURITY, **own, **jaas}.items()]
+            _write_private(node.config_path, "\n".join(lines) + "\n")
 
     def _java(self, *args: str) -> list[str]:
         assert self.distribution is not None
@@ -255,12 +311,24 @@ class KafkaCluster:
         ]  # fmt: skip
 
     async def _format(self, node: KafkaNode) -> None:
+        """Format the node's storage with the cluster id and the starting SCRAM users (KIP-900: the
+        metadata holds them from the first moment, so the brokers can sign in to each other at once)."""
         assert self.cluster_id is not None
-        command = self._java("kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(node.config_path))
-        proc = await asyncio.create_subprocess_exec(
-            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-        output, _ = await proc.communicate()
+        scram = [f"--add-scram={MECHANISM}=[name={name},password={password}]" for name, password in self.users.items()]
+        command = self._java("kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(node.config_path),
+                             *scram)
+        # The passwords go to the JVM in an argument file (`java @file`), never on a command line
+        # that every local user can read in the process list.
+        arguments = node.directory / "format.args"
+        _write_private(arguments, "\n".join(_java_argument(arg) for arg in command[1:]) + "\n")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                command[0], f"@{arguments}",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+            output, _ = await proc.communicate()
+        finally:
+            arguments.unlink(missing_ok=True)
         if proc.returncode != 0:
             raise BrokerNotReady(
                 f"formatting the storage of Kafka node {node.node_id} failed (exit {proc.returncode})",
@@ -307,13 +375,14 @@ class KafkaCluster:
 
     async def _registered(self, wanted: set[int]) -> bool:
         live = [n for n in self.nodes if n.node_id in wanted]
-        if not all([await broker_answers(n.bootstrap, timeout=3.0) for n in live]):
+        if not all([await broker_answers(n.bootstrap, timeout=3.0, kafka=self.settings_for(bootstrap=n.bootstrap))
+                    for n in live]):
             return False
         return wanted <= set(await self.broker_ids(live[0].bootstrap))
 
     async def broker_ids(self, bootstrap: str | None = None) -> list[int]:
         """The ids of the brokers the cluster's metadata lists now."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap or self.bootstrap, request_timeout_ms=5000)
+        admin = AIOKafkaAdminClient(**self.settings_for(bootstrap=bootstrap).client_options(), request_timeout_ms=5000)
         try:
             await asyncio.wait_for(admin.start(), 10)
             cluster = await asyncio.wait_for(admin.describe_cluster(), 10)
@@ -367,7 +436,8 @@ class KafkaCluster:
 
     async def group_coordinator(self, group: str) -> int:
         """The node id coordinating consumer group `group` now."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._live_bootstrap(), request_timeout_ms=10000)
+        admin = AIOKafkaAdminClient(**self.settings_for(bootstrap=self._live_bootstrap()).client_options(),
+                                    request_timeout_ms=10000)
         try:
             await admin.start()
             return await admin.find_coordinator(group)
@@ -407,7 +477,8 @@ class KafkaCluster:
 
     async def leaders(self, topics: list[str]) -> dict[tuple[str, int], int]:
         """(topic, partition) → the node id leading it now (-1 while none does)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._live_bootstrap(), request_timeout_ms=10000)
+        admin = AIOKafkaAdminClient(**self.settings_for(bootstrap=self._live_bootstrap()).client_options(),
+                                    request_timeout_ms=10000)
         try:
             await admin.start()
             described = await admin.describe_topics(topics)
@@ -425,6 +496,19 @@ class KafkaCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await asyncio.to_thread(self.stop)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds passwords)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(path, 0o600)
+
+
+def _java_argument(argument: str) -> str:
+    """One argument of a `java @file` argument file, quoted (spaces and backslashes kept as they are)."""
+    return '"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def orphan_kafka_nodes(workdir: Path | str) -> list[psutil.Process]:

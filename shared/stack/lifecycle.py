@@ -8,18 +8,23 @@ import contextlib
 import enum
 import os
 import secrets
+import shutil
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
 from shared.stack import stackfile as keys
+from shared.stack.acls import ADMIN, AUDITOR, STACK_PRINCIPALS
 from shared.stack.broker import EmbeddedBroker, broker_answers
 from shared.stack.errors import NoStack, PostgresFailed, StackAlreadyRunning, StackError
+from shared.stack.kafka_admin import new_password
 from shared.stack.kafka_cluster import KafkaCluster, orphan_kafka_nodes
 from shared.stack.kafka_dist import java_available
 from shared.stack.postgres import EmbeddedPostgres, discard_pgdata, postgres_pid, stop_postgres
+from shared.stack.principals import credentials_folder, secure_stack
 from shared.stack.processes import is_alive, terminate, terminate_all, wait_gone
 from shared.stack.provisioning import ensure_topics
 from shared.stack.services import SERVICES, LaunchedService
@@ -32,10 +37,15 @@ ENGINES = ("kafka", "tansu")
 Broker = EmbeddedBroker | KafkaCluster
 
 
-def new_broker(engine: str, workdir: Path, *, brokers: int = 3, port: int | None = None) -> Broker:
-    """An unstarted broker of `engine` ("kafka": `brokers` nodes; "tansu": one) keeping its data under `workdir`."""
+def new_broker(
+    engine: str, workdir: Path, *, brokers: int = 3, port: int | None = None, users: Mapping[str, str] | None = None
+) -> Broker:
+    """An unstarted broker of `engine` ("kafka": `brokers` nodes; "tansu": one) keeping its data under `workdir`.
+
+    On Kafka, `users` (name → password) are SCRAM users from the start, beside `admin`; tansu has no users.
+    """
     if engine == "kafka":
-        return KafkaCluster(workdir, brokers=brokers, port=port)
+        return KafkaCluster(workdir, brokers=brokers, port=port, users=users)
     if engine == "tansu":
         return EmbeddedBroker(workdir, port=port)
     raise StackError(f"unknown broker {engine!r}: choose one of {', '.join(ENGINES)}")
@@ -152,6 +162,7 @@ def clean_leftovers(workdir: Path | str) -> list[str]:
     done = []
     if inspection.state is StackState.STALE:
         inspection.path.unlink(missing_ok=True)
+        discard_credentials(workdir)
         done.append(f"removed the stale stack file {inspection.path} (none of its processes was running)")
     for proc in orphan_brokers(workdir):
         terminate(proc.pid)
@@ -248,13 +259,19 @@ class RunningStack:
         )
 
     def stop(self) -> None:
-        """Stop the services, the broker and PostgreSQL, then remove the stack file."""
+        """Stop the services, the broker and PostgreSQL, then remove the stack file and the credentials."""
         for svc in self.services.values():
             terminate(svc.pid)
         self.services.clear()
         self.broker.stop()
         self.postgres.stop()
         self.path.unlink(missing_ok=True)
+        discard_credentials(self.workdir)
+
+
+def discard_credentials(workdir: Path) -> None:
+    """Remove a stack's credentials folder: its broker is gone, and the next one has users of its own."""
+    shutil.rmtree(workdir / keys.CREDENTIALS_DIR, ignore_errors=True)
 
 
 async def start_stack(
@@ -288,20 +305,27 @@ async def start_stack(
     # published everything: start both halves fresh instead.
     pgdata = workdir / PGDATA_DIR
     discard_pgdata(pgdata)
+    discard_credentials(workdir)
 
-    broker = new_broker(engine or default_engine()[0], workdir, brokers=brokers, port=port)
+    # Apache Kafka: a SCRAM user per service and one for auditors from the start, each with its ACLs
+    # (shared/stack/acls.py); every party gets only its own credentials file (shared/stack/principals.py).
+    users = {principal: new_password() for principal in STACK_PRINCIPALS if principal != ADMIN}
+    broker = new_broker(engine or default_engine()[0], workdir, brokers=brokers, port=port, users=users)
     postgres = EmbeddedPostgres(pgdata)
     stack = RunningStack(workdir, broker, postgres, {})
     try:
         await broker.start()
         await postgres.start()
-        env: dict[str, str] = {keys.KAFKA_BOOTSTRAP: broker.bootstrap, keys.KAFKA_ENGINE: broker.kind}
-        if topic_prefix:
-            env[keys.TOPIC_PREFIX] = topic_prefix
+        admin = broker.settings_for(topic_prefix=topic_prefix)
+        await ensure_topics(admin, partitions)
+        principals = await secure_stack(admin, users, workdir)
+        # The stack file signs in as the auditor: whoever reads it (replay, verify, the demo's checks)
+        # reads the log and can write nothing.
+        env: dict[str, str] = keys.kafka_environment(principals[AUDITOR])
+        env[keys.CREDENTIALS] = str(credentials_folder(workdir))
         env[keys.POSTGRES_URL] = postgres.server_url
         for spec in SERVICES:
             env[spec.database_url_key] = await postgres.create_database(spec.database)
-        await ensure_topics(keys.stack_kafka_settings(env), partitions)
         env[keys.STAFF_TOKEN] = secrets.token_urlsafe(32)
         env[keys.AUDITOR_TOKEN] = secrets.token_urlsafe(32)
         env[keys.TOKEN_SECRET] = secrets.token_urlsafe(32)
@@ -378,6 +402,7 @@ def stop_stack(workdir: Path | str = keys.DEFAULT_WORKDIR, timeout: float = 30.0
     if survivors:
         raise StackError(f"processes of the stack in {inspection.workdir} are still running: {survivors}")
     inspection.path.unlink(missing_ok=True)
+    discard_credentials(inspection.workdir)
     return inspection
 
 
@@ -394,5 +419,6 @@ async def stack_status(workdir: Path | str = keys.DEFAULT_WORKDIR) -> StackStatu
     inspection = inspect_stack(workdir)
     bootstrap = inspection.env.get(keys.KAFKA_BOOTSTRAP)
     broker_alive = any(role.startswith("broker") for role in inspection.alive)
-    answers = bool(bootstrap) and broker_alive and await broker_answers(bootstrap, timeout=3.0)
+    answers = bool(bootstrap) and broker_alive and await broker_answers(
+        bootstrap, timeout=3.0, kafka=keys.stack_kafka_settings(inspection.env))
     return StackStatus(inspection, answers)

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.stack import stackfile
+
 
 @dataclass(frozen=True)
 class LaunchedService:
@@ -79,11 +81,18 @@ def service_environment(spec: ServiceSpec, stack_env: Mapping[str, str]) -> dict
     """The `ANYAM_*` environment a service process of the stack runs with.
 
     Every service reads its own database from `ANYAM_DATABASE_URL`; the stack
-    file keeps one per service under `ANYAM_<NAME>_DATABASE_URL`.
+    file keeps one per service under `ANYAM_<NAME>_DATABASE_URL`. It signs in to
+    the broker as its own principal (SPEC §11), from its file in the stack's
+    credentials folder, never with the stack file's (the auditor's) credentials.
     """
     env = {
         key: value for key, value in stack_env.items()
         if not key.startswith("ANYAM_STACK_") and PRIVATE_SETTINGS.get(key, spec.name) == spec.name
     }
     env["ANYAM_DATABASE_URL"] = stack_env[spec.database_url_key]
+    if stackfile.CREDENTIALS in stack_env:
+        own = stackfile.read_stack_env(stackfile.credentials_file(stack_env[stackfile.CREDENTIALS], spec.name))
+        for key in stackfile.KAFKA_SECURITY_KEYS:
+            env.pop(key, None)
+        env.update(own)
     return env

@@ -19,6 +19,13 @@ KAFKA_BOOTSTRAP = "ANYAM_KAFKA_BOOTSTRAP"
 #: "kafka" (Apache Kafka) or "tansu": which broker the stack runs, so clients know its quirks.
 KAFKA_ENGINE = "ANYAM_KAFKA_ENGINE"
 TOPIC_PREFIX = "ANYAM_TOPIC_PREFIX"
+#: How a client signs in to the broker: in the stack file, the auditor's credentials (every client of the
+#: stack file reads; none writes); in `credentials/<principal>.env`, that principal's (SPEC §11).
+KAFKA_SECURITY_PROTOCOL = "ANYAM_KAFKA_SECURITY_PROTOCOL"
+KAFKA_SASL_MECHANISM = "ANYAM_KAFKA_SASL_MECHANISM"
+KAFKA_SASL_USERNAME = "ANYAM_KAFKA_SASL_USERNAME"
+KAFKA_SASL_PASSWORD = "ANYAM_KAFKA_SASL_PASSWORD"
+KAFKA_SECURITY_KEYS = (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD)
 POSTGRES_URL = "ANYAM_POSTGRES_URL"
 STAFF_TOKEN = "ANYAM_STAFF_TOKEN"
 AUDITOR_TOKEN = "ANYAM_AUDITOR_TOKEN"
@@ -38,6 +45,10 @@ POSTGRES_PID = "ANYAM_STACK_POSTGRES_PID"
 POSTGRES_PGDATA = "ANYAM_STACK_POSTGRES_PGDATA"
 #: The foreground `anyam up` that supervises the stack (absent for a detached stack).
 SUPERVISOR_PID = "ANYAM_STACK_SUPERVISOR_PID"
+#: The folder of every principal's credentials file, `<principal>.env` (the folder and each file the
+#: owner's alone): the services', the auditor's, admin's and each onboarded collaborator's.
+CREDENTIALS = "ANYAM_STACK_CREDENTIALS"
+CREDENTIALS_DIR = "credentials"
 
 _KEY = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
@@ -87,13 +98,45 @@ def write_stack_env(path: Path | str, values: Mapping[str, str], *, header: str 
 
 
 def stack_kafka_settings(env: Mapping[str, str]) -> KafkaSettings:
-    """Kafka settings for the stack a stack file describes: its brokers, topic prefix and engine.
+    """Kafka settings as a stack file (or a credentials file) gives them: the brokers, topic prefix,
+    engine and who signs in (the stack file: the auditor).
 
-    Explicitly PLAINTEXT: the shell may carry a production cluster's SASL/TLS settings.
+    Every field explicit: the shell may carry another cluster's SASL/TLS settings.
     """
     return KafkaSettings(
         kafka_bootstrap=env[KAFKA_BOOTSTRAP],
         topic_prefix=env.get(TOPIC_PREFIX, ""),
         kafka_engine=env.get(KAFKA_ENGINE, "tansu"),
-        kafka_security_protocol="PLAINTEXT",
+        kafka_security_protocol=env.get(KAFKA_SECURITY_PROTOCOL, "PLAINTEXT"),
+        kafka_sasl_mechanism=env.get(KAFKA_SASL_MECHANISM),
+        kafka_sasl_username=env.get(KAFKA_SASL_USERNAME),
+        kafka_sasl_password=env.get(KAFKA_SASL_PASSWORD),
     )
+
+
+def kafka_environment(kafka: KafkaSettings) -> dict[str, str]:
+    """The `ANYAM_*` lines that give a process `kafka`'s broker, prefix, engine and sign-in."""
+    env = {KAFKA_BOOTSTRAP: kafka.kafka_bootstrap, KAFKA_ENGINE: kafka.kafka_engine,
+           KAFKA_SECURITY_PROTOCOL: kafka.kafka_security_protocol}
+    if kafka.topic_prefix:
+        env[TOPIC_PREFIX] = kafka.topic_prefix
+    if kafka.kafka_security_protocol.startswith("SASL"):
+        env[KAFKA_SASL_MECHANISM] = kafka.kafka_sasl_mechanism or ""
+        env[KAFKA_SASL_USERNAME] = kafka.kafka_sasl_username or ""
+        env[KAFKA_SASL_PASSWORD] = kafka.kafka_sasl_password.get_secret_value() if kafka.kafka_sasl_password else ""
+    return env
+
+
+def credentials_file(directory: Path | str, principal: str) -> Path:
+    """Where a principal's credentials are kept in a stack's credentials folder."""
+    return Path(directory) / f"{principal}.env"
+
+
+def principal_kafka_settings(env: Mapping[str, str], principal: str) -> KafkaSettings:
+    """The Kafka settings of `principal` on the stack `env` (a stack file's values) describes."""
+    if CREDENTIALS not in env:
+        raise StackError("this stack file names no credentials folder: start the stack again with `anyam up`")
+    path = credentials_file(env[CREDENTIALS], principal)
+    if not path.exists():
+        raise StackError(f"the stack has no credentials for {principal!r} ({path} does not exist)")
+    return stack_kafka_settings(read_stack_env(path))

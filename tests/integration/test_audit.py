@@ -50,6 +50,10 @@ from shared.demo.scenario import Scenario, nagrak
 from shared.kafka import end_offsets, start_producer
 from shared.settings import KafkaSettings
 from shared.stack import ensure_topics
+from shared.stack import stackfile as keys
+from shared.stack.acls import ADMIN
+from shared.stack.principals import write_credentials
+from shared.stack.stackfile import kafka_environment
 from shared.timeutil import WIB
 from shared.web.access import collaborator_token
 from tests.kafka_reader import read_topic
@@ -79,15 +83,17 @@ class Programme:
     def cli_env(self) -> dict[str, str]:
         """What an auditor's shell holds: where the stack is (and which broker), the auditor's token, nothing else."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ANYAM_")}
-        return env | {"ANYAM_KAFKA_BOOTSTRAP": self.kafka.kafka_bootstrap,
-                      "ANYAM_KAFKA_ENGINE": self.kafka.kafka_engine,
+        return env | kafka_environment(self.kafka) | {  # the broker, and signing in to it
                       "ANYAM_TOPIC_PREFIX": self.kafka.topic_prefix, "ANYAM_PAYOUT_URL": self.payout_url,
                       "ANYAM_AUDITOR_TOKEN": self.tokens.auditor, "COLUMNS": "200", "NO_COLOR": "1"}
 
 
 @pytest.fixture(scope="module")
-async def programme(broker, postgres) -> AsyncIterator[Programme]:
+async def programme(broker, postgres, tmp_path_factory) -> AsyncIterator[Programme]:
     kafka = KafkaSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"audit{uuid.uuid4().hex[:8]}-")
+    # The demo signs its collaborator in as a principal of its own, which admin (the session's sign-in) creates.
+    credentials = tmp_path_factory.mktemp("audit-credentials")
+    write_credentials(credentials, ADMIN, kafka_environment(kafka))
     await ensure_topics(kafka, partitions=3)
     names = {service: f"t_audit_{service}_{uuid.uuid4().hex[:8]}" for service in ("enrollment", "production",
                                                                                   "payout")}
@@ -105,8 +111,8 @@ async def programme(broker, postgres) -> AsyncIterator[Programme]:
                 "payout": await services.enter_async_context(serve(payout_app(PayoutSettings(
                     **service_settings(kafka, databases["payout"], tokens))))),
             }
-            env = {"ANYAM_KAFKA_BOOTSTRAP": kafka.kafka_bootstrap, "ANYAM_TOPIC_PREFIX": kafka.topic_prefix,
-                   "ANYAM_STAFF_TOKEN": tokens.staff}
+            env = {**kafka_environment(kafka), "ANYAM_STAFF_TOKEN": tokens.staff,
+                   keys.CREDENTIALS: str(credentials)}
             for service in urls:
                 env[f"ANYAM_{service.upper()}_URL"] = urls[service]
                 env[f"ANYAM_{service.upper()}_DATABASE_URL"] = databases[service]

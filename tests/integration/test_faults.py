@@ -23,6 +23,7 @@ from shared.kafka import start_producer
 from shared.reliability.faults import broker_outage, postgres_restart, service_killed
 from shared.reliability.load import SteadyLoad
 from shared.stack import stackfile as keys
+from shared.stack.acls import ADMIN
 from shared.stack.lifecycle import RunningStack, start_stack
 from shared.stack.services import SERVICES
 from tests.kafka_reader import read_topic
@@ -132,7 +133,10 @@ def poison_records(topic: Topic) -> dict[str, tuple[str, bytes]]:
 async def test_poison_on_every_consumed_topic_is_dead_lettered_with_its_reason_and_no_consumer_stops(stack):
     clients = StackClients(stack.env)
     await clients.open()
-    producer = await start_producer(clients.kafka)
+    # Poison can come from anyone who may write a topic; here it is written as the cluster's admin, who may
+    # write every topic (test_broker_acls.py shows who else may not).
+    admin = keys.principal_kafka_settings(stack.env, ADMIN)
+    producer = await start_producer(admin)
     consumers = consumers_of(clients.kafka.topic_prefix)
     consumed = sorted({topic for _, _, topics in consumers for topic in topics})
     sent: dict[bytes, tuple[Topic, str]] = {}  # value -> (topic, expected reason)
@@ -145,8 +149,7 @@ async def test_poison_on_every_consumed_topic_is_dead_lettered_with_its_reason_a
         # Caught up on every consumer means each moved past all the poison: none stopped, none loops.
         await clients.settle(consumers, timeout=120)
         letters = [DeadLetter.from_record(r.key, r.value, r.headers)
-                   for r in await read_topic(stack.env[keys.KAFKA_BOOTSTRAP],
-                                             topic_name(Topic.DEAD_LETTERS, clients.kafka.topic_prefix))]
+                   for r in await read_topic(admin, topic_name(Topic.DEAD_LETTERS, clients.kafka.topic_prefix))]
     finally:
         await producer.stop()
         await clients.close()

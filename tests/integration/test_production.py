@@ -36,7 +36,7 @@ from shared.ids import new_event_id
 from shared.settings import KafkaSettings
 from shared.web.access import collaborator_token
 from tests.fuzzing import fuzz_openapi
-from tests.kafka_reader import read_topic, wait_for_records
+from tests.kafka_reader import librdkafka_config, read_topic, wait_for_records
 from tests.services import Tokens, client, new_tokens, serve, service_settings
 
 runner = CliRunner()
@@ -108,7 +108,7 @@ def cloud_event(data: Any, **envelope: Any) -> bytes:
 
 
 def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    producer = Producer({**librdkafka_config(KafkaSettings(kafka_bootstrap=bootstrap)), "acks": "all"})
     failures: list[str] = []
     for key, value in records:
         producer.produce(topic, value=value, key=key, headers=[("content-type", CONTENT_TYPE.encode())],

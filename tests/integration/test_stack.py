@@ -26,6 +26,7 @@ from shared.contracts.topics import ALL_TOPICS, Topic, topic_name
 from shared.stack import SERVICES, broker_answers, read_stack_env
 from shared.stack.processes import free_port, is_alive
 from shared.stack.provisioning import OWN_PARTITIONS
+from shared.stack.stackfile import principal_kafka_settings, stack_kafka_settings
 
 REPO = Path(__file__).resolve().parents[2]
 #: The session's broker (tests/conftest.py exports it); `anyam up` below starts one of the same kind.
@@ -52,6 +53,11 @@ EXPECTED_KEYS = {
     "ANYAM_STACK_POSTGRES_PGDATA",
     "ANYAM_TOKEN_SECRET",
     "ANYAM_PERSONAL_DATA_KEY",
+    # Who the stack file signs in to Kafka as (the auditor; tansu: nobody), and every principal's credentials.
+    "ANYAM_KAFKA_SECURITY_PROTOCOL",
+    *(("ANYAM_KAFKA_SASL_MECHANISM", "ANYAM_KAFKA_SASL_USERNAME", "ANYAM_KAFKA_SASL_PASSWORD")
+      if ENGINE == "kafka" else ()),
+    "ANYAM_STACK_CREDENTIALS",
     # Each service that is built runs under the stack: where it answers and what to stop.
     *(key for spec in SERVICES if spec.launcher is not None for key in (spec.url_key, spec.pid_key)),
 }
@@ -152,12 +158,12 @@ async def test_up_detach_starts_everything_and_down_stops_it(workdir: Path) -> N
     assert env["ANYAM_STAFF_TOKEN"] != env["ANYAM_AUDITOR_TOKEN"]
     assert min(len(env["ANYAM_STAFF_TOKEN"]), len(env["ANYAM_AUDITOR_TOKEN"])) >= 43
 
-    assert await broker_answers(env["ANYAM_KAFKA_BOOTSTRAP"])
+    assert await broker_answers(env["ANYAM_KAFKA_BOOTSTRAP"], kafka=stack_kafka_settings(env))
     async with httpx.AsyncClient(timeout=10) as http:
         for spec in SERVICES:
             if spec.launcher is not None:
                 assert (await http.get(env[spec.url_key] + "/health")).json()["status"] == "ok"
-    admin = AIOKafkaAdminClient(bootstrap_servers=env["ANYAM_KAFKA_BOOTSTRAP"])
+    admin = AIOKafkaAdminClient(**principal_kafka_settings(env, "admin").client_options())
     await admin.start()
     try:
         described = await admin.describe_topics([topic_name(t) for t in ALL_TOPICS])
@@ -241,7 +247,7 @@ async def test_a_stale_stack_is_cleaned(workdir: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "stale stack file" in result.stdout
     fresh = read_stack_env(workdir / "stack.env")
-    assert await broker_answers(fresh["ANYAM_KAFKA_BOOTSTRAP"])
+    assert await broker_answers(fresh["ANYAM_KAFKA_BOOTSTRAP"], kafka=stack_kafka_settings(fresh))
 
     # Stale again, this time cleared by `down`.
     restarted = stack_processes(workdir, fresh)
