@@ -28,7 +28,25 @@ from pydantic_settings import BaseSettings
 
 from shared.contracts.topics import ALL_TOPICS, EVENT_TOPICS, Topic
 from shared.service import ServiceSettings
-from shared.stack.kafka_cluster import BROKER_PROPERTIES, EMBEDDED_SETTINGS, cluster_settings, read_properties
+from shared.stack.acls import (
+    ADMIN,
+    COLLABORATOR_GRANTS,
+    GRANTS,
+    LITERAL,
+    PREFIX,
+    SERVICE_PRINCIPALS,
+    AclBinding,
+    bindings_of,
+    stack_bindings,
+)
+from shared.stack.kafka_cluster import (
+    AUTHORIZATION_SETTINGS,
+    BROKER_PROPERTIES,
+    EMBEDDED_SETTINGS,
+    SECURITY,
+    cluster_settings,
+    read_properties,
+)
 from shared.stack.kafka_dist import pinned_version
 from shared.stack.provisioning import KAFKA_EVENT_TOPIC_CONFIG
 from shared.stack.services import PRIVATE_SETTINGS, SERVICES, service_is_built
@@ -354,7 +372,7 @@ def granted(grants: dict[tuple[str, str, str], set[str]], kind: str, name: str, 
 
 @pytest.mark.parametrize("service", sorted(SERVICE_NAMES))
 def test_each_service_kafka_user_may_do_exactly_what_its_code_does(service: str) -> None:
-    grants = kafka_grants(f"{service}-service")
+    grants = kafka_grants(service)
     topic_names = {topic.value for topic in ALL_TOPICS}
     assert all(name in topic_names and pattern == "literal"
                for (kind, name, pattern) in grants if kind == "topic"), grants
@@ -382,6 +400,122 @@ def test_an_auditor_reads_the_event_topics_and_writes_nothing() -> None:
     for service in SERVICE_NAMES:
         for group in consumers_of(service):
             assert not granted(grants, "group", group, "Read"), group
+
+
+# ---------------------------------------------------------------------------------------------
+# Who may do what on Kafka: deploy/ says what the embedded cluster applies (shared/stack/acls.py)
+
+#: What compose writes for the topic prefix in the ACLs' names (`$${ANYAM_TOPIC_PREFIX}`, unescaped).
+COMPOSE_PREFIX = "${ANYAM_TOPIC_PREFIX}"
+COLLABORATOR_TEMPLATE = "kafka-collaborator.template.yaml"
+
+
+def strimzi_bindings(user: dict[str, Any]) -> set[AclBinding]:
+    """The ACLs of a Strimzi KafkaUser, one binding per operation."""
+    return {
+        AclBinding(user["metadata"]["name"], acl["resource"]["type"], acl["resource"]["name"],
+                   acl["resource"].get("patternType", LITERAL), operation)
+        for acl in user["spec"]["authorization"]["acls"] for operation in acl["operations"]
+    }
+
+
+def k8s_bindings() -> set[AclBinding]:
+    """Every ACL deploy/k8s gives the services' and the auditor's users (the collaborator template apart)."""
+    users = [u for u in of_kind("KafkaUser") if u["__file__"] != COLLABORATOR_TEMPLATE]
+    return set().union(*(strimzi_bindings(user) for user in users))
+
+
+def compose_script(service: str) -> list[list[str]]:
+    """The lines of a compose one-shot's bash script, as shell words (compose's `$$` unescaped)."""
+    script = "\n".join(compose()["services"][service]["command"]).replace("$$", "$")
+    return [shlex.split(line) for line in script.splitlines() if line.strip()]
+
+
+def compose_bindings() -> set[AclBinding]:
+    """The ACLs the `kafka-acls` job adds (`kafka-acls.sh --add`), one binding per operation."""
+    found = set()
+    for words in compose_script("kafka-acls"):
+        if not words[0].endswith("kafka-acls.sh") or "--add" not in words:
+            continue
+        options: dict[str, list[str]] = {}
+        for flag, value in zip(words, words[1:], strict=False):
+            if flag.startswith("--"):
+                options.setdefault(flag, []).append(value)
+        (principal,) = options["--allow-principal"]
+        ((kind, (name,)),) = [(k.lstrip("-"), v) for k, v in options.items() if k in ("--topic", "--group")]
+        pattern = PREFIX if options.get("--resource-pattern-type") == ["prefixed"] else LITERAL
+        found |= {AclBinding(principal.removeprefix("User:"), kind, name, pattern, operation)
+                  for operation in options["--operation"]}
+    return found
+
+
+def compose_scram_users() -> dict[str, str]:
+    """user -> the compose variable holding its password, as `kafka-acls` creates the SCRAM users."""
+    users = {}
+    for words in compose_script("kafka-acls"):
+        if words[0].endswith("kafka-configs.sh") and "--add-config" in words:
+            name = words[words.index("--entity-name") + 1]
+            config = words[words.index("--add-config") + 1]
+            variable = re.fullmatch(r"SCRAM-SHA-512=\[password=\$\{([A-Z_]+)\}\]", config)
+            assert variable, config
+            users[name] = compose()["services"]["kafka-acls"]["environment"][variable.group(1)]
+    return users
+
+
+def test_k8s_and_compose_grant_exactly_the_acls_the_embedded_cluster_applies() -> None:
+    # The one table, said three ways: what `anyam up --broker kafka` applies, Strimzi's users, compose's job.
+    assert k8s_bindings() == stack_bindings("")
+    assert compose_bindings() == stack_bindings(COMPOSE_PREFIX)
+    # Nothing is granted on the cluster itself (idempotent producers need Write on a topic only).
+    assert not {b for b in stack_bindings("") if b.resource_type not in ("topic", "group")}
+
+
+def test_a_collaborator_user_may_write_qc_submissions_only_in_deploy_as_in_the_table() -> None:
+    (template,) = [u for u in of_kind("KafkaUser") if u["__file__"] == COLLABORATOR_TEMPLATE]
+    principal = template["metadata"]["name"]
+    assert principal.startswith("collaborator-")
+    assert strimzi_bindings(template) == bindings_of(principal, COLLABORATOR_GRANTS)
+    assert {(b.resource_type, b.name, b.operation) for b in strimzi_bindings(template)} == {
+        ("topic", Topic.QC_SUBMISSIONS.value, "Describe"), ("topic", Topic.QC_SUBMISSIONS.value, "Write")}
+
+
+def test_each_service_signs_in_as_its_own_principal_in_compose_and_k8s() -> None:
+    users = compose_scram_users()
+    # A SCRAM user for every principal of the table, and for admin (tools on the host listener).
+    assert set(users) == set(GRANTS) | {ADMIN}
+    for name, service in compose_services().items():
+        env = service["environment"]
+        assert env["ANYAM_KAFKA_SECURITY_PROTOCOL"].startswith("SASL_")
+        assert env["ANYAM_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        assert env["ANYAM_KAFKA_SASL_USERNAME"] == name
+        assert env["ANYAM_KAFKA_SASL_PASSWORD"] == users[name], f"{name} signs in with another user's password"
+    for name, deployment in deployments().items():
+        env = {item["name"]: item for item in container_of(deployment).get("env", [])}
+        assert env["ANYAM_KAFKA_SASL_USERNAME"]["value"] == name
+        assert env["ANYAM_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == name  # Strimzi's Secret
+        named("KafkaUser", name)
+    assert set(SERVICE_PRINCIPALS) == SERVICE_NAMES
+
+
+def test_no_kafka_listener_anywhere_lets_a_client_in_without_signing_in() -> None:
+    # The embedded cluster: two listeners, both SASL, and nothing allowed that no ACL grants.
+    assert set(SECURITY["listener.security.protocol.map"].replace(",", ":").split(":")[1::2]) == {"SASL_PLAINTEXT"}
+    assert AUTHORIZATION_SETTINGS["allow.everyone.if.no.acl.found"] == "false"
+    # compose: every listener SASL, the same authorizer settings.
+    for name, broker in compose()["services"].items():
+        if not (name.startswith("kafka-") and name[-1].isdigit()):
+            continue
+        env = broker["environment"]
+        protocols = {pair.split(":")[1] for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")}
+        assert protocols <= {"SASL_PLAINTEXT", "SASL_SSL"}, name
+        assert {key: env[f"KAFKA_{key.upper().replace('.', '_')}"] for key in AUTHORIZATION_SETTINGS} == \
+            AUTHORIZATION_SETTINGS, name
+    # Strimzi: every listener authenticates, and authorization is on.
+    (kafka,) = of_kind("Kafka")
+    listeners = kafka["spec"]["kafka"]["listeners"]
+    assert all(listener["authentication"]["type"] == "scram-sha-512" and listener["tls"] for listener in listeners)
+    assert any(listener["type"] != "internal" for listener in listeners), "collaborators need an external listener"
+    assert kafka["spec"]["kafka"]["authorization"]["type"] == "simple"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -471,8 +605,9 @@ def test_k8s_gives_each_service_every_setting_it_requires_and_no_other_services_
 def test_the_secret_template_is_never_applied_by_kustomize() -> None:
     (kustomization,) = [m for m in manifests() if m["kind"] == "Kustomization"]
     listed = set(kustomization["resources"])
-    assert "secrets.template.yaml" not in listed
-    on_disk = {path.name for path in manifest_files()} - {"kustomization.yaml", "secrets.template.yaml"}
+    assert not {name for name in listed if name.endswith(".template.yaml")}
+    on_disk = {path.name for path in manifest_files() if not path.name.endswith(".template.yaml")} - {
+        "kustomization.yaml"}
     assert listed == on_disk
     # Placeholders only: nothing that looks like a real secret is committed.
     for secret in of_kind("Secret"):
