@@ -22,6 +22,7 @@ from pydantic import Field
 
 from shared import eventstore
 from shared.contracts import Topic
+from shared.contracts.provenance import ProvenanceSettings
 from shared.db import DatabaseSettings, create_pool
 from shared.eventstore import DeadLetterPublisher, OutboxRelay, TransactionalConsumer
 from shared.eventstore.consumer import Handler
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 SchemaInstaller = Callable[[asyncpg.Pool], Awaitable[None]]
 
 
-class ServiceSettings(KafkaSettings, DatabaseSettings, AccessSettings):
+class ServiceSettings(KafkaSettings, DatabaseSettings, AccessSettings, ProvenanceSettings):
     """Every `ANYAM_*` setting one service process reads."""
 
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
@@ -73,17 +74,20 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         """Open the pool, install the tables, start the producer, the relay and the consumers."""
+        # Before anything opens: a service that cannot attest, or trusts nothing, must not start.
+        attester, anchors = self.settings.attester(), self.settings.anchors()
         self.pool = await create_pool(self.settings.database_url, max_size=self.settings.database_pool_size)
         await eventstore.install(self.pool)
         await commands.install(self.pool)
         for install in self.schema:
             await install(self.pool)
         self.producer = await start_producer(self.settings)
-        relay = OutboxRelay(self.pool, self.producer, self.settings)
+        relay = OutboxRelay(self.pool, self.producer, self.settings, attester=attester)
         self._tasks["relay"] = asyncio.create_task(relay.run(), name=f"{self.name}-relay")
         for spec in self.consumers:
             consumer = TransactionalConsumer(
                 name=spec.name, topics=spec.topics, pool=self.pool, kafka=self.settings, handler=spec.handler,
+                trust=anchors,
                 dead_letters=DeadLetterPublisher(self.producer, topic_prefix=self.settings.topic_prefix,
                                                  consumer=spec.name),
             )

@@ -43,6 +43,7 @@ from shared.stack import database_url as url_of_database
 from shared.stack.kafka_cluster import KafkaCluster
 from shared.stack.kafka_dist import java_available
 from shared.stack.lifecycle import ENGINE_VARIABLE, new_broker
+from tests.services import TRUST
 
 EXPLICIT, TESTCONTAINERS, EMBEDDED = "explicit", "testcontainers", "embedded"
 #: The local engines: Apache Kafka (needs Java) and tansu.
@@ -133,6 +134,8 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     # Every KafkaSettings a test builds, here or in a child process, reads the engine from the environment.
     os.environ["ANYAM_KAFKA_ENGINE"] = _choice(config).engine
+    # Every reader trusts the keys the services run in this process sign with (`tests.services`).
+    os.environ["ANYAM_TRUST_ANCHORS"] = TRUST.setting()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -15,8 +15,16 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from shared.contracts.codec import CONTENT_TYPE_HEADER
+from shared.contracts.envelope import CONTENT_TYPE
+from shared.contracts.provenance import Attester, TrustAnchors, new_service_keys, signing_key_text
 from shared.service import KEEP_ALIVE_SECONDS
 from shared.settings import KafkaSettings
+
+#: The session's signing key of each service run in the test process, and the anchors trusting them
+#: (`tests/conftest.py` exports the anchors as ANYAM_TRUST_ANCHORS, so every reader trusts them).
+SERVICE_KEYS = new_service_keys()
+TRUST = TrustAnchors.of(SERVICE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -37,9 +45,15 @@ def new_personal_data_key() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
-def service_settings(kafka: KafkaSettings, database_url: str, tokens: Tokens) -> dict[str, object]:
-    """Keyword arguments common to every service's settings class."""
-    return {**kafka.model_dump(), "database_url": database_url, **tokens.settings()}
+def service_settings(kafka: KafkaSettings, database_url: str, tokens: Tokens, service: str) -> dict[str, object]:
+    """Keyword arguments common to every service's settings class, with `service`'s own signing key."""
+    return {**kafka.model_dump(), "database_url": database_url, **tokens.settings(),
+            "signing_key": signing_key_text(SERVICE_KEYS[service]), "trust_anchors": TRUST.setting()}
+
+
+def attested_headers(service: str, value: bytes) -> list[tuple[str, bytes]]:
+    """The headers `service`'s relay would send `value` with: what lets a test publish as that service."""
+    return [(CONTENT_TYPE_HEADER, CONTENT_TYPE.encode()), Attester(SERVICE_KEYS[service]).header(value)]
 
 
 @asynccontextmanager

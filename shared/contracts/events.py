@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -77,7 +77,10 @@ Text = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=ST
 def _in_wib(moment: datetime) -> datetime:
     # `AwareDatetime` has refused naive times already; `to_wib` checking again was a third of the
     # conversion's cost, on every event a replay reads.
-    return moment.astimezone(WIB)
+    try:
+        return moment.astimezone(WIB)
+    except OverflowError:  # at the calendar's edge (year 9999 and a negative offset): not a business time
+        raise ValueError("lies outside the calendar once moved to WIB") from None
 
 
 #: A business time: any offset is accepted, and it is kept in WIB so every topic reads the same way.
@@ -169,6 +172,12 @@ class CollaboratorRegistered(EventData):
     collaborator_id: Id
     name: Text
     public_key: Base64
+    #: From when signatures by this key count (by a submission's `inspected_at`); absent only on
+    #: registrations recorded before keys had a start, which then count from any time.
+    valid_from: WibTime | None = None
+    #: Set on the registration that revokes the key: submissions production receives from this
+    #: moment on are refused, and `verify` names any result received later that relies on the key.
+    revoked_from: WibTime | None = None
 
     @field_validator("public_key")
     @classmethod
@@ -235,6 +244,12 @@ class QcPassed(EventData):
     submission_id: Id
     inspected_at: WibTime
     signature: Base64
+    #: The collaborator's submission exactly as signed (every field it sent, `signature` included),
+    #: the key it verified against, and when production received it: what `shared.contracts.provenance`
+    #: checks, so a result is verifiable from the log alone (SPEC §11).
+    submission: dict[str, Any] | None = None
+    signing_key: Base64 | None = None
+    received_at: WibTime | None = None
 
 
 class QcFailed(EventData):
@@ -249,6 +264,12 @@ class QcFailed(EventData):
     defects: list[Text]
     inspected_at: WibTime
     signature: Base64
+    #: The collaborator's submission exactly as signed (every field it sent, `signature` included),
+    #: the key it verified against, and when production received it: what `shared.contracts.provenance`
+    #: checks, so a result is verifiable from the log alone (SPEC §11).
+    submission: dict[str, Any] | None = None
+    signing_key: Base64 | None = None
+    received_at: WibTime | None = None
 
 
 # --- qc-submissions (untrusted: written by collaborator companies) ------------------------

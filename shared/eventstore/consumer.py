@@ -30,7 +30,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
-from shared.contracts import DecodeError, Envelope, Topic, base_topic, decode, topic_name
+from shared.contracts import DecodeError, Envelope, Topic, base_topic, decode, provenance, topic_name
+from shared.contracts.provenance import TrustAnchors
 from shared.db import DATABASE_UNAVAILABLE  # retry the batch, never dead-letter for these
 from shared.eventstore.deadletters import DeadLetterPublisher
 from shared.kafka import end_offsets
@@ -109,6 +110,7 @@ class TransactionalConsumer:
         kafka: KafkaSettings,
         handler: Handler,
         dead_letters: DeadLetterPublisher,
+        trust: TrustAnchors | None = None,
         max_batch: int = 500,
         max_attempts: int = 3,
         retry_backoff_seconds: float = 0.2,
@@ -119,6 +121,8 @@ class TransactionalConsumer:
         self._kafka = kafka
         self._handler = handler
         self._dead_letters = dead_letters
+        #: With anchors, a record on a service's topic counts only if that service attested it (SPEC §11).
+        self._trust = trust
         self._max_batch = max_batch
         self._max_attempts = max_attempts
         self._retry_backoff = retry_backoff_seconds
@@ -249,7 +253,11 @@ class TransactionalConsumer:
 
     def _decode(self, record: ConsumerRecord, refusals: list[_Refusal]) -> Envelope | None:
         try:
-            return decode(record.value, topic=base_topic(record.topic, self._kafka.topic_prefix))
+            topic = base_topic(record.topic, self._kafka.topic_prefix)
+            event = decode(record.value, topic=topic)
+            if self._trust is not None:
+                provenance.check(topic, record.value, record.headers, event, self._trust)
+            return event
         except DecodeError as exc:
             refusals.append(_Refusal(record, exc.reason, str(exc)))
             return None

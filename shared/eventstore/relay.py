@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from shared.contracts import CONTENT_TYPE, topic_name
 from shared.contracts.codec import CONTENT_TYPE_HEADER
+from shared.contracts.provenance import Attester
 from shared.db import DATABASE_UNAVAILABLE
 from shared.eventstore.schema import OUTBOX_CHANNEL, RELAY_LOCK_KEY
 from shared.settings import KafkaSettings
@@ -36,6 +37,7 @@ class OutboxRelay:
         producer: AIOKafkaProducer,
         kafka: KafkaSettings,
         *,
+        attester: Attester | None = None,
         name: str = "kafka",
         batch_size: int = 500,
         idle_wait_seconds: float = 1.0,
@@ -44,6 +46,8 @@ class OutboxRelay:
         self._pool = pool
         self._producer = producer
         self._prefix = kafka.topic_prefix
+        #: Signs each record as it goes out (SPEC §11): readers trust only what the service attests.
+        self._attester = attester
         self._name = name
         self._batch_size = batch_size
         self._idle_wait = idle_wait_seconds
@@ -81,7 +85,7 @@ class OutboxRelay:
                 topic_name(row["topic"], self._prefix),
                 value=row["payload"],
                 key=row["record_key"].encode(),
-                headers=_HEADERS,
+                headers=self._headers(row["payload"]),
             )
             for row in rows
         ]
@@ -96,6 +100,11 @@ class OutboxRelay:
             )
         self.published_position = last
         return len(rows)
+
+    def _headers(self, value: bytes) -> list[tuple[str, bytes]]:
+        if self._attester is None:
+            return _HEADERS
+        return [*_HEADERS, self._attester.header(value)]
 
     async def run(self) -> None:
         """Publish forever: wake on each commit's notification, poll as a fallback, retry on failure.

@@ -33,9 +33,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from shared.contracts.provenance import signing_key_text
 from shared.settings import KafkaSettings
 from shared.stack.processes import POLL_INTERVAL, free_port
 from shared.stack.services import SERVICES, service_is_built
+from tests.services import SERVICE_KEYS, TRUST
 from tests.unit.test_deploy import settings_classes_of
 
 BUILT_SERVICES = [spec.name for spec in SERVICES if service_is_built(spec.name)]
@@ -78,6 +80,8 @@ SECRET_FACTORIES = {
     "auditor_token": lambda: secrets.token_urlsafe(24),
     "token_secret": lambda: secrets.token_urlsafe(24),
     "personal_data_key": lambda: base64.b64encode(os.urandom(32)).decode(),
+    "signing_key": lambda: signing_key_text(SERVICE_KEYS["production"]),
+    "trust_anchors": TRUST.setting,
 }
 
 

@@ -343,6 +343,7 @@ PLACEHOLDER_SETTINGS = {
     "database_url": "postgresql://nobody@127.0.0.1:1/nothing",
     "staff_token": "staff", "auditor_token": "auditor", "token_secret": "secret",
     "personal_data_key": base64.b64encode(bytes(32)).decode(),
+    "signing_key": base64.b64encode(bytes(32)).decode(), "trust_anchors": "",
 }
 
 

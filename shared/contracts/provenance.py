@@ -1,0 +1,277 @@
+"""Provenance from the log alone (SPEC §11, defence 2): who vouches for each record on our topics.
+
+Whoever can write to every topic must still not be able to move money. Two signatures do it:
+
+- **Attestation.** Each service signs every record it publishes with its own Ed25519 key: the
+  header `anyam-attestation` holds the base64 signature over the record's value, byte for byte as
+  it is on the topic. A record on `enrollment`, `production` or `payout` counts only if its
+  `source` is the service that owns the topic and the header verifies against one of that
+  service's public keys, which readers pin as trust anchors (`ANYAM_TRUST_ANCHORS`). Anything
+  else is `unattested`.
+- **The collaborator's own signature.** A `qc-passed` or `qc-failed` carries the signed submission
+  it came from (`submission`, every field the collaborator signed, and `signing_key`, the key that
+  verified it); the signature must verify over it, and the submission must say what the result says.
+  Otherwise it is `bad-signature`: not even the production service can credit a piece no
+  collaborator passed.
+
+Whether `signing_key` belonged to the collaborator at the time is production's attested claim
+(its intake checks the key's registration and revocation, `collaborator-registered`); the
+auditor's `verify` checks it again against the whole key history.
+
+Both failures are `DecodeError`s, so every consumer dead-letters them as it does any record it
+cannot accept, and the replay counts and names them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import AwareDatetime, Field, SecretStr, TypeAdapter, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.contracts.codec import DecodeError
+from shared.contracts.envelope import Envelope, service_source
+from shared.contracts.events import QcFailed, QcPassed
+from shared.contracts.signing import signed, verify
+from shared.contracts.topics import Topic
+
+ATTESTATION_HEADER = "anyam-attestation"
+
+#: The service that writes each attested topic (SPEC §4), and so the one whose key must vouch for it.
+TOPIC_OWNERS: Mapping[Topic, str] = {
+    Topic.ENROLLMENT: "enrollment",
+    Topic.PRODUCTION: "production",
+    Topic.PAYOUT: "payout",
+}
+SERVICES = tuple(TOPIC_OWNERS.values())
+
+#: The submission fields a `qc-passed` / `qc-failed` repeats, which must be what was signed.
+_REPEATED_FIELDS = ("submission_id", "piece_id", "collaborator_id")
+
+
+class Unattested(DecodeError):
+    """A record on a service's topic that the service did not vouch for (no or wrong attestation)."""
+
+    reason = "unattested"
+
+
+class BadSignature(DecodeError):
+    """A QC result whose collaborator's signed submission is missing, altered or does not verify."""
+
+    reason = "bad-signature"
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+def load_signing_key(text: str) -> Ed25519PrivateKey:
+    """A service's private key from its setting: PKCS#8 PEM, or base64 of the 32-byte seed."""
+    text = text.strip()
+    if text.startswith("-----BEGIN"):
+        key = serialization.load_pem_private_key(text.encode(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError("the signing key is not an Ed25519 key")
+        return key
+    try:
+        seed = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise ValueError("the signing key is neither PEM nor base64") from None
+    if len(seed) != 32:
+        raise ValueError(f"the signing key must be 32 bytes (base64), not {len(seed)}")
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def signing_key_text(key: Ed25519PrivateKey) -> str:
+    """`key` as its setting holds it: base64 of the 32-byte seed (one line, fit for an env file)."""
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption())
+    return base64.b64encode(raw).decode()
+
+
+def public_key_text(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
+    """A public key as SPEC §6 writes keys: base64 of its 32 raw bytes."""
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return base64.b64encode(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+
+
+@dataclass(frozen=True)
+class TrustAnchors:
+    """The public keys each service's attestations must verify against (several during a rotation)."""
+
+    keys: Mapping[str, tuple[Ed25519PublicKey, ...]]
+
+    @classmethod
+    def parse(cls, setting: str) -> TrustAnchors:
+        """From `ANYAM_TRUST_ANCHORS`: `service:base64key` pairs, comma-separated, e.g.
+        `production:MCow…,payout:Xy…,enrollment:…`. Raises `ValueError` naming what is wrong."""
+        keys: dict[str, list[Ed25519PublicKey]] = {}
+        for item in filter(None, (part.strip() for part in setting.split(","))):
+            service, separator, text = item.partition(":")
+            if not separator or service not in SERVICES:
+                raise ValueError(f"trust anchor {item[:20]!r}… must be <service>:<base64 key>, the service one of "
+                                 f"{', '.join(SERVICES)}")
+            try:
+                raw = base64.b64decode(text, validate=True)
+                keys.setdefault(service, []).append(Ed25519PublicKey.from_public_bytes(raw))
+            except (binascii.Error, ValueError):
+                raise ValueError(f"the trust anchor of {service} is not base64 of a 32-byte Ed25519 key") from None
+        missing = [service for service in SERVICES if service not in keys]
+        if missing:
+            raise ValueError(f"no trust anchor for {', '.join(missing)}")
+        return cls({service: tuple(found) for service, found in keys.items()})
+
+    @classmethod
+    def of(cls, keys: Mapping[str, Ed25519PrivateKey | Ed25519PublicKey]) -> TrustAnchors:
+        """The anchors that trust exactly these keys (one per service)."""
+        return cls({service: (key.public_key() if isinstance(key, Ed25519PrivateKey) else key,)
+                    for service, key in keys.items()})
+
+    def setting(self) -> str:
+        """These anchors as `ANYAM_TRUST_ANCHORS` writes them."""
+        return ",".join(f"{service}:{public_key_text(key)}" for service, found in self.keys.items() for key in found)
+
+    def vouches(self, service: str, value: bytes, signature: bytes) -> bool:
+        """Whether `signature` is one of `service`'s keys' signature over `value`."""
+        for key in self.keys.get(service, ()):
+            try:
+                key.verify(signature, value)
+            except InvalidSignature:
+                continue
+            return True
+        return False
+
+
+class ProvenanceSettings(BaseSettings):
+    """A service's own signing key and the keys it trusts (`ANYAM_SIGNING_KEY`, `ANYAM_TRUST_ANCHORS`)."""
+
+    model_config = SettingsConfigDict(env_prefix="ANYAM_", extra="ignore")
+
+    signing_key: SecretStr = Field(
+        description="This service's Ed25519 private key (base64 of its 32-byte seed, or PKCS#8 PEM): it attests "
+                    "every record the service publishes.",
+    )
+    trust_anchors: str = Field(
+        description="The services' public keys, `service:base64key` comma-separated (e.g. "
+                    "`enrollment:…,production:…,payout:…`): records on a service's topic count only when "
+                    "attested by one of that service's keys.",
+    )
+
+    def attester(self) -> Attester:
+        """Who signs this service's records; `ValueError` saying what is wrong with the key."""
+        return Attester(load_signing_key(self.signing_key.get_secret_value()))
+
+    def anchors(self) -> TrustAnchors:
+        """The trust anchors; `ValueError` saying what to set when they are missing or malformed."""
+        if not self.trust_anchors.strip():
+            raise ValueError("ANYAM_TRUST_ANCHORS is not set: without the services' public keys no record on "
+                             "their topics can be trusted (`anyam up` writes them to .anyam/stack.env)")
+        return TrustAnchors.parse(self.trust_anchors)
+
+
+def new_service_keys() -> dict[str, Ed25519PrivateKey]:
+    """A fresh signing key per service (for a new stack)."""
+    return {service: Ed25519PrivateKey.generate() for service in SERVICES}
+
+
+# --- attesting ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attester:
+    """Signs the records one service publishes."""
+
+    key: Ed25519PrivateKey
+
+    def header(self, value: bytes) -> tuple[str, bytes]:
+        """The `anyam-attestation` header of a record whose value is `value`."""
+        return ATTESTATION_HEADER, base64.b64encode(self.key.sign(value))
+
+
+# --- checking -------------------------------------------------------------------------------
+
+
+def check(topic: Topic, value: bytes, headers: Sequence[tuple[str, bytes | None]] | None, event: Envelope,
+          anchors: TrustAnchors) -> None:
+    """Raise `Unattested` or `BadSignature` unless `event`, read from `topic` as `value` with
+    `headers`, is vouched for as SPEC §11 asks. Records on topics no service owns pass."""
+    owner = TOPIC_OWNERS.get(topic)
+    if owner is None:
+        return
+    if event.source != service_source(owner):
+        raise Unattested(f"`source` must be {service_source(owner)} on {topic.value}", path="source")
+    signatures = [raw for name, raw in headers or () if name == ATTESTATION_HEADER]
+    if len(signatures) != 1 or signatures[0] is None:
+        raise Unattested(f"the record carries {len(signatures)} {ATTESTATION_HEADER} headers, not exactly one")
+    try:
+        signature = base64.b64decode(signatures[0], validate=True)
+    except (binascii.Error, ValueError):
+        raise Unattested(f"the {ATTESTATION_HEADER} header is not base64") from None
+    if not anchors.vouches(owner, value, signature):
+        raise Unattested(f"the {ATTESTATION_HEADER} header is not the {owner} service's signature of the record")
+    if isinstance(event.data, QcPassed | QcFailed):
+        check_submission(event.data)
+
+
+def check_submission(result: QcPassed | QcFailed) -> None:
+    """Raise `BadSignature` unless `result` carries the collaborator's signed submission it records."""
+    submission, key = result.submission, result.signing_key
+    if submission is None or key is None:
+        raise BadSignature(f"{result.event_type} carries no signed submission (`submission`, `signing_key`)",
+                           path="data.submission")
+    verdict = "passed" if isinstance(result, QcPassed) else "failed"
+    if (any(submission.get(name) != getattr(result, name) for name in _REPEATED_FIELDS)
+            or submission.get("result") != verdict or submission.get("signature") != result.signature
+            or not _same_instant(submission.get("inspected_at"), result.inspected_at)):
+        raise BadSignature(f"the signed submission does not say what the {result.event_type} says",
+                           path="data.submission")
+    if not verify(key, submission):
+        raise BadSignature("the collaborator's signature does not verify over the submission",
+                           path="data.submission.signature")
+
+
+_MOMENT: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
+
+
+def signed_result(
+    collaborator_key: Ed25519PrivateKey, *, piece_id: str, artisan_id: str, collaborator_id: str,
+    inspected_at: datetime, amount_idr: int | None = None, product: str = "piring",
+    defects: Sequence[str] = (), received_at: datetime | None = None,
+) -> QcPassed | QcFailed:
+    """The QC result production records for a submission `collaborator_key` signed: a `qc-passed` when
+    `amount_idr` is given, else a `qc-failed`. For histories made without the services (tests, the bench)."""
+    verdict = "passed" if amount_idr is not None else "failed"
+    submission = signed(collaborator_key, {
+        "submission_id": f"sub_{piece_id}", "piece_id": piece_id, "collaborator_id": collaborator_id,
+        "result": verdict, "inspector": "QC-1", "inspected_at": inspected_at.isoformat(), "defects": list(defects),
+    })
+    common = {"piece_id": piece_id, "artisan_id": artisan_id, "collaborator_id": collaborator_id,
+              "submission_id": submission["submission_id"], "inspected_at": inspected_at,
+              "signature": submission["signature"], "submission": submission,
+              "signing_key": public_key_text(collaborator_key), "received_at": received_at or inspected_at}
+    if amount_idr is not None:
+        return QcPassed(product=product, amount_idr=amount_idr, **common)
+    return QcFailed(defects=list(defects), **common)
+
+
+def _same_instant(text: Any, moment: datetime) -> bool:
+    """Whether `text` is the time `moment`, read as the submission's own field was read."""
+    try:
+        return _MOMENT.validate_python(text) == moment
+    except ValidationError:
+        return False
+
+
+if __name__ == "__main__":
+    # A new key set for a deployment: each service's private key, and the anchors every reader pins.
+    fresh = new_service_keys()
+    for service, key in fresh.items():
+        print(f"{service.upper()}_SIGNING_KEY={signing_key_text(key)}")
+    print(f"ANYAM_TRUST_ANCHORS={TrustAnchors.of(fresh).setting()}")
