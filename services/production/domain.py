@@ -2,12 +2,14 @@
 
 Three aggregates, each a stream in the event store:
 - a collaborator (stream = collaborator_id): registered with a first public key,
-  then more keys (rotation) and piece rates. A key rotation is another
-  `collaborator-registered` with the same collaborator_id and the new key: SPEC
-  §6 allows no new event type for it, and a consumer that reads the event as
-  "this collaborator exists, and this key is theirs" stays right. Keys are only
-  ever added, so results signed before a rotation still verify for auditors.
-  Rates live here because "the rate in force" is a question about one
+  then more keys (rotation), key revocations and piece rates. A key rotation is
+  another `collaborator-registered` with the same collaborator_id and the new
+  key; a revocation is one more for that key with `revoked_from` set: the
+  catalog (SPEC §6) keeps its event types, and a consumer that reads the event
+  as "this collaborator exists, and this key is theirs" stays right. A key
+  signs for submissions inspected from its `valid_from` and received before its
+  `revoked_from`, so results accepted before a revocation still verify for
+  auditors. Rates live here because "the rate in force" is a question about one
   collaborator's rate history.
 - a piece (stream = piece_id): woven once with the rate in force at `woven_at`,
   then at most one final QC result (`qc-passed` or `qc-failed`).
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from shared.contracts.events import (
@@ -35,8 +37,9 @@ from shared.contracts.events import (
     QcPassed,
     QcSubmitted,
 )
-from shared.contracts.signing import verifying_key
+from shared.contracts.signing import verify
 from shared.domain import Conflict, NotFound, Refused
+from shared.timeutil import to_wib
 
 #: A piece recorded as woven later than this past "now" is a typo in the date, not a fact.
 CLOCK_TOLERANCE = timedelta(minutes=5)
@@ -50,6 +53,12 @@ UNKNOWN_COLLABORATOR = "unknown-collaborator"
 UNKNOWN_PIECE = "unknown-piece"
 WRONG_COLLABORATOR = "wrong-collaborator"
 CONFLICTING_RESULT = "conflicting-result"
+#: Signed with a key revoked before the submission was received.
+REVOKED_KEY = "revoked-key"
+#: Inspected before the signing key's `valid_from`: the key cannot have signed it then.
+KEY_NOT_YET_VALID = "key-not-yet-valid"
+#: Inspected later than it was received (beyond the clock tolerance), or before the piece was woven.
+IMPLAUSIBLE_TIME = "implausible-time"
 
 #: The HTTP status of each rejection reason (the Kafka path dead-letters with the reason instead).
 REJECTION_STATUS = {
@@ -60,6 +69,9 @@ REJECTION_STATUS = {
     UNKNOWN_PIECE: 404,
     WRONG_COLLABORATOR: 403,
     CONFLICTING_RESULT: 409,
+    REVOKED_KEY: 422,
+    KEY_NOT_YET_VALID: 422,
+    IMPLAUSIBLE_TIME: 422,
 }
 
 
@@ -83,12 +95,21 @@ class RegisterCollaborator:
     collaborator_id: str
     name: str
     public_key: str
+    valid_from: datetime
 
 
 @dataclass(frozen=True)
 class AddKey:
     collaborator_id: str
     public_key: str
+    valid_from: datetime
+
+
+@dataclass(frozen=True)
+class RevokeKey:
+    collaborator_id: str
+    public_key: str
+    revoked_from: datetime
 
 
 @dataclass(frozen=True)
@@ -121,6 +142,8 @@ class WeavePiece:
     product: str
     woven_at: datetime
     recorded_at: datetime
+    #: The day the artisan completed training, when known: nothing is woven before it.
+    trained_on: date | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +156,7 @@ class JudgeSubmission:
     submission: QcSubmitted
     raw: Mapping[str, Any]
     collaborator: Collaborator
+    received_at: datetime
 
 
 # --- state --------------------------------------------------------------------------------
@@ -145,17 +169,39 @@ class Rate:
 
 
 @dataclass(frozen=True)
+class Key:
+    """One of a collaborator's signing keys and when it signs for them."""
+
+    public_key: str
+    #: None: registered before keys had a start, valid for any `inspected_at`.
+    valid_from: datetime | None
+    revoked_from: datetime | None = None
+
+    def signs_for(self, inspected_at: datetime, received_at: datetime) -> bool:
+        """Whether a submission inspected and received at these times may rest on this key."""
+        started = self.valid_from is None or self.valid_from <= inspected_at
+        return started and (self.revoked_from is None or received_at < self.revoked_from)
+
+
+@dataclass(frozen=True)
 class Collaborator:
     collaborator_id: str | None = None
     name: str = ""
     #: Every key ever registered, oldest first.
-    public_keys: tuple[str, ...] = ()
+    keys: tuple[Key, ...] = ()
     #: Per product, its rates in order of `effective_from`.
     rates: Mapping[str, tuple[Rate, ...]] = field(default_factory=dict)
 
     @property
     def exists(self) -> bool:
         return self.collaborator_id is not None
+
+    @property
+    def public_keys(self) -> tuple[str, ...]:
+        return tuple(key.public_key for key in self.keys)
+
+    def key(self, public_key: str) -> Key | None:
+        return next((key for key in self.keys if key.public_key == public_key), None)
 
     def rate_in_force(self, product: str, at: datetime) -> int | None:
         """The rate for `product` whose `effective_from` is the latest at or before `at`."""
@@ -184,12 +230,17 @@ class Piece:
 def evolve_collaborator(state: Collaborator, event: EventData) -> Collaborator:
     match event:
         case CollaboratorRegistered():
+            registered = Key(event.public_key, event.valid_from, event.revoked_from)
             if not state.exists:
-                return Collaborator(collaborator_id=event.collaborator_id, name=event.name,
-                                    public_keys=(event.public_key,))
-            if event.public_key in state.public_keys:
+                return Collaborator(collaborator_id=event.collaborator_id, name=event.name, keys=(registered,))
+            known = state.key(event.public_key)
+            if known is None:
+                return replace(state, keys=(*state.keys, registered))
+            if event.revoked_from is None or (known.revoked_from is not None
+                                              and known.revoked_from <= event.revoked_from):
                 return state
-            return replace(state, public_keys=(*state.public_keys, event.public_key))
+            revoked = replace(known, revoked_from=event.revoked_from)
+            return replace(state, keys=tuple(revoked if key is known else key for key in state.keys))
         case PieceRateSet():
             rates = sorted(
                 (*state.rates.get(event.product, ()), Rate(event.effective_from, event.rate_idr)),
@@ -217,19 +268,23 @@ def evolve_piece(state: Piece, event: EventData) -> Piece:
 # --- decide -------------------------------------------------------------------------------
 
 
-def decide_collaborator(state: Collaborator, command: RegisterCollaborator | AddKey | SetRate) -> list[EventData]:
+def decide_collaborator(
+    state: Collaborator, command: RegisterCollaborator | AddKey | RevokeKey | SetRate
+) -> list[EventData]:
     match command:
         case RegisterCollaborator():
             if state.exists:
                 return []  # registering the same id again is a no-op
             return [CollaboratorRegistered(collaborator_id=command.collaborator_id, name=command.name,
-                                           public_key=command.public_key)]
+                                           public_key=command.public_key, valid_from=command.valid_from)]
         case AddKey():
             _existing(state, command.collaborator_id)
             if command.public_key in state.public_keys:
                 return []
             return [CollaboratorRegistered(collaborator_id=command.collaborator_id, name=state.name,
-                                           public_key=command.public_key)]
+                                           public_key=command.public_key, valid_from=command.valid_from)]
+        case RevokeKey():
+            return _revoke(_existing(state, command.collaborator_id), command)
         case SetRate():
             return _set_rate(_existing(state, command.collaborator_id), command)
     raise TypeError(f"not a collaborator command: {type(command).__name__}")
@@ -239,6 +294,17 @@ def _existing(state: Collaborator, collaborator_id: str) -> Collaborator:
     if not state.exists:
         raise NotFound("collaborator-not-found", f"There is no collaborator {collaborator_id}; register it first.")
     return state
+
+
+def _revoke(state: Collaborator, command: RevokeKey) -> list[EventData]:
+    key = state.key(command.public_key)
+    if key is None:
+        raise NotFound("key-not-found", f"Collaborator {state.collaborator_id} has no such key registered.")
+    if key.revoked_from is not None and key.revoked_from <= command.revoked_from:
+        return []  # already revoked from then or earlier
+    return [CollaboratorRegistered(collaborator_id=command.collaborator_id, name=state.name,
+                                   public_key=key.public_key, valid_from=key.valid_from,
+                                   revoked_from=command.revoked_from)]
 
 
 def _set_rate(state: Collaborator, command: SetRate) -> list[EventData]:
@@ -294,6 +360,12 @@ def _weave(state: Piece, command: WeavePiece) -> list[EventData]:
     _trained(command.artisan_id, command.artisan_trained, "weave pieces")
     if command.woven_at > command.recorded_at + CLOCK_TOLERANCE:
         raise Refused("woven-in-the-future", "woven_at lies in the future; record a piece once it is woven.")
+    if command.trained_on is not None and to_wib(command.woven_at).date() < command.trained_on:
+        raise Refused(
+            "woven-before-training",
+            f"Resident {command.artisan_id} completed training on {command.trained_on.isoformat()}; a piece "
+            "cannot have been woven before that day (WIB). Check woven_at.",
+        )
     rate = collaborator.rate_in_force(command.product, command.woven_at)
     if rate is None:
         priced = ", ".join(sorted(collaborator.rates)) or "none yet"
@@ -316,13 +388,27 @@ def _judge(state: Piece, command: JudgeSubmission) -> list[EventData]:
         raise SubmissionRejected(
             UNKNOWN_COLLABORATOR, f"There is no collaborator {submission.collaborator_id}; check collaborator_id."
         )
-    if verifying_key(collaborator.public_keys, command.raw) is None:
+    key = next((key for key in collaborator.keys if verify(key.public_key, command.raw)), None)
+    if key is None:
         raise SubmissionRejected(
             BAD_SIGNATURE,
             f"The signature does not verify against any key registered for {submission.collaborator_id}. Sign the "
             "RFC 8785 canonical JSON (JCS) of every data field except `signature`, as UTF-8, with your Ed25519 "
             "private key, and send the data exactly as signed.",
         )
+    if key.revoked_from is not None and command.received_at >= key.revoked_from:
+        raise SubmissionRejected(
+            REVOKED_KEY, f"The key that signed this submission was revoked for {submission.collaborator_id} from "
+            f"{to_wib(key.revoked_from).isoformat()}; sign with a current key.",
+        )
+    if not key.signs_for(submission.inspected_at, command.received_at):
+        raise SubmissionRejected(
+            KEY_NOT_YET_VALID, "The key that signed this submission was valid only from a later time than "
+            "inspected_at; sign with the key that was registered when the piece was inspected.",
+        )
+    if submission.inspected_at > command.received_at + CLOCK_TOLERANCE:
+        raise SubmissionRejected(IMPLAUSIBLE_TIME, "inspected_at lies in the future; submit a result once the "
+                                 "piece has been inspected.")
     if not state.exists:
         raise SubmissionRejected(UNKNOWN_PIECE, f"There is no piece {submission.piece_id}; check piece_id.")
     woven = state.woven
@@ -333,6 +419,9 @@ def _judge(state: Piece, command: JudgeSubmission) -> list[EventData]:
             f"Piece {submission.piece_id} was not woven for {submission.collaborator_id}; a collaborator may only "
             "judge its own pieces.",
         )
+    if submission.inspected_at < woven.woven_at:
+        raise SubmissionRejected(IMPLAUSIBLE_TIME, f"inspected_at is before piece {submission.piece_id} was "
+                                 "woven; a piece is inspected after it is woven.")
     if state.result is not None:
         if _same_result(state.result, submission):
             return []  # the same submission again is a no-op
@@ -341,13 +430,16 @@ def _judge(state: Piece, command: JudgeSubmission) -> list[EventData]:
             f"Piece {submission.piece_id} already has a final QC result (submission "
             f"{state.result.submission_id}); each piece gets exactly one.",
         )
+    # What was signed travels with the result, so anyone can check it from the log alone (SPEC §11).
+    provenance = {"submission": dict(command.raw), "signing_key": key.public_key,
+                  "received_at": command.received_at}
     if submission.result == "passed":
         return [QcPassed(piece_id=woven.piece_id, artisan_id=woven.artisan_id, collaborator_id=woven.collaborator_id,
                          product=woven.product, amount_idr=woven.rate_idr, submission_id=submission.submission_id,
-                         inspected_at=submission.inspected_at, signature=submission.signature)]
+                         inspected_at=submission.inspected_at, signature=submission.signature, **provenance)]
     return [QcFailed(piece_id=woven.piece_id, artisan_id=woven.artisan_id, collaborator_id=woven.collaborator_id,
                      submission_id=submission.submission_id, defects=list(submission.defects),
-                     inspected_at=submission.inspected_at, signature=submission.signature)]
+                     inspected_at=submission.inspected_at, signature=submission.signature, **provenance)]
 
 
 def _same_result(result: QcPassed | QcFailed, submission: QcSubmitted) -> bool:

@@ -7,7 +7,7 @@ QC submissions arrive on two entrypoints (the `qc-submissions` consumer and
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -61,16 +61,34 @@ class ProductionHandlers:
     #: is known to be trained: most commands then read nothing before their one statement.
     collaborators: RememberedStates[domain.Collaborator] = field(default_factory=RememberedStates)
     trained: projections.TrainedResidents = field(default_factory=projections.TrainedResidents)
+    #: When a submission counts as received (SPEC §7: not inspected after it; a revoked key signs
+    #: nothing received from its revocation on).
+    clock: Callable[[], datetime] = wib_now
 
-    async def register_collaborator(self, conn: asyncpg.Connection, name: str, public_key: str) -> str:
+    async def register_collaborator(
+        self, conn: asyncpg.Connection, name: str, public_key: str, valid_from: datetime | None = None
+    ) -> str:
+        """Register a collaborator whose key signs for submissions inspected from `valid_from` (default: now)."""
         collaborator_id = new_id("col")
-        command = domain.RegisterCollaborator(collaborator_id=collaborator_id, name=name, public_key=public_key)
+        command = domain.RegisterCollaborator(collaborator_id=collaborator_id, name=name, public_key=public_key,
+                                              valid_from=valid_from or wib_now())
         await handle(conn, self.store, COLLABORATOR, collaborator_id, command, source=SOURCE, fresh_id=True)
         return collaborator_id
 
-    async def add_key(self, conn: asyncpg.Connection, collaborator_id: str, public_key: str) -> bool:
-        """Add a signing key (rotation); False when the collaborator already had it."""
-        command = domain.AddKey(collaborator_id=collaborator_id, public_key=public_key)
+    async def add_key(
+        self, conn: asyncpg.Connection, collaborator_id: str, public_key: str, valid_from: datetime | None = None
+    ) -> bool:
+        """Add a signing key (rotation) valid from `valid_from` (default: now); False when it was there already."""
+        command = domain.AddKey(collaborator_id=collaborator_id, public_key=public_key,
+                                valid_from=valid_from or wib_now())
+        return bool(await handle(conn, self.store, COLLABORATOR, collaborator_id, command, source=SOURCE))
+
+    async def revoke_key(
+        self, conn: asyncpg.Connection, collaborator_id: str, public_key: str, revoked_from: datetime | None = None
+    ) -> bool:
+        """Revoke a signing key from `revoked_from` (default: now); False when it was revoked by then already."""
+        command = domain.RevokeKey(collaborator_id=collaborator_id, public_key=public_key,
+                                   revoked_from=revoked_from or wib_now())
         return bool(await handle(conn, self.store, COLLABORATOR, collaborator_id, command, source=SOURCE))
 
     async def set_rate(self, conn: asyncpg.Connection, command: domain.SetRate) -> bool:
@@ -95,8 +113,9 @@ class ProductionHandlers:
     ) -> PieceWoven:
         """Record a woven piece at the rate in force for its collaborator and product at `woven_at`."""
         piece_id = new_id("pc")
+        trained_on = await self.trained.completed_on(conn, artisan_id)
         command = domain.WeavePiece(
-            piece_id=piece_id, artisan_id=artisan_id, artisan_trained=await self.trained.is_trained(conn, artisan_id),
+            piece_id=piece_id, artisan_id=artisan_id, artisan_trained=trained_on is not None, trained_on=trained_on,
             collaborator_id=collaborator_id, collaborator=await self.collaborator_state(conn, collaborator_id),
             product=product, woven_at=woven_at, recorded_at=wib_now(),
         )
@@ -131,11 +150,13 @@ class ProductionHandlers:
         pieces = await load_states(conn, self.store, PIECE, filter(projections.storable, piece_ids), lock=True)
         outcomes: list[QcOutcome | SubmissionRejected] = []
         appends: dict[str, tuple[int, list[Envelope]]] = {}
+        received_at = self.clock()
         for submission, raw in submissions:
             piece, version = pieces.get(submission.piece_id, (domain.Piece(), NO_STREAM))
             command = domain.JudgeSubmission(
                 submission=submission, raw=raw,
                 collaborator=collaborators.get(submission.collaborator_id, (domain.Collaborator(), NO_STREAM))[0],
+                received_at=received_at,
             )
             try:
                 _check_inspected_at(submission)

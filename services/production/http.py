@@ -53,13 +53,26 @@ PublicKey = Annotated[str, StringConstraints(max_length=100), AfterValidator(_ed
 BusinessTime = Annotated[AwareDatetime, AfterValidator(_business_time)]
 
 
+_VALID_FROM = ("From when the key signs for the collaborator, by a submission's `inspected_at` (RFC 3339 with an "
+               "offset; default: now). An earlier moment is a staff decision, recorded on the event.")
+
+
 class RegisterCollaborator(CommandBody):
     name: Text = Field(examples=["PT Anyaman Nusantara"])
     public_key: PublicKey = Field(description="Ed25519 public key: base64 of its 32 raw bytes.")
+    valid_from: BusinessTime | None = Field(default=None, description=_VALID_FROM)
 
 
 class AddKey(CommandBody):
     public_key: PublicKey = Field(description="A further Ed25519 public key (base64 of 32 bytes); older keys stay.")
+    valid_from: BusinessTime | None = Field(default=None, description=_VALID_FROM)
+
+
+class RevokeKey(CommandBody):
+    public_key: PublicKey = Field(description="The registered key to revoke (base64 of 32 bytes).")
+    revoked_from: BusinessTime | None = Field(
+        default=None, description="Submissions received from this moment on are refused (default: now); results "
+                                  "accepted before it stay valid, and `anyam verify` names any accepted after it.")
 
 
 class SetRate(CommandBody):
@@ -112,7 +125,7 @@ def production_router(runtime: ServiceRuntime, handlers: ProductionHandlers, acc
         body: RegisterCollaborator, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
     ) -> Response:
         async def action(conn) -> Outcome:
-            collaborator_id = await handlers.register_collaborator(conn, body.name, body.public_key)
+            collaborator_id = await handlers.register_collaborator(conn, body.name, body.public_key, body.valid_from)
             return Outcome(201, {"collaborator_id": collaborator_id})
 
         return await run(request, who, key, body.model_dump(mode="json"), action, one_statement=True)
@@ -124,10 +137,22 @@ def production_router(runtime: ServiceRuntime, handlers: ProductionHandlers, acc
         who: Principal = Depends(staff),
     ) -> Response:
         async def action(conn) -> Outcome:
-            added = await handlers.add_key(conn, collaborator_id, body.public_key)
+            added = await handlers.add_key(conn, collaborator_id, body.public_key, body.valid_from)
             state = await handlers.collaborator_state(conn, collaborator_id)
-            return Outcome(201 if added else 200,
-                           {"collaborator_id": collaborator_id, "public_keys": list(state.public_keys)})
+            return Outcome(201 if added else 200, _collaborator_json(state))
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.post("/collaborators/{collaborator_id}/key-revocations", status_code=201,
+                 summary="Revoke a signing key from a moment on (a stolen or retired key)")
+    async def revoke_key(
+        collaborator_id: Id, body: RevokeKey, request: Request, key: IdempotencyKey = None,
+        who: Principal = Depends(staff),
+    ) -> Response:
+        async def action(conn) -> Outcome:
+            revoked = await handlers.revoke_key(conn, collaborator_id, body.public_key, body.revoked_from)
+            state = await handlers.collaborator_state(conn, collaborator_id)
+            return Outcome(201 if revoked else 200, _collaborator_json(state))
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
 
@@ -216,7 +241,7 @@ def production_router(runtime: ServiceRuntime, handlers: ProductionHandlers, acc
         if not state.exists:
             raise Problem(404, "collaborator-not-found", f"There is no collaborator {collaborator_id}.")
         return JSONResponse({
-            "collaborator_id": state.collaborator_id, "name": state.name, "public_keys": list(state.public_keys),
+            **_collaborator_json(state),
             "rates": {
                 product: [{"effective_from": r.effective_from.isoformat(), "rate_idr": r.rate_idr} for r in rates]
                 for product, rates in sorted(state.rates.items())
@@ -246,6 +271,16 @@ def production_router(runtime: ServiceRuntime, handlers: ProductionHandlers, acc
                              "qc": _result_json(piece.result) if piece.result else None})
 
     return router
+
+
+def _collaborator_json(state: domain.Collaborator) -> dict[str, Any]:
+    """A collaborator's keys and when each signs for it."""
+    def moment(value: datetime | None) -> str | None:
+        return to_wib(value).isoformat() if value is not None else None
+
+    return {"collaborator_id": state.collaborator_id, "name": state.name, "public_keys": list(state.public_keys),
+            "keys": [{"public_key": key.public_key, "valid_from": moment(key.valid_from),
+                      "revoked_from": moment(key.revoked_from)} for key in state.keys]}
 
 
 def _result_json(result: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 import asyncpg
 from aiokafka import ConsumerRecord
@@ -68,15 +68,15 @@ async def project_training(conn: asyncpg.Connection, event: Envelope, record: Co
         )
 
 
-async def is_trained(conn: asyncpg.Connection, resident_id: str) -> bool:
-    """Whether `resident_id` completed training, as far as the `enrollment` topic has been read."""
+async def completed_on(conn: asyncpg.Connection, resident_id: str) -> date | None:
+    """The day `resident_id` completed training, as far as the `enrollment` topic has been read."""
     if not storable(resident_id):
-        return False
-    return bool(await conn.fetchval("SELECT true FROM trained_residents WHERE resident_id = $1", resident_id))
+        return None
+    return await conn.fetchval("SELECT completed_on FROM trained_residents WHERE resident_id = $1", resident_id)
 
 
 class TrainedResidents:
-    """`is_trained`, remembering every yes in this process: a round trip fewer for most commands.
+    """`completed_on`, remembering every completion in this process: a round trip fewer for most commands.
 
     Sound because training is never undone: `trained_residents` is only ever inserted into, by
     the enrollment consumer's committed transactions, so a resident once found trained stays
@@ -85,15 +85,20 @@ class TrainedResidents:
     """
 
     def __init__(self, capacity: int = 100_000) -> None:
-        self._known: LRUCache[str, bool] = LRUCache(maxsize=capacity)
+        self._known: LRUCache[str, date] = LRUCache(maxsize=capacity)
+
+    async def completed_on(self, conn: asyncpg.Connection, resident_id: str) -> date | None:
+        """The day the resident completed training, or None if not (yet) known to have."""
+        known = self._known.get(resident_id)
+        if known is not None:
+            return known
+        completed = await completed_on(conn, resident_id)
+        if completed is not None:
+            self._known[resident_id] = completed
+        return completed
 
     async def is_trained(self, conn: asyncpg.Connection, resident_id: str) -> bool:
-        if resident_id in self._known:
-            return True
-        trained = await is_trained(conn, resident_id)
-        if trained:
-            self._known[resident_id] = True
-        return trained
+        return await self.completed_on(conn, resident_id) is not None
 
 
 # --- QC rejections ------------------------------------------------------------------------

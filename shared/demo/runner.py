@@ -247,8 +247,10 @@ async def _train(stack: StackClients, scenario: Scenario, tag: str) -> dict[int 
 async def _collaborate(
     stack: StackClients, scenario: Scenario, residents: Mapping[int | str, str], key: Ed25519PrivateKey, tag: str
 ) -> str:
+    # The key signs for the programme from its first day (the demo records March 2024 today).
     collaborator = await stack.post("production", "/collaborators",
-                                    {"name": COLLABORATOR, "public_key": public_key_b64(key)}, key=f"{tag}-collab")
+                                    {"name": COLLABORATOR, "public_key": public_key_b64(key),
+                                     "valid_from": RATES_FROM.isoformat()}, key=f"{tag}-collab")
     collaborator_id = collaborator["collaborator_id"]
     raised_product, raised_rate, raised_from = RAISE
     rates = [(product, rate, RATES_FROM) for product, rate in OPENING_RATES.items()]

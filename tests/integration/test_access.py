@@ -70,7 +70,7 @@ async def services(kafka_settings, postgres):
         ("payout", PayoutSettings, payout_app, {}),
     ):
         database = await postgres.create_database(f"access_{name}_{kafka_settings.topic_prefix.strip('-')}")
-        apps[name] = factory(settings_class(**service_settings(kafka_settings, database, tokens), **extra))
+        apps[name] = factory(settings_class(**service_settings(kafka_settings, database, tokens, name), **extra))
     async with serve(apps["enrollment"]) as enrollment, serve(apps["production"]) as production, \
             serve(apps["payout"]) as payout:
         yield tokens, {"enrollment": (apps["enrollment"], enrollment), "production": (apps["production"], production),

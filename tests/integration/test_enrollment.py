@@ -32,7 +32,8 @@ def phone(n: int) -> str:
 async def enrollment(kafka_settings, database_url):
     tokens = new_tokens()
     settings = EnrollmentSettings(
-        **service_settings(kafka_settings, database_url, tokens), personal_data_key=new_personal_data_key()
+        **service_settings(kafka_settings, database_url, tokens, "enrollment"),
+        personal_data_key=new_personal_data_key(),
     )
     async with serve(create_app(settings)) as url:
         async with client(url, tokens.staff) as staff:

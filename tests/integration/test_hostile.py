@@ -156,7 +156,8 @@ async def seed(tokens: Tokens, apps: dict[str, FastAPI], urls: dict[str, str], k
     async with client(urls["production"], tokens.staff) as staff:
         for name in ("PT Anyaman Nusantara Sejahtera", "CV Rotan Kreasi Cipayung"):
             key = generate_private_key()
-            collaborator_id = (await post(staff, "/collaborators", {"name": name, "public_key": public_key_b64(key)}))[
+            collaborator_id = (await post(staff, "/collaborators", {
+                "name": name, "public_key": public_key_b64(key), "valid_from": "2024-03-01T00:00:00+07:00"}))[
                 "collaborator_id"]
             await post(staff, f"/collaborators/{collaborator_id}/rates",
                        {"product": "piring", "rate_idr": 15_000, "effective_from": "2024-03-01T00:00:00+07:00"})
@@ -216,7 +217,7 @@ async def programme(broker, postgres) -> AsyncIterator[Programme]:
     ):
         databases.append(f"hostile_{name}_{uuid.uuid4().hex[:8]}")
         database = await postgres.create_database(databases[-1])
-        apps[name] = factory(settings_class(**service_settings(kafka, database, tokens), **extra))
+        apps[name] = factory(settings_class(**service_settings(kafka, database, tokens, name), **extra))
     try:
         async with serve(apps["enrollment"]) as enrollment, serve(apps["production"]) as production, \
                 serve(apps["payout"]) as payout:

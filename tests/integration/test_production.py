@@ -30,16 +30,20 @@ from services.production.messaging import QC_CONSUMER
 from services.production.projections import TRAINING_CONSUMER
 from shared.contracts import CONTENT_TYPE, Envelope, Topic, encode, service_source, topic_name
 from shared.contracts.events import TrainingCompleted, Withdrawn
+from shared.contracts.provenance import TOPIC_OWNERS
 from shared.contracts.signing import generate_private_key, public_key_b64, verifying_key
 from shared.eventstore import DeadLetter, EventStore, wait_until_caught_up, wait_until_published
 from shared.ids import new_event_id
 from shared.settings import KafkaSettings
+from shared.timeutil import WIB
 from shared.web.access import collaborator_token
 from tests.fuzzing import fuzz_openapi
 from tests.kafka_reader import librdkafka_config, read_topic, wait_for_records
-from tests.services import Tokens, client, new_tokens, serve, service_settings
+from tests.services import Tokens, attested_headers, client, new_tokens, serve, service_settings
 
 runner = CliRunner()
+#: Collaborators registered by these tests sign for results inspected from this moment on (2024 pieces).
+KEYS_VALID_FROM = "2024-01-01T00:00:00+07:00"
 
 
 @dataclass
@@ -60,7 +64,7 @@ class Production:
 @pytest.fixture
 async def production(kafka_settings, database_url):
     tokens = new_tokens()
-    app = create_app(ProductionSettings(**service_settings(kafka_settings, database_url, tokens)))
+    app = create_app(ProductionSettings(**service_settings(kafka_settings, database_url, tokens, "production")))
     async with serve(app) as url, client(url, tokens.staff) as staff:
         yield Production(staff, tokens, url, app.state.runtime.pool, kafka_settings)
 
@@ -107,19 +111,22 @@ def cloud_event(data: Any, **envelope: Any) -> bytes:
     return json.dumps(document, ensure_ascii=False).encode()
 
 
-def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], owner: str | None) -> None:
     producer = Producer({**librdkafka_config(KafkaSettings(kafka_bootstrap=bootstrap)), "acks": "all"})
     failures: list[str] = []
     for key, value in records:
-        producer.produce(topic, value=value, key=key, headers=[("content-type", CONTENT_TYPE.encode())],
+        headers = attested_headers(owner, value) if owner else [("content-type", CONTENT_TYPE.encode())]
+        producer.produce(topic, value=value, key=key, headers=headers,
                          on_delivery=lambda err, _msg: failures.append(str(err)) if err else None)
     assert producer.flush(30) == 0, "librdkafka could not deliver every record in time"
     assert not failures, failures
 
 
 async def produce(prod: Production, topic: Topic, records: list[tuple[bytes, bytes]]) -> None:
-    """Write `records` (key, value) with confluent-kafka, then wait until the broker has them all."""
-    await asyncio.to_thread(_produce, prod.kafka.bootstrap_servers, prod.topic(topic), records)
+    """Write `records` (key, value) with confluent-kafka, then wait until the broker has them all; on a
+    service's topic, attested as that service attests its records (a collaborator's are not)."""
+    await asyncio.to_thread(_produce, prod.kafka.bootstrap_servers, prod.topic(topic), records,
+                            TOPIC_OWNERS.get(topic))
 
 
 async def submit_over_kafka(prod: Production, records: list[tuple[bytes, bytes]]) -> None:
@@ -141,7 +148,8 @@ async def train(prod: Production, *residents: str) -> None:
 
 
 async def register(prod: Production, key: Key, name: str = "PT Anyaman Nusantara") -> str:
-    response = await prod.staff.post("/collaborators", json={"name": name, "public_key": key.public})
+    response = await prod.staff.post("/collaborators", json={"name": name, "public_key": key.public,
+                                                             "valid_from": KEYS_VALID_FROM})
     assert response.status_code == 201, response.text
     return response.json()["collaborator_id"]
 
@@ -206,11 +214,15 @@ async def test_a_submission_from_librdkafka_signed_with_a_keygen_key_is_accepted
 
     events = await production_events(production)
     [passed] = [e for e in events if e["type"] == "qc-passed"]
+    received_at = passed["data"].pop("received_at")
     assert passed["data"] == {
         "piece_id": piece["piece_id"], "artisan_id": shop.artisan, "collaborator_id": shop.collaborator_id,
         "product": "piring", "amount_idr": 10_000, "submission_id": "sub_1",
         "inspected_at": "2024-03-21T10:00:00+07:00", "signature": data["signature"],
+        # What was signed, exactly as sent, and the key it verified with: checkable from the log alone.
+        "submission": data, "signing_key": shop.key.public,
     }
+    assert datetime.fromisoformat(received_at) > datetime.fromisoformat(passed["data"]["inspected_at"])
     assert passed["_key"] == shop.artisan
     assert passed["source"] == "/services/production"
     view = (await production.staff.get(f"/pieces/{piece['piece_id']}")).json()
@@ -224,7 +236,7 @@ async def test_each_rejection_reason_lands_in_dead_letters_and_a_valid_submissio
     other = await workshop(production, tmp_path, name="beta", artisan="res_dewi")
     stranger = keygen(tmp_path, "stranger")
     first, contested, last = [
-        (await weave(production, shop.artisan, shop.collaborator_id, f"2024-03-2{n}T09:00:00+07:00"))["piece_id"]
+        (await weave(production, shop.artisan, shop.collaborator_id, f"2024-03-1{n}T09:00:00+07:00"))["piece_id"]
         for n in range(3)
     ]
     theirs = (await weave(production, other.artisan, other.collaborator_id, "2024-03-20T09:00:00+07:00"))["piece_id"]
@@ -289,7 +301,7 @@ async def test_a_batch_judged_at_once_ends_exactly_as_judging_its_submissions_on
     stranger = keygen(tmp_path, "stranger")
     me = shop.collaborator_id
     first, second, third = [
-        (await weave(production, shop.artisan, me, f"2024-03-2{n}T09:00:00+07:00"))["piece_id"] for n in range(3)]
+        (await weave(production, shop.artisan, me, f"2024-03-1{n}T09:00:00+07:00"))["piece_id"] for n in range(3)]
     theirs = (await weave(production, other.artisan, other.collaborator_id, "2024-03-20T09:00:00+07:00"))["piece_id"]
     passed = cli_sign(tmp_path, shop.key, result_data("sub_1", first, me))
     submissions = [
@@ -304,7 +316,8 @@ async def test_a_batch_judged_at_once_ends_exactly_as_judging_its_submissions_on
         cli_sign(tmp_path, stranger, result_data("sub_9", third, "col_nobody")),
         cli_sign(tmp_path, shop.key, result_data("sub_10", third, me)),
     ]
-    handlers = ProductionHandlers(store=EventStore())
+    # One clock for both runs: the results record when they were received.
+    handlers = ProductionHandlers(store=EventStore(), clock=lambda: datetime(2024, 4, 1, tzinfo=WIB))
     items = [(validate_submission(raw), raw) for raw in submissions]
 
     async def judged(all_at_once: bool) -> tuple[list[Any], list[tuple[str, int, str, str]]]:
@@ -450,7 +463,7 @@ async def test_after_a_rate_change_older_pieces_keep_the_old_rate_and_newer_ones
     woven_before_recorded_after = await weave(production, "res_siti", collaborator, "2024-03-31T23:59:00+07:00")
     before_any_rate = await production.staff.post("/pieces", json={
         "artisan_id": "res_siti", "collaborator_id": collaborator, "product": "piring",
-        "woven_at": "2024-02-28T09:00:00+07:00"})
+        "woven_at": "2024-02-29T09:00:00+07:00"})  # trained that day, before any rate
     same_moment_other_rate = await production.staff.post(f"/collaborators/{collaborator}/rates", json={
         "product": "piring", "rate_idr": 9_000, "effective_from": "2024-04-01T00:00:00+07:00"})
 
@@ -459,7 +472,8 @@ async def test_after_a_rate_change_older_pieces_keep_the_old_rate_and_newer_ones
     assert (before_any_rate.status_code, before_any_rate.json()["code"]) == (409, "no-rate-in-force")
     assert (same_moment_other_rate.status_code, same_moment_other_rate.json()["code"]) == (409, "rate-already-set")
     for n, piece in enumerate((before_change, after_change)):
-        data = cli_sign(tmp_path, key, result_data(f"sub_{n}", piece["piece_id"], collaborator))
+        data = cli_sign(tmp_path, key, result_data(f"sub_{n}", piece["piece_id"], collaborator,
+                                                   inspected_at="2024-04-03T10:00:00+07:00"))
         assert (await production.staff.post("/qc-submissions", json=data)).status_code == 201
     events = await production_events(production)
     woven = {e["data"]["piece_id"]: e["data"]["rate_idr"] for e in events if e["type"] == "piece-woven"}
@@ -498,16 +512,16 @@ async def test_a_rate_set_by_another_service_process_prices_the_very_next_piece(
 
 async def test_a_key_rotation_keeps_results_signed_with_the_old_key_verifiable(production, tmp_path):
     shop = await workshop(production, tmp_path)
-    pieces = [(await weave(production, shop.artisan, shop.collaborator_id, f"2024-03-2{n}T09:00:00+07:00"))
+    pieces = [(await weave(production, shop.artisan, shop.collaborator_id, f"2024-03-1{n}T09:00:00+07:00"))
               ["piece_id"] for n in range(3)]
     new_key = keygen(tmp_path, "acme-2025")
     before = cli_sign(tmp_path, shop.key, result_data("sub_old_1", pieces[0], shop.collaborator_id))
     await submit_over_kafka(production, [(pieces[0].encode(), cloud_event(before))])
 
     rotated = await production.staff.post(f"/collaborators/{shop.collaborator_id}/keys",
-                                          json={"public_key": new_key.public})
+                                          json={"public_key": new_key.public, "valid_from": KEYS_VALID_FROM})
     again = await production.staff.post(f"/collaborators/{shop.collaborator_id}/keys",
-                                        json={"public_key": new_key.public})
+                                        json={"public_key": new_key.public, "valid_from": KEYS_VALID_FROM})
     with_old = cli_sign(tmp_path, shop.key, result_data("sub_old_2", pieces[1], shop.collaborator_id))
     with_new = cli_sign(tmp_path, new_key, result_data("sub_new", pieces[2], shop.collaborator_id))
     await submit_over_kafka(production, [(pieces[1].encode(), cloud_event(with_old)),
@@ -527,6 +541,33 @@ async def test_a_key_rotation_keeps_results_signed_with_the_old_key_verifiable(p
     signers = {json.loads(r.value)["data"]["submission_id"]: verifying_key(keys, json.loads(r.value)["data"])
                for r in submissions}
     assert signers == {"sub_old_1": shop.key.public, "sub_old_2": shop.key.public, "sub_new": new_key.public}
+
+
+async def test_a_revoked_key_signs_nothing_more_and_what_it_signed_before_stays_credited(production, tmp_path):
+    shop = await workshop(production, tmp_path)
+    pieces = [(await weave(production, shop.artisan, shop.collaborator_id, f"2024-03-1{n}T09:00:00+07:00"))
+              ["piece_id"] for n in range(2)]
+    before = cli_sign(tmp_path, shop.key, result_data("sub_before", pieces[0], shop.collaborator_id))
+    await submit_over_kafka(production, [(pieces[0].encode(), cloud_event(before))])
+
+    revoked = await production.staff.post(f"/collaborators/{shop.collaborator_id}/key-revocations",
+                                          json={"public_key": shop.key.public})
+    # A thief holding the key backdates the inspection: it is when production receives it that counts.
+    after = cli_sign(tmp_path, shop.key, result_data("sub_after", pieces[1], shop.collaborator_id))
+    await submit_over_kafka(production, [(pieces[1].encode(), cloud_event(after))])
+    over_http = await production.collaborator(shop.collaborator_id).post(
+        "/qc-submissions", content=json.dumps(after).encode())
+
+    assert revoked.status_code == 201, revoked.text
+    [key] = revoked.json()["keys"]
+    assert key["public_key"] == shop.key.public and key["revoked_from"] is not None
+    assert over_http.status_code == 422 and over_http.json()["code"] == "revoked-key"
+    events = await production_events(production)
+    assert [e["data"]["submission_id"] for e in events if e["type"] == "qc-passed"] == ["sub_before"]
+    # Refused on both paths: the topic's copy and the HTTP one are dead-lettered with the reason.
+    letters = await dead_letters(production, 2)
+    assert sorted((letter.reason, letter.consumer) for letter in letters) == [
+        ("revoked-key", "production-http"), ("revoked-key", QC_CONSUMER)]
 
 
 # --- the HTTP surface -----------------------------------------------------------------------

@@ -85,7 +85,7 @@ def submission_data(**changes) -> dict:
 
 def judge(piece: Piece, raw: dict, state: Collaborator = PRICED) -> list:
     return domain.decide_piece(piece, JudgeSubmission(
-        submission=QcSubmitted.model_validate(raw), raw=raw, collaborator=state,
+        submission=QcSubmitted.model_validate(raw), raw=raw, collaborator=state, received_at=NOW,
     ))
 
 
@@ -146,12 +146,13 @@ def test_the_first_registered_key_that_verifies_is_found_among_several():
 
 
 def test_registering_a_collaborator_emits_its_first_key_and_again_is_a_no_op():
-    command = RegisterCollaborator(collaborator_id="col_1", name="PT Anyaman", public_key=public_key_b64(KEY))
+    command = RegisterCollaborator(collaborator_id="col_1", name="PT Anyaman", public_key=public_key_b64(KEY),
+                                   valid_from=MARCH)
 
     first = domain.decide_collaborator(Collaborator(), command)
 
     assert first == [CollaboratorRegistered(collaborator_id="col_1", name="PT Anyaman",
-                                            public_key=public_key_b64(KEY))]
+                                            public_key=public_key_b64(KEY), valid_from=MARCH)]
     assert domain.decide_collaborator(fold(domain.evolve_collaborator, Collaborator(), first), command) == []
 
 
@@ -159,18 +160,21 @@ def test_a_key_rotation_adds_a_key_and_keeps_every_older_one():
     state = collaborator()
     new_key = public_key_b64(OTHER_KEY)
 
-    events = domain.decide_collaborator(state, AddKey(collaborator_id="col_1", public_key=new_key))
+    events = domain.decide_collaborator(state, AddKey(collaborator_id="col_1", public_key=new_key, valid_from=APRIL))
     rotated = fold(domain.evolve_collaborator, state, events)
 
-    assert events == [CollaboratorRegistered(collaborator_id="col_1", name="PT Anyaman", public_key=new_key)]
+    assert events == [CollaboratorRegistered(collaborator_id="col_1", name="PT Anyaman", public_key=new_key,
+                                             valid_from=APRIL)]
     assert rotated.public_keys == (public_key_b64(KEY), new_key)
     assert rotated.name == "PT Anyaman"
-    assert domain.decide_collaborator(rotated, AddKey(collaborator_id="col_1", public_key=new_key)) == []
+    again = AddKey(collaborator_id="col_1", public_key=new_key, valid_from=APRIL)
+    assert domain.decide_collaborator(rotated, again) == []
 
 
 def test_a_key_for_a_collaborator_that_does_not_exist_is_not_found():
     with pytest.raises(NotFound) as refused:
-        domain.decide_collaborator(Collaborator(), AddKey(collaborator_id="col_x", public_key=public_key_b64(KEY)))
+        domain.decide_collaborator(Collaborator(), AddKey(collaborator_id="col_x", public_key=public_key_b64(KEY),
+                                                          valid_from=MARCH))
     assert refused.value.code == "collaborator-not-found"
 
 
@@ -313,7 +317,7 @@ def test_the_signature_is_checked_before_anything_about_the_piece_is_revealed():
 
 def test_a_result_signed_with_an_older_key_still_verifies_after_a_rotation():
     rotated = fold(domain.evolve_collaborator, PRICED, domain.decide_collaborator(
-        PRICED, AddKey(collaborator_id="col_1", public_key=public_key_b64(OTHER_KEY))))
+        PRICED, AddKey(collaborator_id="col_1", public_key=public_key_b64(OTHER_KEY), valid_from=MARCH)))
 
     assert judge(woven_piece(), signed(KEY, submission_data()), rotated)
     assert judge(woven_piece(), signed(OTHER_KEY, submission_data()), rotated)
@@ -323,6 +327,7 @@ def test_rejections_map_to_4xx_statuses():
     assert {reason: SubmissionRejected(reason, "x").status for reason in domain.REJECTION_STATUS} == {
         "malformed": 400, "schema-invalid": 422, "bad-signature": 422, "unknown-collaborator": 404,
         "unknown-piece": 404, "wrong-collaborator": 403, "conflicting-result": 409,
+        "revoked-key": 422, "key-not-yet-valid": 422, "implausible-time": 422,
     }
 
 
@@ -396,7 +401,7 @@ def test_random_command_sequences_give_each_piece_one_result_at_its_own_rate_for
                 piece_id=piece_id, collaborator_id=collaborator_id, result=verdict, submission_id=submission_id,
                 inspected_at=inspected_at, defects=[] if verdict == "passed" else ["longgar"]))
             command = JudgeSubmission(submission=QcSubmitted.model_validate(raw), raw=raw,
-                                      collaborator=COLLABORATORS[collaborator_id][0])
+                                      collaborator=COLLABORATORS[collaborator_id][0], received_at=NOW)
         try:
             events = domain.decide_piece(state, command)
         except Refused:
@@ -412,3 +417,91 @@ def test_random_command_sequences_give_each_piece_one_result_at_its_own_rate_for
                 assert not state.exists, "a piece was woven twice"
         pieces[piece_id] = fold(domain.evolve_piece, state, events)
     assert all(len(found) == 1 for found in results.values()), results
+
+
+# --- key validity, revocation and plausible times ------------------------------------------
+
+
+def registered_from(valid_from: datetime, *events) -> Collaborator:
+    registered = CollaboratorRegistered(collaborator_id="col_1", name="PT Anyaman", public_key=public_key_b64(KEY),
+                                        valid_from=valid_from)
+    return fold(domain.evolve_collaborator, Collaborator(), (registered, rate("piring", 10_000, MARCH), *events))
+
+
+def revoke(state: Collaborator, revoked_from: datetime) -> Collaborator:
+    events = domain.decide_collaborator(state, domain.RevokeKey(
+        collaborator_id="col_1", public_key=public_key_b64(KEY), revoked_from=revoked_from))
+    return fold(domain.evolve_collaborator, state, events)
+
+
+def test_a_key_registered_today_does_not_sign_for_a_piece_inspected_before_it_was_registered():
+    registered_in_may = registered_from(datetime(2024, 5, 1, tzinfo=WIB))
+
+    assert rejection_reason(woven_piece(), signed(KEY, submission_data()), registered_in_may) == "key-not-yet-valid"
+    assert judge(woven_piece(), signed(KEY, submission_data()), registered_from(MARCH))
+
+
+def test_a_revoked_key_signs_nothing_received_from_the_revocation_on_and_what_came_before_stays():
+    state = registered_from(MARCH)
+    revoked_before_now = revoke(state, NOW - timedelta(hours=1))
+    revoked_after_now = revoke(state, NOW + timedelta(hours=1))
+    # Backdating inspected_at does not help: it is when production received it that counts.
+    backdated = signed(KEY, submission_data(inspected_at="2024-03-05T10:00:00+07:00"))
+
+    assert rejection_reason(woven_piece(), backdated, revoked_before_now) == "revoked-key"
+    assert judge(woven_piece(), backdated, revoked_after_now)
+    key = revoked_before_now.key(public_key_b64(KEY))
+    assert key is not None and key.revoked_from == NOW - timedelta(hours=1)
+
+
+def test_revoking_again_later_changes_nothing_and_revoking_earlier_moves_the_revocation_back():
+    state = revoke(registered_from(MARCH), APRIL)
+    later = domain.RevokeKey(collaborator_id="col_1", public_key=public_key_b64(KEY), revoked_from=NOW)
+    earlier = domain.RevokeKey(collaborator_id="col_1", public_key=public_key_b64(KEY), revoked_from=MARCH)
+
+    assert domain.decide_collaborator(state, later) == []
+    moved = fold(domain.evolve_collaborator, state, domain.decide_collaborator(state, earlier))
+    assert moved.keys[0].revoked_from == MARCH
+    with pytest.raises(NotFound):
+        domain.decide_collaborator(state, domain.RevokeKey(
+            collaborator_id="col_1", public_key=public_key_b64(OTHER_KEY), revoked_from=NOW))
+
+
+def test_a_result_inspected_before_its_piece_was_woven_or_after_it_was_received_is_implausible():
+    before_woven = signed(KEY, submission_data(inspected_at="2024-03-02T10:00:00+07:00"))
+    in_the_future = signed(KEY, submission_data(inspected_at=(NOW + timedelta(hours=1)).isoformat()))
+    within_the_skew = signed(KEY, submission_data(inspected_at=(NOW + timedelta(minutes=4)).isoformat()))
+
+    assert rejection_reason(woven_piece(), before_woven) == "implausible-time"
+    assert rejection_reason(woven_piece(), in_the_future) == "implausible-time"
+    assert judge(woven_piece(), within_the_skew)
+
+
+def test_a_piece_cannot_be_woven_before_its_artisan_completed_training():
+    def weave_trained_on(day):
+        return domain.decide_piece(Piece(), WeavePiece(
+            piece_id="pc_1", artisan_id="res_1", artisan_trained=True, trained_on=day, collaborator_id="col_1",
+            collaborator=PRICED, product="piring", woven_at=datetime(2024, 3, 4, 9, tzinfo=WIB), recorded_at=NOW))
+
+    with pytest.raises(Refused) as refused:
+        weave_trained_on(datetime(2024, 3, 5).date())
+    assert refused.value.code == "woven-before-training"
+    assert weave_trained_on(datetime(2024, 3, 4).date())
+
+
+def test_a_result_carries_the_submission_as_signed_and_the_key_so_anyone_can_check_it():
+    from shared.contracts.provenance import BadSignature, check_submission
+
+    raw = signed(KEY, submission_data(inspector="Ibu Sari — QC"))
+    (passed,) = judge(woven_piece(), raw)
+
+    assert passed.submission == raw and passed.signing_key == public_key_b64(KEY) and passed.received_at == NOW
+    check_submission(passed)  # raises if it does not verify
+    with pytest.raises(BadSignature):
+        check_submission(passed.model_copy(update={"piece_id": "pc_other"}))
+    with pytest.raises(BadSignature):
+        check_submission(passed.model_copy(update={"submission": {**raw, "result": "failed"}}))
+    with pytest.raises(BadSignature):
+        check_submission(passed.model_copy(update={"signing_key": public_key_b64(OTHER_KEY)}))
+    with pytest.raises(BadSignature):
+        check_submission(passed.model_copy(update={"submission": None}))
