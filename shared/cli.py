@@ -303,11 +303,13 @@ def _verify_after_demo(env: dict[str, str]) -> None:
     """The auditor's check ends every demo: replay the topics, compare with the live ledger, every invariant."""
     from shared.audit.report import print_verify
     from shared.audit.verify import verify
+    from shared.contracts.provenance import TrustAnchors
 
     kafka = keys.stack_kafka_settings(env)
     with console.status("verifying: replaying the history and comparing with the live ledger…"):
         report = asyncio.run(verify(kafka, payout_url=env["ANYAM_PAYOUT_URL"],
-                                    auditor_token=env[keys.AUDITOR_TOKEN], workers=2))
+                                    auditor_token=env[keys.AUDITOR_TOKEN], workers=2,
+                                    trust=TrustAnchors.parse(env[keys.TRUST_ANCHORS])))
     print_verify(console, report)
     if not report.ok:
         raise StackError("anyam verify found the ledger and the history disagree (report above)")

@@ -144,6 +144,11 @@ _POSTING_RULES: dict[type[EventData], Callable[[Any], tuple[Kind, str, str, str,
 }
 
 
+def moves_money(event: Envelope) -> bool:
+    """Whether `event` makes a ledger transaction (and so must be vouched for before it does)."""
+    return type(event.data) in _POSTING_RULES
+
+
 class Unpostable(ValueError):
     """An event that moves money but that no ledger row can hold (e.g. a `time` that is no moment of
     the years 1 to 9999 in WIB): its posting consumer refuses it, as the decoder refuses a bad field."""

@@ -27,6 +27,7 @@ from rich.text import Text
 from shared.audit.replay import DEFAULT_PROCESSES, DEFAULT_WORKERS, AuditError, ReplayProgress, replay
 from shared.audit.report import dumps, print_replay, print_verify, write_json
 from shared.audit.verify import verify
+from shared.contracts.provenance import TrustAnchors
 from shared.settings import KafkaSettings
 from shared.stack import read_stack_env
 from shared.stack import stackfile as keys
@@ -53,6 +54,9 @@ WorkersOption = Annotated[int, typer.Option(
 ProcessesOption = Annotated[int, typer.Option(
     "--processes", min=1, max=32,
     help="Processes the --workers connections are spread over (default: one per core, at most 4).")]
+TrustOption = Annotated[str | None, typer.Option(
+    "--trust-anchors", help="The services' public keys, service:base64 comma-separated (default: "
+                            "ANYAM_TRUST_ANCHORS or the stack file): only records they attest can move money.")]
 StackEnvOption = Annotated[Path | None, typer.Option(
     "--stack-env", help="A stack file to read addresses and the auditor token from (default: .anyam/stack.env "
     "when it exists).", dir_okay=False)]
@@ -107,6 +111,17 @@ class Connection:
                 overrides[key.removeprefix("ANYAM_").lower()] = value
         return KafkaSettings(**overrides)
 
+    def trust(self, anchors: str | None) -> TrustAnchors:
+        """The services' public keys the history must be attested with (SPEC §11)."""
+        text = self.get(keys.TRUST_ANCHORS, anchors)
+        if not text:
+            raise AuditError("no trust anchors: give --trust-anchors or set ANYAM_TRUST_ANCHORS (the services' "
+                             "public keys; `anyam up` writes them to .anyam/stack.env), or give --stack-env")
+        try:
+            return TrustAnchors.parse(text)
+        except ValueError as exc:
+            raise AuditError(f"the trust anchors are not usable: {exc}") from None
+
 
 @contextlib.contextmanager
 def replay_progress() -> Iterator[Callable[[ReplayProgress], None]]:
@@ -133,6 +148,7 @@ def replay_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON document instead.")] = False,
     workers: WorkersOption = DEFAULT_WORKERS,
     processes: ProcessesOption = DEFAULT_PROCESSES,
+    trust_anchors: TrustOption = None,
 ) -> None:
     """Rebuild the ledger from the topics alone into a scratch database; print balances and the digest.
 
@@ -142,9 +158,10 @@ def replay_command(
     known_at = parse_as_of(as_known_at, "--as-known-at")
     connection = Connection(stack_env)
     kafka = connection.kafka(bootstrap_servers, topic_prefix)
+    trust = connection.trust(trust_anchors)
     with replay_progress() as progress:
         result = asyncio.run(replay(kafka, as_of=moment, database_url=database_url, progress=progress,
-                                    workers=workers, processes=processes, known_at=known_at))
+                                    workers=workers, processes=processes, known_at=known_at, trust=trust))
     if as_json:
         typer.echo(dumps(result.to_json()))  # plain: rich would wrap long lines
     else:
@@ -163,6 +180,7 @@ def verify_command(
         "--json-report", help="Also write the report as JSON to this file ('-': print it instead).",
         dir_okay=False)] = None,
     workers: WorkersOption = DEFAULT_WORKERS,
+    trust_anchors: TrustOption = None,
 ) -> None:
     """Replay, compare with the live ledger and check every invariant; exit 1 unless all hold."""
     moment = parse_as_of(as_of)
@@ -174,8 +192,9 @@ def verify_command(
         raise AuditError("no payout service to compare with: give --payout-url, ANYAM_PAYOUT_URL or --stack-env")
     if token is None:
         raise AuditError("no auditor token: set ANYAM_AUDITOR_TOKEN or give --stack-env")
+    trust = connection.trust(trust_anchors)
     with replay_progress() as progress:
-        report = asyncio.run(verify(kafka, payout_url=url, auditor_token=token, as_of=moment,
+        report = asyncio.run(verify(kafka, payout_url=url, auditor_token=token, as_of=moment, trust=trust,
                                     database_url=database_url, progress=progress, workers=workers,
                                     status=lambda line: err_console.print(Text(line, "dim"))))
     if json_report is not None and str(json_report) == "-":

@@ -16,7 +16,6 @@ times of their own making (a key registered today verifies a signature on a
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from services.payout import domain
-from shared.contracts import Envelope, Topic
+from shared.contracts import Envelope
 from shared.contracts.events import (
     CollaboratorRegistered,
     Paid,
@@ -32,9 +31,7 @@ from shared.contracts.events import (
     PayoutScheduled,
     PieceWoven,
     QcPassed,
-    QcSubmitted,
 )
-from shared.contracts.signing import verify
 from shared.timeutil import to_wib
 
 # --- what a report says ---------------------------------------------------------------------------
@@ -92,6 +89,10 @@ PIECE_EARNED_ONCE = "piece-earned-once"
 EARNED_AT_PIECE_RATE = "earned-at-piece-rate"
 PAID_WITHIN_EARNED = "paid-within-earned"
 QC_SIGNATURE_VERIFIES = "qc-signature-verifies"
+HISTORY_ATTESTED = "history-attested"
+
+#: Why the replay refuses a record that no one with the right key vouched for (SPEC §11).
+FORGERY_REASONS = frozenset({"unattested", "bad-signature"})
 PAYOUT_FOLLOWS_SCHEDULE = "payout-follows-schedule"
 
 
@@ -121,7 +122,7 @@ class WovenFact:
 
 @dataclass(frozen=True)
 class PassedFact:
-    """A `qc-passed`: what it earned whom, and the submission and signature it rests on."""
+    """A `qc-passed`: what it earned whom, and the key its collaborator's signature rests on."""
 
     event_id: str
     time: datetime
@@ -130,15 +131,17 @@ class PassedFact:
     collaborator_id: str
     amount_idr: int
     submission_id: str
-    signature: str
+    signing_key: str | None
+    received_at: datetime | None
 
 
-@dataclass(frozen=True)
-class SubmissionFact:
-    """A `qc-submitted` as the collaborator sent it: `raw` is its `data` exactly as on the wire."""
+@dataclass
+class KeyFact:
+    """One registered key of a collaborator: from when it signs, and its earliest revocation."""
 
-    event_id: str
-    raw: Mapping[str, Any]
+    valid_from: datetime | None
+    revoked_from: datetime | None
+    event_ids: list[str]
 
 
 @dataclass(frozen=True)
@@ -162,14 +165,14 @@ class HistoryFacts:
     money_event_ids: set[str] = field(default_factory=set)
     woven: dict[str, list[WovenFact]] = field(default_factory=lambda: defaultdict(list))
     passed: dict[str, PassedFact] = field(default_factory=dict)  # by event id: a redelivery is one event
-    submissions: dict[str, list[SubmissionFact]] = field(default_factory=lambda: defaultdict(list))
-    keys: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: collaborator id -> public key -> its registration (only attested registrations reach here).
+    keys: dict[str, dict[str, KeyFact]] = field(default_factory=lambda: defaultdict(dict))
     scheduled: dict[str, list[PayoutFact]] = field(default_factory=lambda: defaultdict(list))
     settlements: dict[str, PayoutFact] = field(default_factory=dict)  # by event id
 
     def observe(self, event: Envelope, position: Position, value: bytes | None = None) -> None:
-        """Note what the checks need of `event`, read at `position`; `value` is the record's raw bytes
-        (needed for `qc-submitted`, whose signature covers the collaborator's bytes, not ours)."""
+        """Note what the checks need of `event`, read at `position` (`value`, its raw bytes, is unused:
+        the replay checked the collaborator's signature over the submission a result carries)."""
         data = event.data
         if _makes_a_transaction(event):
             self.money_event_ids.add(event.id)
@@ -181,14 +184,20 @@ class HistoryFacts:
             case QcPassed():
                 self.passed[event.id] = PassedFact(event.id, event.time, data.piece_id, data.artisan_id,
                                                    data.collaborator_id, data.amount_idr, data.submission_id,
-                                                   data.signature)
-            case QcSubmitted() if position.topic == Topic.QC_SUBMISSIONS:
-                raw = _raw_data(value)
-                if raw is not None and all(f.event_id != event.id for f in self.submissions[data.submission_id]):
-                    self.submissions[data.submission_id].append(SubmissionFact(event.id, raw))
+                                                   data.signing_key, data.received_at)
             case CollaboratorRegistered():
-                if data.public_key not in self.keys[data.collaborator_id]:
-                    self.keys[data.collaborator_id].append(data.public_key)
+                known = self.keys[data.collaborator_id].get(data.public_key)
+                if known is None:
+                    self.keys[data.collaborator_id][data.public_key] = KeyFact(
+                        data.valid_from, data.revoked_from, [event.id])
+                    return
+                if event.id not in known.event_ids:
+                    known.event_ids.append(event.id)
+                if data.valid_from is not None and (known.valid_from is None or data.valid_from < known.valid_from):
+                    known.valid_from = data.valid_from
+                if data.revoked_from is not None and (known.revoked_from is None
+                                                      or data.revoked_from < known.revoked_from):
+                    known.revoked_from = data.revoked_from
             case PayoutScheduled():
                 self.scheduled[data.payout_id].append(
                     PayoutFact(event.id, event.type, event.time, data.payout_id, data.artisan_id, data.amount_idr,
@@ -196,17 +205,6 @@ class HistoryFacts:
             case Paid() | PayoutFailed():
                 self.settlements.setdefault(event.id, PayoutFact(
                     event.id, event.type, event.time, data.payout_id, data.artisan_id, data.amount_idr, position))
-
-
-def _raw_data(value: bytes | None) -> dict[str, Any] | None:
-    # The record decoded already, so it is a JSON object with an object `data`.
-    if value is None:
-        return None
-    try:
-        data = json.loads(value.decode("utf-8")).get("data")
-    except (UnicodeDecodeError, ValueError, AttributeError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _makes_a_transaction(event: Envelope) -> bool:
@@ -378,45 +376,50 @@ def check_paid_within_earned(ledger: Iterable[LedgerRow], as_of: datetime | None
 
 
 def check_qc_signatures(facts: HistoryFacts, as_of: datetime | None = None) -> InvariantResult:
-    """Each `qc-passed` carries its collaborator's signature over the `qc-submitted` it came from.
+    """Each `qc-passed` rests on a key its collaborator held: registered (by an attested
+    `collaborator-registered`) for that collaborator, valid from a moment at or before `inspected_at`,
+    and not revoked before production received the submission.
 
-    The submission is the `qc-submitted` on `qc-submissions` with the same `submission_id`, for the
-    same piece and collaborator, with result `passed`; the signature must verify over its data as
-    sent against a key registered for the collaborator (every key ever registered counts: rotation
-    keeps old signatures valid).
+    That the signature verifies over the submission the result carries, and that the submission says
+    what the result says, the replay checked already (`shared.contracts.provenance`): a result that
+    fails it is refused there and named by `history-attested`.
     """
     violations = []
     passed = [f for f in facts.passed.values() if _in_cut(f.time, as_of)]
     for fact in sorted(passed, key=lambda f: (f.piece_id, f.event_id)):
-        submissions = facts.submissions.get(fact.submission_id, [])
-        keys = facts.keys.get(fact.collaborator_id, [])
-        ids = (fact.event_id, *(s.event_id for s in submissions))
-        if not submissions:
+        key = facts.keys.get(fact.collaborator_id, {}).get(fact.signing_key or "")
+        ids = (fact.event_id, *(key.event_ids if key else ()))
+        where = f"qc-passed {fact.event_id} (piece {fact.piece_id})"
+        if fact.signing_key is None:
+            violations.append(Violation(f"{where} carries no signed submission", ids, artisan_id=fact.artisan_id,
+                                        kind="no-submission"))
+        elif key is None:
             violations.append(Violation(
-                f"qc-passed {fact.event_id} (piece {fact.piece_id}) cites submission {fact.submission_id}, which is "
-                "not on qc-submissions: its signature cannot be checked", ids, artisan_id=fact.artisan_id,
-                kind="no-submission"))
-            continue
-        if not keys:
+                f"{where}: its signing key was never registered for collaborator {fact.collaborator_id}", ids,
+                artisan_id=fact.artisan_id, kind="unregistered-key"))
+        elif key.valid_from is not None and fact.time < key.valid_from:
             violations.append(Violation(
-                f"qc-passed {fact.event_id} (piece {fact.piece_id}): collaborator {fact.collaborator_id} never "
-                "registered a key", ids, artisan_id=fact.artisan_id, kind="no-key"))
-            continue
-        matching = [s for s in submissions if s.raw.get("piece_id") == fact.piece_id
-                    and s.raw.get("collaborator_id") == fact.collaborator_id and s.raw.get("result") == "passed"]
-        if not matching:
+                f"{where} was inspected at {fact.time.isoformat()}, before its key was valid "
+                f"({key.valid_from.isoformat()})", ids, artisan_id=fact.artisan_id, kind="key-not-yet-valid"))
+        elif key.revoked_from is not None and (fact.received_at is None or fact.received_at >= key.revoked_from):
             violations.append(Violation(
-                f"qc-passed {fact.event_id} (piece {fact.piece_id}) does not match submission {fact.submission_id} "
-                "(piece, collaborator or result differ)", ids, artisan_id=fact.artisan_id, kind="submission-mismatch"))
-            continue
-        if not any(verify(key, s.raw, fact.signature) for s in matching for key in keys):
-            violations.append(Violation(
-                f"qc-passed {fact.event_id} (piece {fact.piece_id}): the signature does not verify against any key "
-                f"of collaborator {fact.collaborator_id} over submission {fact.submission_id}", ids,
-                artisan_id=fact.artisan_id, kind="bad-signature"))
+                f"{where} rests on a key revoked from {key.revoked_from.isoformat()}, and was received "
+                f"{'at an unknown time' if fact.received_at is None else 'at ' + fact.received_at.isoformat()}",
+                ids, artisan_id=fact.artisan_id, kind="revoked-key"))
     return InvariantResult(QC_SIGNATURE_VERIFIES,
-                           "each qc-passed carries its collaborator's valid signature over the submission",
+                           "each qc-passed rests on a key its collaborator held when it was inspected and received",
                            len(passed), tuple(violations))
+
+
+def check_history_attested(refused: Iterable[Any], records: int) -> InvariantResult:
+    """No record on the topics tried to move money (or register a key) without a voucher (SPEC §11):
+    each the replay refused as `unattested` or `bad-signature` is named by its event id and position."""
+    forged = [r for r in refused if r.reason in FORGERY_REASONS]
+    violations = tuple(Violation(
+        f"{r.event_type} {r.event_id} at {r.position} is {r.reason}: {r.detail}; it was not credited",
+        (r.event_id,), kind=r.reason, details={"position": str(r.position)}) for r in forged)
+    return InvariantResult(HISTORY_ATTESTED, "every record on a service's topic is attested by that service, and "
+                           "every QC result carries its collaborator's signed submission", records, violations)
 
 
 def check_payouts_follow_schedule(facts: HistoryFacts, as_of: datetime | None = None) -> InvariantResult:

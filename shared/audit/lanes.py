@@ -44,6 +44,7 @@ from shared.audit.replay import (
     rebuild_connection,
 )
 from shared.contracts import EVENT_TOPICS, Topic
+from shared.contracts.provenance import TrustAnchors
 from shared.gc_tuning import collections_for_batches
 from shared.peak_rss import peak_rss_mb
 from shared.settings import KafkaSettings
@@ -63,6 +64,7 @@ async def read_history_in_processes(
     stop_at: Mapping[TopicPartition, int] | None = None,
     processes: int = 2,
     workers: int = 2,
+    trust: TrustAnchors,
 ) -> HistoryRead:
     """`replay.read_history` into the (installed) ledger at `database_url` by `workers` lanes (connections)
     spread over up to `processes` processes: this one and child processes (at most one per lane)."""
@@ -85,7 +87,7 @@ async def read_history_in_processes(
 
     jobs = [{
         "kafka": kafka.document_for_a_child(), "database_url": database_url, "idle_timeout": idle_timeout,
-        "total": total, "workers": lanes[i],
+        "total": total, "workers": lanes[i], "trust_anchors": trust.setting(),
         # Each partition: its topic's full and base names, its number, and where to start and stop.
         "partitions": [[tp.topic, keys[tp][0], tp.partition, read.starts[keys[tp]], read.ends[keys[tp]]]
                        for tp in shares[i]],
@@ -95,7 +97,7 @@ async def read_history_in_processes(
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(read_share(database_url, kafka, shares[0], read, lanes[0],
-                                         lambda step: told(0, step.done), total, idle_timeout))
+                                         lambda step: told(0, step.done), total, idle_timeout, trust))
             children = [group.create_task(_run_child(job, lambda records, i=i: told(i, records)))
                         for i, job in enumerate(jobs, start=1)]
     except BaseExceptionGroup as failed:
@@ -114,14 +116,14 @@ async def read_history_in_processes(
 
 async def read_share(
     database_url: str, kafka: KafkaSettings, order: Sequence[TopicPartition], read: HistoryRead, workers: int,
-    progress: Callable[[ReplayProgress], None], total: int, idle_timeout: float,
+    progress: Callable[[ReplayProgress], None], total: int, idle_timeout: float, trust: TrustAnchors,
 ) -> None:
     """Read and apply the partitions of `order` (planned in `read`) with `workers` lanes of this process."""
     lanes = [await rebuild_connection(database_url) for _ in range(max(1, min(workers, len(order))))]
     try:
         async with history_consumers(kafka, len(lanes)) as consumers:
             with collections_for_batches():
-                await read_lanes(lanes, consumers, kafka, order, read, (), progress, total, idle_timeout)
+                await read_lanes(lanes, consumers, kafka, order, read, (), progress, total, idle_timeout, trust)
     finally:
         for conn in lanes:
             await conn.close()
@@ -206,7 +208,8 @@ async def _read_job(job: dict[str, Any]) -> dict[str, Any]:
             last_told = time.monotonic()
             _say({"records": step.done})
 
-    await read_share(job["database_url"], kafka, order, read, job["workers"], tell, job["total"], job["idle_timeout"])
+    await read_share(job["database_url"], kafka, order, read, job["workers"], tell, job["total"], job["idle_timeout"],
+                     TrustAnchors.parse(job["trust_anchors"]))
     return {
         "records": read.records, "by_type": dict(read.by_type), "posted": read.posted,
         "undecodable_count": read.undecodable_count, "refused_count": read.refused_count,

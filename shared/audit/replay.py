@@ -13,6 +13,10 @@ What makes it an audit and not a second payout service:
   afterwards, unless `--database-url` names an empty one;
 - every record is decoded exactly as the live consumers decode it (for the
   topic it came from); what does not decode is counted and reported, never fatal;
+- every event that would move money must be vouched for as the live consumers
+  require (SPEC §11, `shared.contracts.provenance`): attested by the service
+  that owns its topic, a QC result carrying its collaborator's valid signature.
+  Others are refused and named by event id, never posted;
 - the ledger is applied in full, and the `as_of` cut is made when reading it,
   by the events' own `time`, exactly as the live ledger's `as_of` reads do.
   (Cutting the events first would differ in one corner: a second `qc-passed`
@@ -45,7 +49,8 @@ from aiokafka.errors import KafkaError
 
 from services.payout import domain, projections
 from shared.audit.invariants import LedgerRow, Position, artisan_of
-from shared.contracts import EVENT_TOPICS, DecodeError, Envelope, Topic, base_topic, decode, topic_name
+from shared.contracts import EVENT_TOPICS, DecodeError, Envelope, Topic, base_topic, decode, provenance, topic_name
+from shared.contracts.provenance import TrustAnchors
 from shared.gc_tuning import collections_for_batches
 from shared.kafka import TimeIndexUnavailable, end_offsets, offsets_at, partitions_of
 from shared.settings import KafkaSettings
@@ -194,6 +199,7 @@ async def read_history(
     connections: asyncpg.Connection | Sequence[asyncpg.Connection],
     kafka: KafkaSettings,
     *,
+    trust: TrustAnchors,
     topics: Iterable[Topic] = EVENT_TOPICS,
     partition_order: PartitionOrder | None = None,
     observers: Sequence[Observer] = (),
@@ -219,7 +225,7 @@ async def read_history(
     async with history_consumers(kafka, len(lanes)) as consumers:
         read, order, total = await plan_read(consumers[0], kafka, topics, partition_order, stop_at)
         with collections_for_batches():
-            await read_lanes(lanes, consumers, kafka, order, read, observers, progress, total, idle_timeout)
+            await read_lanes(lanes, consumers, kafka, order, read, observers, progress, total, idle_timeout, trust)
     read.seconds = time.monotonic() - started
     return read
 
@@ -268,7 +274,7 @@ async def history_consumers(kafka: KafkaSettings, count: int) -> AsyncIterator[l
 async def read_lanes(
     lanes: Sequence[asyncpg.Connection], consumers: Sequence[AIOKafkaConsumer], kafka: KafkaSettings,
     order: Sequence[TopicPartition], read: HistoryRead, observers: Sequence[Observer],
-    progress: Callable[[ReplayProgress], None] | None, total: int, idle_timeout: float,
+    progress: Callable[[ReplayProgress], None] | None, total: int, idle_timeout: float, trust: TrustAnchors,
 ) -> None:
     """Each lane (a connection and a consumer) reads and applies its share of `order`."""
     tasks = []
@@ -276,7 +282,7 @@ async def read_lanes(
         queue: asyncio.Queue[tuple[TopicPartition, list[ConsumerRecord]] | None] = asyncio.Queue(maxsize=4)
         share = order[lane::len(lanes)]
         tasks.append(asyncio.create_task(_fetch(consumer, kafka, share, read, queue, idle_timeout)))
-        tasks.append(asyncio.create_task(_apply(conn, kafka, queue, read, observers, progress, total)))
+        tasks.append(asyncio.create_task(_apply(conn, kafka, queue, read, observers, progress, total, trust)))
     try:
         await asyncio.gather(*tasks)
     except BaseException:
@@ -332,13 +338,14 @@ async def _fetch(
 async def _apply(
     conn: asyncpg.Connection, kafka: KafkaSettings, queue: asyncio.Queue, read: HistoryRead,
     observers: Sequence[Observer], progress: Callable[[ReplayProgress], None] | None, total: int,
+    trust: TrustAnchors,
 ) -> None:
     while (item := await queue.get()) is not None:
         tp, records = item
         topic = base_topic(tp.topic, kafka.topic_prefix)
         events: list[tuple[Envelope, projections.Source]] = []
         for record in records:
-            event = _decode_record(topic, tp, record, read, observers)
+            event = _decode_record(topic, tp, record, read, observers, trust)
             if event is not None:
                 events.append((event, projections.Source(tp.topic, tp.partition, record.offset)))
         async with conn.transaction():
@@ -357,6 +364,7 @@ async def _apply(
 
 def _decode_record(
     topic: Topic, tp: TopicPartition, record: ConsumerRecord, read: HistoryRead, observers: Sequence[Observer],
+    trust: TrustAnchors,
 ) -> Envelope | None:
     read.records += 1
     try:
@@ -372,6 +380,14 @@ def _decode_record(
         _undecodable(read, topic, tp, record, "schema-invalid", f"the decoder failed on it ({type(exc).__name__})")
         return None
     read.by_type[event.type] += 1
+    if observers or domain.moves_money(event):
+        # What the ledger would post needs a voucher (each check is a signature or two); with
+        # observers (`verify`, whose checks look at every event), so does everything else.
+        try:
+            provenance.check(topic, record.value, record.headers, event, trust)
+        except DecodeError as exc:
+            _refuse(read, event, Position(topic.value, tp.partition, record.offset), exc.reason, exc.message)
+            return None
     if observers:  # a position only for those who look at it: a replay reads millions of records
         position = Position(topic.value, tp.partition, record.offset)
         for observe in observers:
@@ -509,6 +525,7 @@ async def replayed_ledger(
     workers: int = DEFAULT_WORKERS,
     stop_at: Mapping[TopicPartition, int] | None = None,
     processes: int = 1,
+    trust: TrustAnchors,
 ) -> AsyncIterator[ReplayedLedger]:
     """Rebuild the ledger from the topics into a scratch database and keep it open for reading.
 
@@ -534,10 +551,10 @@ async def replayed_ledger(
 
                 history = await read_history_in_processes(
                     url, kafka, topics=topics, partition_order=partition_order, progress=progress,
-                    stop_at=stop_at, processes=processes, workers=max(1, workers))
+                    stop_at=stop_at, processes=processes, workers=max(1, workers), trust=trust)
             else:
                 history = await read_history(connections, kafka, topics=topics, partition_order=partition_order,
-                                             observers=observers, progress=progress, stop_at=stop_at)
+                                             observers=observers, progress=progress, stop_at=stop_at, trust=trust)
             for extra in connections[1:]:
                 await extra.close()
             del connections[1:]
@@ -600,6 +617,7 @@ async def replay(
     workers: int = DEFAULT_WORKERS,
     processes: int = DEFAULT_PROCESSES,
     known_at: datetime | None = None,
+    trust: TrustAnchors,
 ) -> ReplayResult:
     """Rebuild the ledger from the topics alone and read it as of `as_of` (event time; None: all).
 
@@ -615,7 +633,8 @@ async def replay(
         except (KafkaError, OSError) as exc:
             raise AuditError(f"cannot read the time index at {kafka.bootstrap_servers} ({type(exc).__name__})") from exc
     async with replayed_ledger(kafka, database_url=database_url, partition_order=partition_order,
-                               progress=progress, workers=workers, processes=processes, stop_at=stop_at) as ledger:
+                               progress=progress, workers=workers, processes=processes, stop_at=stop_at,
+                               trust=trust) as ledger:
         digest = await ledger.digest(as_of)
         return ReplayResult(as_of, digest.digest, digest.transactions, digest.postings,
                             await ledger.balances(as_of), await ledger.artisans(as_of), ledger.history)

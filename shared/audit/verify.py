@@ -38,6 +38,7 @@ from shared.audit.replay import (
     replayed_ledger,
 )
 from shared.contracts import EVENT_TOPICS, base_topic
+from shared.contracts.provenance import TrustAnchors
 from shared.settings import KafkaSettings
 
 #: Statements read at once from the payout service when the ledgers differ.
@@ -158,6 +159,7 @@ async def verify(
     progress: Callable[[ReplayProgress], None] | None = None,
     status: Callable[[str], None] = lambda _: None,
     workers: int = DEFAULT_WORKERS,
+    trust: TrustAnchors,
 ) -> VerifyReport:
     """Replay the topics into a scratch ledger, compare it with the live one as of `as_of`, and check
     every invariant. Raises `AuditError` when the audit cannot be carried out at all."""
@@ -167,7 +169,8 @@ async def verify(
         facts = HistoryFacts()
         status("replaying the history")
         async with replayed_ledger(kafka, database_url=database_url, partition_order=partition_order,
-                                   observers=[facts.observe], progress=progress, workers=workers) as ledger:
+                                   observers=[facts.observe], progress=progress, workers=workers,
+                                   trust=trust) as ledger:
             status(f"comparing with the live ledger at {payout_url}")
             report = await _compare_and_check(ledger, live, facts, as_of)
         grown = await _history_growth(kafka, ledger.history)
@@ -230,6 +233,7 @@ async def _compare_and_check(
         inv.check_earned_at_piece_rate(facts, as_of),
         inv.check_paid_within_earned(rows, as_of),
         inv.check_qc_signatures(facts, as_of),
+        inv.check_history_attested(ledger.history.refused, ledger.history.records),
         inv.check_payouts_follow_schedule(facts, as_of),
     ]
     return VerifyReport(as_of, replayed_summary, live_summary, live.base_url, results, ledger.history,

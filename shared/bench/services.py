@@ -21,6 +21,7 @@ from shared.stack import SERVICES, LaunchedService, StackError
 from shared.stack import stackfile as keys
 from shared.stack.launch import launch_service_process
 from shared.stack.processes import terminate
+from shared.stack.services import write_signing_keys
 
 
 @dataclass
@@ -61,6 +62,7 @@ async def bench_services(env: BenchEnvironment, names: Sequence[str], label: str
         keys.KAFKA_ENGINE: kafka.kafka_engine,
         keys.STAFF_TOKEN: secrets.token_urlsafe(24), keys.AUDITOR_TOKEN: secrets.token_urlsafe(24),
         keys.TOKEN_SECRET: secrets.token_urlsafe(24),
+        keys.TRUST_ANCHORS: write_signing_keys(env.workdir),  # each service attests what it publishes
     }
     running = BenchServices(kafka, stack_env[keys.STAFF_TOKEN], stack_env[keys.TOKEN_SECRET])
     try:

@@ -15,7 +15,8 @@ import httpx
 from shared.stack.broker import log_tail
 from shared.stack.errors import StackError
 from shared.stack.processes import free_port, terminate
-from shared.stack.services import LaunchedService, ServiceSpec, service_environment
+from shared.stack.services import LaunchedService, ServiceSpec, service_environment, signing_key_path
+from shared.stack.stackfile import SIGNING_KEY
 
 
 async def launch_service_process(
@@ -25,7 +26,7 @@ async def launch_service_process(
     return once healthy."""
     port = port or free_port()
     env = {**os.environ, **service_environment(spec, stack_env), "ANYAM_HTTP_HOST": "127.0.0.1",
-           "ANYAM_HTTP_PORT": str(port)}
+           "ANYAM_HTTP_PORT": str(port), SIGNING_KEY: signing_key_path(workdir, spec.name).read_text().strip()}
     log_path = workdir / f"{spec.name}.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(

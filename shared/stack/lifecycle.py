@@ -27,7 +27,7 @@ from shared.stack.postgres import EmbeddedPostgres, discard_pgdata, postgres_pid
 from shared.stack.principals import credentials_folder, secure_stack
 from shared.stack.processes import is_alive, terminate, terminate_all, wait_gone
 from shared.stack.provisioning import ensure_topics
-from shared.stack.services import SERVICES, LaunchedService
+from shared.stack.services import SERVICES, LaunchedService, write_signing_keys
 from shared.stack.stackfile import read_stack_env, stack_file, write_stack_env
 
 PGDATA_DIR = "pgdata"
@@ -330,6 +330,7 @@ async def start_stack(
         env[keys.AUDITOR_TOKEN] = secrets.token_urlsafe(32)
         env[keys.TOKEN_SECRET] = secrets.token_urlsafe(32)
         env[keys.PERSONAL_DATA_KEY] = base64.b64encode(secrets.token_bytes(32)).decode()
+        env[keys.TRUST_ANCHORS] = write_signing_keys(workdir)
         for spec in SERVICES:
             if spec.launcher is not None:
                 launched = await spec.launcher(spec, dict(env), workdir)

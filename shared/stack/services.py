@@ -8,10 +8,12 @@ matter of setting the launcher here, nothing else in the stack changes.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.contracts.provenance import TrustAnchors, new_service_keys, signing_key_text
 from shared.stack import stackfile
 
 
@@ -75,6 +77,25 @@ SERVICES: tuple[ServiceSpec, ...] = tuple(
 
 #: Settings only one service may see: the personal-data master key stays with enrollment.
 PRIVATE_SETTINGS = {"ANYAM_PERSONAL_DATA_KEY": "enrollment"}
+
+
+def signing_key_path(workdir: Path, service: str) -> Path:
+    """Where the stack keeps a service's private signing key: readable by its owner only, never in the
+    stack file (which auditors read); the stack file carries the public halves (`ANYAM_TRUST_ANCHORS`)."""
+    return workdir / "keys" / f"{service}.key"
+
+
+def write_signing_keys(workdir: Path) -> str:
+    """A new signing key per service, each written to its `signing_key_path`; returns the trust anchors."""
+    keys = new_service_keys()
+    for service, key in keys.items():
+        path = signing_key_path(workdir, service)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(signing_key_text(key) + "\n")
+    return TrustAnchors.of(keys).setting()
 
 
 def service_environment(spec: ServiceSpec, stack_env: Mapping[str, str]) -> dict[str, str]:

@@ -33,6 +33,10 @@ AUDITOR_TOKEN = "ANYAM_AUDITOR_TOKEN"
 TOKEN_SECRET = "ANYAM_TOKEN_SECRET"
 #: Enrollment's master key for residents' personal data (base64 of 32 bytes).
 PERSONAL_DATA_KEY = "ANYAM_PERSONAL_DATA_KEY"
+#: The services' public keys (`service:base64`, comma-separated): what readers trust (SPEC §11).
+TRUST_ANCHORS = "ANYAM_TRUST_ANCHORS"
+#: One service's own private key, given to that service's process only (never in the stack file).
+SIGNING_KEY = "ANYAM_SIGNING_KEY"
 
 # What `anyam up` started: what `anyam down` stops.
 BROKER_PID = "ANYAM_STACK_BROKER_PID"

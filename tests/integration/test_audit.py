@@ -45,6 +45,8 @@ from shared.audit.replay import AuditError, ReplayResult, replay, sorted_order
 from shared.audit.verify import verify
 from shared.contracts import ALL_TOPICS, EVENT_TOPICS, Envelope, Topic, base_topic, decode, encode, topic_name
 from shared.contracts.events import Paid, PayoutFailed, PayoutScheduled, QcPassed
+from shared.contracts.provenance import signed_result
+from shared.contracts.signing import generate_private_key
 from shared.demo.runner import DemoResult, run_demo
 from shared.demo.scenario import Scenario, nagrak
 from shared.kafka import end_offsets, start_producer
@@ -57,7 +59,7 @@ from shared.stack.stackfile import kafka_environment
 from shared.timeutil import WIB
 from shared.web.access import collaborator_token
 from tests.kafka_reader import read_topic
-from tests.services import Tokens, new_personal_data_key, new_tokens, serve, service_settings
+from tests.services import TRUST, Tokens, attested_headers, new_personal_data_key, new_tokens, serve, service_settings
 
 REPO = Path(__file__).resolve().parents[2]
 #: Small enough to build in seconds, large enough for every partition, a failed payout and a rate raise.
@@ -74,6 +76,7 @@ class Programme:
     payout_url: str
     payout_database_url: str
     scenario: Scenario
+    production_url: str
     demo: DemoResult
 
     def live(self) -> httpx.AsyncClient:
@@ -85,7 +88,8 @@ class Programme:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ANYAM_")}
         return env | kafka_environment(self.kafka) | {  # the broker, and signing in to it
                       "ANYAM_TOPIC_PREFIX": self.kafka.topic_prefix, "ANYAM_PAYOUT_URL": self.payout_url,
-                      "ANYAM_AUDITOR_TOKEN": self.tokens.auditor, "COLUMNS": "200", "NO_COLOR": "1"}
+                      "ANYAM_AUDITOR_TOKEN": self.tokens.auditor,
+                      "ANYAM_TRUST_ANCHORS": TRUST.setting(), "COLUMNS": "200", "NO_COLOR": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +108,12 @@ async def programme(broker, postgres, tmp_path_factory) -> AsyncIterator[Program
         async with contextlib.AsyncExitStack() as services:
             urls = {
                 "enrollment": await services.enter_async_context(serve(enrollment_app(EnrollmentSettings(
-                    **service_settings(kafka, databases["enrollment"], tokens),
+                    **service_settings(kafka, databases["enrollment"], tokens, "enrollment"),
                     personal_data_key=new_personal_data_key())))),
                 "production": await services.enter_async_context(serve(production_app(ProductionSettings(
-                    **service_settings(kafka, databases["production"], tokens))))),
+                    **service_settings(kafka, databases["production"], tokens, "production"))))),
                 "payout": await services.enter_async_context(serve(payout_app(PayoutSettings(
-                    **service_settings(kafka, databases["payout"], tokens))))),
+                    **service_settings(kafka, databases["payout"], tokens, "payout"))))),
             }
             env = {**kafka_environment(kafka), "ANYAM_STAFF_TOKEN": tokens.staff,
                    keys.CREDENTIALS: str(credentials)}
@@ -118,7 +122,7 @@ async def programme(broker, postgres, tmp_path_factory) -> AsyncIterator[Program
                 env[f"ANYAM_{service.upper()}_DATABASE_URL"] = databases[service]
             # run_demo returns once every relay published and every consumer applied everything.
             demo = await run_demo(env, scenario)
-            yield Programme(kafka, tokens, urls["payout"], databases["payout"], scenario, demo)
+            yield Programme(kafka, tokens, urls["payout"], databases["payout"], scenario, urls["production"], demo)
     finally:
         with contextlib.suppress(Exception):
             conn = await asyncpg.connect(postgres.server_url)
@@ -216,7 +220,7 @@ async def anyam(programme: Programme, *args: str, cwd: Path, timeout: float = 12
 
 
 async def test_a_replay_after_a_realistic_history_gives_the_live_digest_and_balances(programme, scratch_database):
-    result = await replay(programme.kafka, database_url=await scratch_database())
+    result = await replay(programme.kafka, trust=TRUST, database_url=await scratch_database())
 
     live = await live_digest(programme)
     assert result.digest == live["digest"] == programme.demo.ledger_digest
@@ -232,10 +236,10 @@ async def test_a_replay_after_a_realistic_history_gives_the_live_digest_and_bala
 async def test_reading_the_partitions_in_reverse_or_shuffled_gives_the_same_digest(programme, scratch_database):
     # Forward by two connections in two processes (the default here), backward by one connection in this
     # process, shuffled by two connections side by side in this process.
-    forward = await replay(programme.kafka, database_url=await scratch_database(), workers=2, processes=2)
-    backward = await replay(programme.kafka, database_url=await scratch_database(), workers=1, processes=1,
+    forward = await replay(programme.kafka, trust=TRUST, database_url=await scratch_database(), workers=2, processes=2)
+    backward = await replay(programme.kafka, trust=TRUST, database_url=await scratch_database(), workers=1, processes=1,
                             partition_order=lambda parts: list(reversed(sorted_order(parts))))
-    shuffled = await replay(programme.kafka, database_url=await scratch_database(), workers=2, processes=1,
+    shuffled = await replay(programme.kafka, trust=TRUST, database_url=await scratch_database(), workers=2, processes=1,
                             partition_order=lambda parts: random.Random(3).sample(parts, len(parts)))
 
     assert backward.history.order == list(reversed(forward.history.order))
@@ -257,7 +261,7 @@ async def test_a_replay_as_of_mid_history_gives_the_balances_that_were_true_then
     between_runs = second_run - timedelta(microseconds=1)
     database_url = await scratch_database()
     for cut in (MID_WEAVING, between_runs):
-        result = await replay(programme.kafka, as_of=cut, database_url=database_url)
+        result = await replay(programme.kafka, trust=TRUST, as_of=cut, database_url=database_url)
         database_url = await scratch_database()
 
         expected = balances_from_events(events, cut)
@@ -279,15 +283,15 @@ async def test_a_replay_as_known_at_a_moment_reads_only_what_the_topics_held_the
     moment = datetime.fromtimestamp(moment_ms / 1000, tz=WIB)
     if programme.kafka.on_tansu:
         with pytest.raises(AuditError, match="time index"):
-            await replay(programme.kafka, known_at=moment, database_url=await scratch_database())
+            await replay(programme.kafka, trust=TRUST, known_at=moment, database_url=await scratch_database())
         return
     # Counted here with another client: per partition, the records appended by then.
     held: dict[tuple[str, int], int] = defaultdict(int)
     for r in records:
         held[(base_topic(r.topic, programme.kafka.topic_prefix).value, r.partition)] += r.timestamp_ms <= moment_ms
 
-    cut = await replay(programme.kafka, known_at=moment, database_url=await scratch_database())
-    full = await replay(programme.kafka, database_url=await scratch_database())
+    cut = await replay(programme.kafka, trust=TRUST, known_at=moment, database_url=await scratch_database())
+    full = await replay(programme.kafka, trust=TRUST, database_url=await scratch_database())
 
     assert cut.history.ends == {key: held.get(key, 0) for key in cut.history.ends}
     assert cut.history.records == sum(held.values()) < len(records)  # only what was needed was read
@@ -300,7 +304,7 @@ async def test_a_replay_leaves_every_topics_end_offsets_and_consumer_groups_as_t
     await admin.start()
     try:
         before, groups_before = await end_offsets(programme.kafka, names), await admin.list_consumer_groups()
-        result = await replay(programme.kafka, database_url=await scratch_database())
+        result = await replay(programme.kafka, trust=TRUST, database_url=await scratch_database())
         after, groups_after = await end_offsets(programme.kafka, names), await admin.list_consumer_groups()
     finally:
         await admin.close()
@@ -329,18 +333,20 @@ async def test_anyam_replay_as_of_prints_the_cut_ledger_as_json(programme, tmp_p
 async def test_records_that_are_not_events_are_counted_and_reported_never_fatal(
     kafka_settings, producer, scratch_database, processes
 ):
-    passed = Envelope.wrap(QcPassed(piece_id="pc_1", artisan_id="res_1", collaborator_id="col_1", product="piring",
-                                    amount_idr=15_000, submission_id="sub_1", inspected_at=MID_WEAVING,
-                                    signature="c2lnbmF0dXJl"), source="/services/production", time=MID_WEAVING)
+    passed = Envelope.wrap(signed_result(generate_private_key(), piece_id="pc_1", artisan_id="res_1",
+                                         collaborator_id="col_1", amount_idr=15_000, inspected_at=MID_WEAVING),
+                           source="/services/production", time=MID_WEAVING)
     record = encode(passed)
     production, submissions = (topic_name(t, kafka_settings.topic_prefix) for t in (Topic.PRODUCTION,
                                                                                      Topic.QC_SUBMISSIONS))
-    await producer.send_and_wait(production, record.value, key=b"res_1")
+    await producer.send_and_wait(production, record.value, key=b"res_1",
+                                 headers=attested_headers("production", record.value))
     await producer.send_and_wait(production, b"{not json", key=b"res_1")
     await producer.send_and_wait(production, None, key=b"res_1")  # a tombstone
     await producer.send_and_wait(submissions, record.value, key=b"pc_1")  # a qc-passed forged onto submissions
 
-    result = await replay(kafka_settings, database_url=await scratch_database(), workers=2, processes=processes)
+    result = await replay(kafka_settings, trust=TRUST, database_url=await scratch_database(), workers=2,
+                          processes=processes)
 
     assert result.history.records == 4 and result.history.events == 1
     # The submissions' partition and the production one are two shares: one read by a child process.
@@ -352,7 +358,7 @@ async def test_records_that_are_not_events_are_counted_and_reported_never_fatal(
 
 
 async def test_an_empty_history_replayed_in_two_processes_is_an_empty_ledger(kafka_settings, scratch_database):
-    result = await replay(kafka_settings, database_url=await scratch_database(), workers=2, processes=2)
+    result = await replay(kafka_settings, trust=TRUST, database_url=await scratch_database(), workers=2, processes=2)
 
     assert result.history.records == 0 and result.transactions == 0 and result.accounts == {}
     assert result.history.lane_peak_rss_mb == []  # nothing to deal: no child process started
@@ -372,13 +378,13 @@ async def test_a_lane_that_fails_in_a_child_process_fails_the_replay_with_its_ow
     beyond = {TopicPartition(production, 0): 5, TopicPartition(production, 1): 3}
 
     with pytest.raises(AuditError, match="stopped answering"):
-        await read_history_in_processes(url, kafka_settings, topics=[Topic.PRODUCTION], stop_at=beyond,
+        await read_history_in_processes(url, kafka_settings, trust=TRUST, topics=[Topic.PRODUCTION], stop_at=beyond,
                                         idle_timeout=1.0, processes=2, workers=2)
 
 
 async def test_a_replay_refuses_to_write_into_a_database_that_holds_a_ledger(programme):
     with pytest.raises(AuditError, match="already holds a ledger"):
-        await replay(programme.kafka, database_url=programme.payout_database_url)
+        await replay(programme.kafka, trust=TRUST, database_url=programme.payout_database_url)
 
     assert (await live_digest(programme))["digest"] == programme.demo.ledger_digest
 
@@ -388,11 +394,11 @@ async def test_a_replay_refuses_to_write_into_a_database_that_holds_a_ledger(pro
 
 async def test_verify_with_a_wrong_token_stops_before_replaying(programme, scratch_database):
     with pytest.raises(AuditError, match="refused the auditor token"):
-        await verify(programme.kafka, payout_url=programme.payout_url, auditor_token="not-the-token",
+        await verify(programme.kafka, trust=TRUST, payout_url=programme.payout_url, auditor_token="not-the-token",
                      database_url=await scratch_database())
     collaborator = collaborator_token(programme.tokens.secret, "col_1")  # a real token, of a role that may not read
     with pytest.raises(AuditError, match=r"refused the auditor token \(HTTP 403\)"):
-        await verify(programme.kafka, payout_url=programme.payout_url, auditor_token=collaborator,
+        await verify(programme.kafka, trust=TRUST, payout_url=programme.payout_url, auditor_token=collaborator,
                      database_url=await scratch_database())
 
 
@@ -407,14 +413,16 @@ async def test_anyam_verify_on_an_untouched_programme_verifies_and_exits_zero(pr
     assert report["verified"] is True and report["broken_invariants"] == []
     assert {r["name"] for r in report["invariants"]} == {
         "live-matches-replay", "ledger-events-in-history", "transactions-balance", "piece-earned-once",
-        "earned-at-piece-rate", "paid-within-earned", "qc-signature-verifies", "payout-follows-schedule"}
+        "earned-at-piece-rate", "paid-within-earned", "qc-signature-verifies", "payout-follows-schedule",
+        "history-attested"}
     assert report["replayed_ledger"]["digest"] == report["live_ledger"]["digest"] == programme.demo.ledger_digest
     assert not list(tmp_path.glob("**/pgdata"))  # nothing of the scratch database is left behind
 
 
 async def test_verify_as_of_a_moment_checks_the_ledger_of_that_moment(programme, scratch_database):
-    report = await verify(programme.kafka, payout_url=programme.payout_url, auditor_token=programme.tokens.auditor,
-                          as_of=MID_WEAVING, database_url=await scratch_database())
+    report = await verify(programme.kafka, trust=TRUST, payout_url=programme.payout_url,
+                          auditor_token=programme.tokens.auditor, as_of=MID_WEAVING,
+                          database_url=await scratch_database())
 
     assert report.ok, [v.message for r in report.broken for v in r.violations]
     assert report.replayed.digest == (await live_digest(programme, MID_WEAVING))["digest"]

@@ -46,7 +46,7 @@ from tests.integration.test_payout import (
     publish,
 )
 from tests.kafka_reader import read_topic
-from tests.services import client, new_personal_data_key, new_tokens, serve, service_settings
+from tests.services import TRUST, client, new_personal_data_key, new_tokens, serve, service_settings
 
 #: What the attacker published, and the first amount past the bound.
 HOSTILE = {"2^63-1": 2**63 - 1, "2^64+5": 2**64 + 5, "10^12+1": MAX_RUPIAH + 1}
@@ -154,7 +154,8 @@ async def test_amounts_over_one_trillion_are_dead_lettered_and_every_read_run_an
 
         # The auditor's replay reads the same history without dying, names the three records (where they
         # are, why, which field) and rebuilds the live ledger.
-        result = await replay(kafka_settings, database_url=await scratch_database(), workers=2, processes=1)
+        result = await replay(kafka_settings, database_url=await scratch_database(), workers=2, processes=1,
+                              trust=TRUST)
         assert result.history.undecodable_count == len(HOSTILE)
         assert {(u.position.topic, u.reason) for u in result.history.undecodable} == {("production", "schema-invalid")}
         assert all("data.amount_idr" in u.detail for u in result.history.undecodable)
@@ -166,10 +167,9 @@ async def test_amounts_over_one_trillion_are_dead_lettered_and_every_read_run_an
         assert (result.digest, result.accounts) == (live["digest"], accounts)
 
         # verify: replays, compares, checks; the forgeries are named in its report, and the live ledger
-        # equals the replay. (The honest history's QC results carry a placeholder signature with no
-        # submission behind it, which the signature invariant rightly reports: not what this test is about.)
+        # equals the replay.
         report = await verify(kafka_settings, payout_url=url, auditor_token=tokens.auditor,
-                              database_url=await scratch_database(), workers=1)
+                              database_url=await scratch_database(), workers=1, trust=TRUST)
         holds = {r.name: r.holds for r in report.invariants}
         assert holds["live-matches-replay"] and holds["ledger-events-in-history"] and holds["transactions-balance"]
         assert holds["paid-within-earned"] and holds["piece-earned-once"]
@@ -264,7 +264,7 @@ async def test_an_amount_past_64_bits_that_reaches_the_ledger_anyway_fails_alone
 @pytest.fixture
 async def enrollment(kafka_settings, database_url):
     tokens = new_tokens()
-    settings = EnrollmentSettings(**service_settings(kafka_settings, database_url, tokens),
+    settings = EnrollmentSettings(**service_settings(kafka_settings, database_url, tokens, "enrollment"),
                                   personal_data_key=new_personal_data_key())
     async with serve(enrollment_app(settings)) as url, client(url, tokens.staff) as staff:
         yield staff, database_url

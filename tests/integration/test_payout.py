@@ -30,14 +30,16 @@ from services.payout import domain, projections
 from services.payout.app import PayoutSettings, create_app, ledger_consumer
 from shared.bench.history import generate_history
 from shared.contracts import Envelope, Topic, decode, encode, service_source, topic_name
-from shared.contracts.events import Paid, PayoutFailed, PieceWoven, QcFailed, QcPassed
+from shared.contracts.events import Paid, PayoutFailed, PieceWoven, QcPassed
+from shared.contracts.provenance import TOPIC_OWNERS, signed_result, signing_key_text
+from shared.contracts.signing import generate_private_key
 from shared.eventstore import Reject, stored_offsets, wait_until_caught_up, wait_until_published
 from shared.kafka import start_producer
 from shared.stack.processes import free_port
 from shared.timeutil import WIB
 from tests.fuzzing import fuzz_openapi
 from tests.kafka_reader import read_topic
-from tests.services import Tokens, client, new_tokens, serve, service_settings
+from tests.services import SERVICE_KEYS, Tokens, attested_headers, client, new_tokens, serve, service_settings
 from tests.unit.test_payout_domain import simulate  # the pure command side: runs and payments
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +47,7 @@ PRODUCTION = service_source("production")
 MARCH = datetime(2024, 3, 1, 8, 0, tzinfo=WIB)
 PERIOD_END = "2024-03-31T23:59:59+07:00"
 TOPICS = [Topic.PRODUCTION, Topic.PAYOUT]
+COLLABORATOR_KEY = generate_private_key()
 
 
 # --- the history production would have written ------------------------------------------------
@@ -56,14 +59,9 @@ def piece_events(artisan: str, n: int, amount: int, *, at: datetime, passed: boo
     woven = Envelope.wrap(PieceWoven(piece_id=piece, artisan_id=artisan, collaborator_id=collaborator,
                                      product="piring", rate_idr=amount, woven_at=at), source=PRODUCTION, time=at)
     inspected = at + timedelta(hours=2)
-    if passed:
-        result = QcPassed(piece_id=piece, artisan_id=artisan, collaborator_id=collaborator, product="piring",
-                          amount_idr=amount, submission_id=f"sub_{piece}", inspected_at=inspected,
-                          signature="c2lnbmF0dXJl")
-    else:
-        result = QcFailed(piece_id=piece, artisan_id=artisan, collaborator_id=collaborator,
-                          submission_id=f"sub_{piece}", defects=["anyaman longgar"], inspected_at=inspected,
-                          signature="c2lnbmF0dXJl")
+    result = signed_result(COLLABORATOR_KEY, piece_id=piece, artisan_id=artisan, collaborator_id=collaborator,
+                           inspected_at=inspected, amount_idr=amount if passed else None,
+                           defects=() if passed else ["anyaman longgar"])
     return [woven, Envelope.wrap(result, source=PRODUCTION, time=inspected)]
 
 
@@ -116,7 +114,7 @@ async def publish(producer, kafka_settings, events: Iterable[Envelope]) -> None:
     for event in events:
         record = encode(event)
         await producer.send(topic_name(record.topic, kafka_settings.topic_prefix), record.value, key=record.key,
-                            headers=list(record.headers))
+                            headers=attested_headers(TOPIC_OWNERS[record.topic], record.value))
     await producer.flush()
 
 
@@ -158,7 +156,7 @@ async def ledger_size(url: str) -> tuple[int, int]:
 
 @contextlib.asynccontextmanager
 async def payout_service(kafka_settings, database_url: str, tokens: Tokens) -> AsyncIterator[str]:
-    settings = PayoutSettings(**service_settings(kafka_settings, database_url, tokens))
+    settings = PayoutSettings(**service_settings(kafka_settings, database_url, tokens, "payout"))
     async with serve(create_app(settings)) as url:
         yield url
 
@@ -399,6 +397,7 @@ def start_payout_process(kafka_settings, database_url: str, tokens: Tokens, port
         "ANYAM_STAFF_TOKEN": tokens.staff,
         "ANYAM_AUDITOR_TOKEN": tokens.auditor,
         "ANYAM_TOKEN_SECRET": tokens.secret,
+        "ANYAM_SIGNING_KEY": signing_key_text(SERVICE_KEYS["payout"]),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     with log.open("ab") as out:

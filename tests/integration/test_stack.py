@@ -22,6 +22,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from shared.contracts.provenance import TrustAnchors, load_signing_key
 from shared.contracts.topics import ALL_TOPICS, Topic, topic_name
 from shared.stack import SERVICES, broker_answers, read_stack_env
 from shared.stack.processes import free_port, is_alive
@@ -58,6 +59,8 @@ EXPECTED_KEYS = {
     *(("ANYAM_KAFKA_SASL_MECHANISM", "ANYAM_KAFKA_SASL_USERNAME", "ANYAM_KAFKA_SASL_PASSWORD")
       if ENGINE == "kafka" else ()),
     "ANYAM_STACK_CREDENTIALS",
+    # The services' public keys, for every reader; their private halves are in keys/, never here.
+    "ANYAM_TRUST_ANCHORS",
     # Each service that is built runs under the stack: where it answers and what to stop.
     *(key for spec in SERVICES if spec.launcher is not None for key in (spec.url_key, spec.pid_key)),
 }
@@ -157,6 +160,13 @@ async def test_up_detach_starts_everything_and_down_stops_it(workdir: Path) -> N
     assert env["ANYAM_KAFKA_ENGINE"] == ENGINE
     assert env["ANYAM_STAFF_TOKEN"] != env["ANYAM_AUDITOR_TOKEN"]
     assert min(len(env["ANYAM_STAFF_TOKEN"]), len(env["ANYAM_AUDITOR_TOKEN"])) >= 43
+    # Each service's signing key is its own file, the owner's alone, and matches the anchor auditors pin.
+    anchors = TrustAnchors.parse(env["ANYAM_TRUST_ANCHORS"])
+    for service in ("enrollment", "production", "payout"):
+        key_file = workdir / "keys" / f"{service}.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert anchors.vouches(service, b"x", load_signing_key(key_file.read_text()).sign(b"x"))
+        assert key_file.read_text().strip() not in path.read_text()
 
     assert await broker_answers(env["ANYAM_KAFKA_BOOTSTRAP"], kafka=stack_kafka_settings(env))
     async with httpx.AsyncClient(timeout=10) as http:

@@ -181,10 +181,6 @@ def test_a_money_event_whose_time_is_no_moment_in_wib_is_unpostable_and_named_ne
     assert event.id not in facts.money_event_ids
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
-    "a business-time field (WibTime, shared/contracts/events.py `_in_wib`) at the edge of the calendar "
-    "raises OverflowError out of `decode`, which promises DecodeError only: a consumer retries such a "
-    "record for ever. Fix `_in_wib` to raise ValueError, then remove this mark."))
 def test_a_business_time_that_is_no_moment_in_wib_is_schema_invalid():
     example = next(e for e in EXAMPLES if isinstance(e, ev.QcPassed))
     document = json.loads(encode(wrapped(example)).value)
