@@ -159,12 +159,6 @@ class Broker:
     kind: str
     embedded: EmbeddedBroker | KafkaCluster | None = field(default=None, repr=False)
 
-    def admin(self, **fields: Any) -> KafkaSettings:
-        """Settings that sign in as the broker's super user (the session's `ANYAM_KAFKA_*` for a given broker)."""
-        if self.embedded is not None:
-            return self.embedded.settings_for(**fields)
-        return KafkaSettings(kafka_bootstrap=self.bootstrap, **fields)
-
     def frozen(self) -> contextlib.AbstractContextManager[Any]:
         """SIGSTOP the broker (every node) for the `with` body: an outage that keeps the data; local brokers only."""
         if self.embedded is None:

@@ -181,7 +181,8 @@ async def test_up_detach_starts_everything_and_down_stops_it(workdir: Path) -> N
             topic_name(t): expected_partitions(t) for t in ALL_TOPICS}
         assert OWN_PARTITIONS == {Topic.QC_SUBMISSIONS: 1}
         brokers = len(env["ANYAM_STACK_BROKER_PIDS"].split(","))
-        assert brokers == (3 if ENGINE == "kafka" else 1)
+        # `anyam up` takes ANYAM_STACK_BROKERS (1 or 3, default 3) as the session does.
+        assert brokers == (int(os.environ.get("ANYAM_STACK_BROKERS", "3")) if ENGINE == "kafka" else 1)
         # Every partition on every broker of a three-node cluster, as deploy/ declares the topics.
         assert {len(p["replicas"]) for d in described for p in d["partitions"]} == {brokers}
         configs = await admin.describe_configs(
@@ -192,7 +193,7 @@ async def test_up_detach_starts_everything_and_down_stops_it(workdir: Path) -> N
                 entries = {entry[0]: entry[1] for entry in resource[4]}
                 if resource[3] != topic_name(Topic.DEAD_LETTERS):
                     assert entries.get("retention.ms") == "-1", resource
-                if ENGINE == "kafka":
+                if ENGINE == "kafka" and brokers >= 3:  # one node keeps one copy, so one in sync
                     assert entries.get("min.insync.replicas") == "2", resource
     finally:
         await admin.close()
