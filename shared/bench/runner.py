@@ -199,6 +199,8 @@ def targets(results: BenchResults) -> list[Target]:
             Target("replay / raw consumption", ">= 0.20", _verdict_figure(replay.ratio_to_baseline, 3, at_least=True),
                    replay.ratio_to_baseline >= 0.2),
             Target("replay peak memory", "< 300 MB", f"{figures.peak_rss_mb:,.0f} MB RSS", figures.peak_rss_mb < 300),
+            # The history is honest: a replay that refused any of it checked against the wrong keys, or wrongly.
+            Target("replay refused of an honest history", "0", f"{figures.refused:,}", figures.refused == 0),
         ]
     if (growth := results.growth) is not None:
         peak = max(point.peak_rss_mb for point in growth.points)

@@ -16,9 +16,12 @@ import psutil
 import pytest
 
 from shared.bench.environment import BenchEnvironment
+from shared.bench.history import produce_history, trust_anchors
 from shared.bench.raw_chain import ChainStage
+from shared.bench.replay import APPLY_EVENT, APPLY_EVENTS, Phase, job_for, run_in_child, stop_offsets
 from shared.bench.report import write_json
 from shared.bench.runner import BenchConfig, run_bench
+from shared.contracts.provenance import TrustAnchors, new_service_keys
 from shared.settings import KafkaSettings
 
 TINY = replace(
@@ -40,6 +43,12 @@ async def test_quick_bench_measures_everything_and_loses_nothing(broker, postgre
     assert sum(replay.history.values()) == TINY.events
     assert replay.baseline.events == replay.replay.events == TINY.events
     assert replay.replay.rejected == replay.replay.undecodable == 0
+    # The history is genuine, and the replays checked it: every money event vouched for by its topic's
+    # owner and each QC result by its collaborator (`anyam replay`), every record by its owner (one by
+    # one, as the ledger consumer), and not one of them refused.
+    assert replay.replay.refused == 0
+    assert replay.signatures_checked == (2 * replay.history["qc-passed"] + replay.history["payout-scheduled"]
+                                         + replay.history["paid"] + replay.history.get("payout-failed", 0)) > 0
     assert replay.replay.transactions > 0 and replay.replay.postings == 2 * replay.replay.transactions
     # The replayed ledger is the one the posting rules make, computed in memory without Kafka or SQL...
     assert replay.replay.digest == replay.expected_digest
@@ -47,6 +56,7 @@ async def test_quick_bench_measures_everything_and_loses_nothing(broker, postgre
     assert replay.before is not None and replay.after_on_cut is not None
     assert replay.before.events == replay.after_on_cut.events > 0
     assert replay.identical is True
+    assert replay.before.refused == replay.after_on_cut.refused == 0
     for figures in (replay.baseline, replay.replay, replay.before, replay.after_on_cut):
         assert figures.seconds > 0 and figures.events_per_second > 0 and figures.peak_rss_mb > 0
     assert replay.ratio_to_baseline > 0
@@ -88,6 +98,7 @@ async def test_quick_bench_measures_everything_and_loses_nothing(broker, postgre
     assert len(appends.ratios) == len(TINY.append_writers) and all(r > 0 for r in appends.ratios.values())
 
     assert {target.name for target in results.targets} >= {"replay throughput", "end-to-end lost", "POST /pieces"}
+    assert [t.met for t in results.targets if t.name == "replay refused of an honest history"] == [True]
     path = tmp_path / "bench.json"
     write_json(results, path)
     document = json.loads(path.read_text())
@@ -95,6 +106,34 @@ async def test_quick_bench_measures_everything_and_loses_nothing(broker, postgre
     assert document["latency"]["raw_chain"]["delivered"] == latency.published
     assert document["latency"]["p99_to_raw_chain"] == latency.p99_to_raw_chain
     assert document["machine"]["cpus"] >= 1
+
+
+async def test_the_bench_replays_check_the_history_against_the_anchors_they_are_given(broker, postgres, tmp_path):
+    # The bench's honest history, replayed by the bench's own phases with anchors that are not its
+    # services' keys: the checks run, so the auditor's replay refuses every event that would move
+    # money, and the consumer's checks every record (all of them are on a service's topic).
+    env = BenchEnvironment(KafkaSettings(kafka_bootstrap=broker.bootstrap), postgres.server_url, "test", tmp_path)
+    try:
+        kafka = await env.fresh_topics("trust")
+        stats = await produce_history(kafka, 400, 8)
+        money = sum(stats.by_type[t] for t in ("qc-passed", "payout-scheduled", "paid", "payout-failed"))
+        assert 0 < money < stats.events
+        stops = await stop_offsets(kafka)
+        one, many = await env.fresh_database("trust_one"), await env.fresh_database("trust_many")
+        phases = [Phase(APPLY_EVENT, one), Phase(APPLY_EVENTS, many)]
+        honest = await run_in_child(job_for(kafka, stops, phases, 100, trust_anchors()))
+        one, many = await env.fresh_database("stranger_one"), await env.fresh_database("stranger_many")
+        phases = [Phase(APPLY_EVENT, one), Phase(APPLY_EVENTS, many)]
+        stranger = await run_in_child(job_for(kafka, stops, phases, 100, TrustAnchors.of(new_service_keys())))
+    finally:
+        await env.cleanup()
+
+    assert [(f.events, f.refused) for f in honest] == [(stats.events, 0), (stats.events, 0)]
+    assert honest[0].digest == honest[1].digest and honest[1].transactions == money
+    one_by_one, batched = stranger
+    assert (one_by_one.events, one_by_one.refused) == (stats.events, stats.events)
+    assert (batched.events, batched.refused) == (stats.events, money)
+    assert one_by_one.transactions == batched.transactions == 0
 
 
 def _running_children(module: str) -> list[psutil.Process]:
