@@ -46,7 +46,7 @@ from shared.stack.lifecycle import RunningStack, start_stack
 from shared.stack.principals import credentials_folder, onboard_collaborator, secure_stack
 from shared.stack.provisioning import ensure_topics
 from shared.stack.services import SERVICES
-from shared.web.access import collaborator_token
+from shared.web.access import read_collaborator_token
 
 REPO = Path(__file__).resolve().parents[2]
 #: How long a refused or an accepted write may take to be told, at most.
@@ -290,7 +290,7 @@ async def test_anyam_up_runs_each_service_as_its_own_principal_and_onboards_a_co
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     given = keys.read_stack_env(path)
     assert given[keys.KAFKA_BOOTSTRAP] == env[keys.KAFKA_BOOTSTRAP] and given[keys.TOPIC_PREFIX] == "up-"
-    assert given["ANYAM_COLLABORATOR_TOKEN"] == collaborator_token(env[keys.TOKEN_SECRET], collaborator_id)
+    assert read_collaborator_token(env[keys.TOKEN_SECRET], given["ANYAM_COLLABORATOR_TOKEN"])[0] == collaborator_id
     assert given[keys.KAFKA_SASL_PASSWORD] not in onboard.stdout + onboard.stderr
     async with httpx.AsyncClient(base_url=given["ANYAM_PRODUCTION_URL"], timeout=30, headers={
             "Authorization": f"Bearer {given['ANYAM_COLLABORATOR_TOKEN']}"}) as collaborator:
