@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from cachetools import LRUCache
 from fastapi import FastAPI
 
 from services.production import projections
@@ -18,6 +21,29 @@ class ProductionSettings(ServiceSettings):
     """Every `ANYAM_*` setting the production service reads (none beyond a service's own, yet)."""
 
 
+class CollaboratorTokens:
+    """Which collaborators' tokens production admits (docs/tokens.md): the collaborator's, if it is
+    registered, issued at or after the moment its tokens were last revoked from.
+
+    A collaborator once found is remembered (nobody is ever unregistered); the revocation is read
+    on every request, so one takes effect on the next request, in this process and every other.
+    """
+
+    def __init__(self, runtime: ServiceRuntime, handlers: ProductionHandlers, capacity: int = 10_000) -> None:
+        self._runtime = runtime
+        self._handlers = handlers
+        self._registered: LRUCache[str, bool] = LRUCache(maxsize=capacity)
+
+    async def admits(self, collaborator_id: str, issued_at: datetime) -> bool:
+        async with self._runtime.pool.acquire() as conn:
+            if collaborator_id not in self._registered:
+                if not (await self._handlers.collaborator_state(conn, collaborator_id)).exists:
+                    return False
+                self._registered[collaborator_id] = True
+            revoked_before = await projections.tokens_revoked_before(conn, collaborator_id)
+        return revoked_before is None or issued_at >= revoked_before
+
+
 def create_app(settings: ProductionSettings | None = None) -> FastAPI:
     """The production service, wired from `settings` (read from `ANYAM_*` when not given)."""
     settings = settings or ProductionSettings()
@@ -32,7 +58,7 @@ def create_app(settings: ProductionSettings | None = None) -> FastAPI:
             ConsumerSpec(name=QC_CONSUMER, topics=[Topic.QC_SUBMISSIONS], handler=qc_submission_handler(handlers)),
         ],
     )
-    access = Access(settings)
+    access = Access(settings, collaborator_check=CollaboratorTokens(runtime, handlers).admits)
     return service_app(
         runtime, title="Anyam production", access=access, routers=[production_router(runtime, handlers, access)],
         publishes=[Topic.PRODUCTION, Topic.DEAD_LETTERS], subscribes=[Topic.ENROLLMENT, Topic.QC_SUBMISSIONS],

@@ -7,7 +7,7 @@ import base64
 import binascii
 import json
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -21,7 +21,7 @@ from shared.contracts.events import QcPassed, QcSubmitted
 from shared.eventstore import DeadLetterPublisher
 from shared.service import ServiceRuntime
 from shared.timeutil import to_wib
-from shared.web.access import AUDITOR, COLLABORATOR, STAFF, Access, Principal
+from shared.web.access import AUDITOR, COLLABORATOR, MAX_CLOCK_SKEW_SECONDS, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
 from shared.web.inputs import CommandBody, Id, IdempotencyKey, Rupiah, Text, text
 from shared.web.problems import Problem
@@ -73,6 +73,13 @@ class RevokeKey(CommandBody):
     revoked_from: BusinessTime | None = Field(
         default=None, description="Submissions received from this moment on are refused (default: now); results "
                                   "accepted before it stay valid, and `anyam verify` names any accepted after it.")
+
+
+class RevokeTokens(CommandBody):
+    revoked_before: BusinessTime | None = Field(
+        default=None, description="The collaborator's HTTP tokens issued before this moment stop working, from "
+                                  "the next request on (RFC 3339 with an offset; default: now). Taken to the whole "
+                                  "second, as tokens are stamped; it may not lie in the future.")
 
 
 class SetRate(CommandBody):
@@ -153,6 +160,31 @@ def production_router(runtime: ServiceRuntime, handlers: ProductionHandlers, acc
             revoked = await handlers.revoke_key(conn, collaborator_id, body.public_key, body.revoked_from)
             state = await handlers.collaborator_state(conn, collaborator_id)
             return Outcome(201 if revoked else 200, _collaborator_json(state))
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.post("/collaborators/{collaborator_id}/token-revocations", status_code=201,
+                 summary="Revoke a collaborator's HTTP tokens issued before a moment (a leaked token)")
+    async def revoke_tokens(
+        collaborator_id: Id, request: Request, body: RevokeTokens | None = None, key: IdempotencyKey = None,
+        who: Principal = Depends(staff),
+    ) -> Response:
+        body = body or RevokeTokens()
+
+        async def action(conn) -> Outcome:
+            # Access control, not business history: a row of production's, no event (docs/tokens.md).
+            if not (await handlers.collaborator_state(conn, collaborator_id)).exists:
+                raise Problem(404, "collaborator-not-found", f"There is no collaborator {collaborator_id}.")
+            now = handlers.clock()
+            before = body.revoked_before or now
+            if before > now + timedelta(seconds=MAX_CLOCK_SKEW_SECONDS):
+                # Revocations are never loosened: a moment in the future would lock the collaborator out
+                # until then, with no way back.
+                raise Problem(422, "revocation-in-the-future",
+                              "revoked_before may not lie in the future; leave it out to revoke from now.")
+            moment, moved = await projections.revoke_tokens(conn, collaborator_id, before.replace(microsecond=0))
+            return Outcome(201 if moved else 200,
+                           {"collaborator_id": collaborator_id, "revoked_before": to_wib(moment).isoformat()})
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
 

@@ -7,6 +7,10 @@
   written by the QC consumer with the dead letter's offset (and by the HTTP
   path with its idempotency record). It holds ids, the reason and its detail,
   never the submission's content.
+- `collaborator_token_revocations`: per collaborator, the moment before which
+  its HTTP tokens were issued in vain (docs/tokens.md). Access control, not
+  business history: written by `POST /collaborators/{id}/token-revocations`,
+  published on no topic.
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ CREATE TABLE IF NOT EXISTS qc_rejections (
     rejected_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS qc_rejections_by_collaborator ON qc_rejections (collaborator_id, rejection_id);
+
+CREATE TABLE IF NOT EXISTS collaborator_token_revocations (
+    collaborator_id  text        PRIMARY KEY,
+    revoked_before   timestamptz NOT NULL,
+    recorded_at      timestamptz NOT NULL DEFAULT now()
+);
 """
 
 
@@ -99,6 +109,32 @@ class TrainedResidents:
 
     async def is_trained(self, conn: asyncpg.Connection, resident_id: str) -> bool:
         return await self.completed_on(conn, resident_id) is not None
+
+
+# --- collaborators' token revocations ------------------------------------------------------
+
+
+async def tokens_revoked_before(conn: asyncpg.Connection, collaborator_id: str) -> datetime | None:
+    """The moment before which `collaborator_id`'s tokens were issued in vain; None if never revoked."""
+    if not storable(collaborator_id):
+        return None
+    return await conn.fetchval(
+        "SELECT revoked_before FROM collaborator_token_revocations WHERE collaborator_id = $1", collaborator_id)
+
+
+async def revoke_tokens(conn: asyncpg.Connection, collaborator_id: str, before: datetime) -> tuple[datetime, bool]:
+    """Refuse `collaborator_id`'s tokens issued before `before`: the moment now in force, and whether
+    it moved. A revocation is never loosened: an earlier moment than the one in force changes nothing."""
+    moved = await conn.fetchval(
+        """INSERT INTO collaborator_token_revocations AS r (collaborator_id, revoked_before) VALUES ($1, $2)
+           ON CONFLICT (collaborator_id) DO UPDATE SET revoked_before = EXCLUDED.revoked_before, recorded_at = now()
+               WHERE r.revoked_before < EXCLUDED.revoked_before
+           RETURNING revoked_before""",
+        collaborator_id, before,
+    )
+    if moved is not None:
+        return moved, True
+    return await tokens_revoked_before(conn, collaborator_id), False
 
 
 # --- QC rejections ------------------------------------------------------------------------

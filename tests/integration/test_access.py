@@ -18,10 +18,9 @@ from services.payout.app import PayoutSettings
 from services.payout.app import create_app as payout_app
 from services.production.app import ProductionSettings
 from services.production.app import create_app as production_app
+from shared.contracts.signing import generate_private_key, public_key_b64
 from shared.web.access import collaborator_token
 from tests.services import client, new_personal_data_key, new_tokens, serve, service_settings
-
-COLLABORATOR_ID = "col_TESTACCESS"
 
 #: (method, path template) → roles allowed beyond the default; default: staff everything, auditor every GET.
 EXTRA = {
@@ -31,6 +30,9 @@ EXTRA = {
 #: Narrower than the default. Personal data is not in SPEC §9's catalogue of reads: it is ours to
 #: add, and auditors audit money, so reading someone's NIK and phone is for staff alone.
 STAFF_ONLY = {("GET", "/residents/{resident_id}/personal-data")}
+#: Bodies other than `{}`: staff's revocation of the collaborator's tokens must not refuse the token
+#: this table goes on to use, so it revokes only tokens issued before any of this test's.
+BODIES = {("POST", "/collaborators/{collaborator_id}/token-revocations"): {"revoked_before": "2024-01-01T00:00:00Z"}}
 #: Open to anyone, token or not (SPEC §10).
 OPEN = {("GET", "/health")}
 
@@ -45,9 +47,9 @@ def allowed(method: str, path: str, role: str) -> bool:
     return role in EXTRA.get((method, path), set())
 
 
-def concrete(path: str) -> str:
+def concrete(path: str, collaborator_id: str) -> str:
     # The collaborator's own id where a path names a collaborator; anything else is a placeholder.
-    path = path.replace("{collaborator_id}", COLLABORATOR_ID)
+    path = path.replace("{collaborator_id}", collaborator_id)
     return re.sub(r"\{[^}]+\}", "x_1", path)
 
 
@@ -79,16 +81,22 @@ async def services(kafka_settings, postgres):
 
 async def test_every_endpoint_admits_exactly_the_roles_spec_section_10_gives_it(services):
     tokens, running = services
+    # Production admits only a registered collaborator's token (docs/tokens.md).
+    async with client(running["production"][1], tokens.staff) as staff:
+        registered = await staff.post("/collaborators", json={"name": "PT Uji Akses",
+                                                              "public_key": public_key_b64(generate_private_key())})
+    collaborator_id = registered.json()["collaborator_id"]
     role_tokens = {
         "none": None, "bad": "not-a-token", "staff": tokens.staff, "auditor": tokens.auditor,
-        "collaborator": collaborator_token(tokens.secret, COLLABORATOR_ID),
+        "collaborator": collaborator_token(tokens.secret, collaborator_id),
     }
     table: list[tuple[str, str, str, str, int]] = []
     for service, (app, url) in running.items():
         for method, path in routes(app):
             for role, token in role_tokens.items():
+                body = BODIES.get((method, path), {}) if method != "GET" else None
                 async with client(url, token) as http:
-                    response = await http.request(method, concrete(path), json={} if method != "GET" else None)
+                    response = await http.request(method, concrete(path, collaborator_id), json=body)
                 table.append((service, method, path, role, response.status_code))
 
     wrong = []
