@@ -40,9 +40,11 @@ test: $(STAMP) kafka
 	sh scripts/install-browser.sh
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# The pip-only broker keeps working: the demo, verify and one fault on tansu.
+# The pip-only broker keeps working: the demo, verify, one fault, and issue 25's forgeries on tansu.
 SMOKE_TESTS := tests/integration/test_demo.py \
 	tests/integration/test_audit.py::test_anyam_verify_on_an_untouched_programme_verifies_and_exits_zero \
+	tests/integration/test_forgery.py \
+	tests/integration/test_bounds.py::test_amounts_over_one_trillion_are_dead_lettered_and_every_read_run_and_audit_stays_honest \
 	tests/integration/test_faults.py::test_broker_unreachable_for_30_seconds_commands_are_still_accepted_and_land_exactly_once
 smoke-tansu: $(STAMP)
 	ANYAM_STACK_ENGINE=tansu $(VENV)/bin/python -m pytest $(SMOKE_TESTS)
