@@ -290,7 +290,8 @@ def test_foreground_up_stops_everything_when_asked(workdir: Path, stop_with: str
     )
     try:
         path = workdir / "stack.env"
-        wait_until(lambda: path.exists() or proc.poll() is not None, 60, "the foreground stack to start")
+        # A deadline, not a measure: three Kafka nodes with SASL users, ACLs and keys take a while on two busy cores.
+        wait_until(lambda: path.exists() or proc.poll() is not None, 180, "the foreground stack to start")
         assert proc.poll() is None, proc.communicate()
         env = read_stack_env(path)
         assert int(env["ANYAM_STACK_SUPERVISOR_PID"]) == proc.pid
