@@ -30,9 +30,11 @@ from shared.bench.latency import percentile
 from shared.bench.services import bench_services
 from shared.contracts import Envelope, Topic, encode, service_source, topic_name
 from shared.contracts.events import TrainingCompleted
+from shared.contracts.provenance import Attester, load_signing_key
 from shared.contracts.signing import generate_private_key, public_key_b64
 from shared.eventstore import wait_until_caught_up
 from shared.kafka import start_producer
+from shared.stack.services import signing_key_path
 from shared.timeutil import WIB, wib_now
 
 RESIDENTS = 100
@@ -68,7 +70,9 @@ async def measure_commands(
     """Run each concurrency step for `seconds` against a fresh production service process."""
     async with bench_services(env, ["production"], "commands") as services:
         residents = [f"res_bench_{n:04d}" for n in range(RESIDENTS)]
-        await _train(services.kafka, residents)
+        # As enrollment would publish them: attested with its key, or production refuses them.
+        attester = Attester(load_signing_key(signing_key_path(env.workdir, "enrollment").read_text()))
+        await _train(services.kafka, residents, attester)
         await wait_until_caught_up(services.pools["production"], TRAINING_CONSUMER, services.kafka,
                                    [Topic.ENROLLMENT], timeout=120)
         collaborator = await services.post("production", "/collaborators", {
@@ -90,7 +94,7 @@ async def measure_commands(
         return steps
 
 
-async def _train(kafka, residents: list[str]) -> None:
+async def _train(kafka, residents: list[str], attester: Attester) -> None:
     producer = await start_producer(kafka)
     try:
         topic = topic_name(Topic.ENROLLMENT, kafka.topic_prefix)
@@ -100,7 +104,8 @@ async def _train(kafka, residents: list[str]) -> None:
                 TrainingCompleted(resident_id=resident, cohort_id="coh_bench", completed_on=date(2024, 2, 29)),
                 source=service_source("enrollment"),
             ))
-            deliveries.append(await producer.send(topic, record.value, key=record.key, headers=list(record.headers)))
+            deliveries.append(await producer.send(topic, record.value, key=record.key,
+                                                  headers=[*record.headers, attester.header(record.value)]))
         await asyncio.gather(*deliveries)
     finally:
         await producer.stop()
