@@ -61,8 +61,8 @@ class ProductionHandlers:
     #: is known to be trained: most commands then read nothing before their one statement.
     collaborators: RememberedStates[domain.Collaborator] = field(default_factory=RememberedStates)
     trained: projections.TrainedResidents = field(default_factory=projections.TrainedResidents)
-    #: When a submission counts as received (SPEC §7: not inspected after it; a revoked key signs
-    #: nothing received from its revocation on).
+    #: The handlers' one "now": when a piece is recorded, a submission received (SPEC §7: not inspected
+    #: after it; a revoked key signs nothing received from its revocation on), a key starts or is revoked.
     clock: Callable[[], datetime] = wib_now
 
     async def register_collaborator(
@@ -71,7 +71,7 @@ class ProductionHandlers:
         """Register a collaborator whose key signs for submissions inspected from `valid_from` (default: now)."""
         collaborator_id = new_id("col")
         command = domain.RegisterCollaborator(collaborator_id=collaborator_id, name=name, public_key=public_key,
-                                              valid_from=valid_from or wib_now())
+                                              valid_from=valid_from or self.clock())
         await handle(conn, self.store, COLLABORATOR, collaborator_id, command, source=SOURCE, fresh_id=True)
         return collaborator_id
 
@@ -80,7 +80,7 @@ class ProductionHandlers:
     ) -> bool:
         """Add a signing key (rotation) valid from `valid_from` (default: now); False when it was there already."""
         command = domain.AddKey(collaborator_id=collaborator_id, public_key=public_key,
-                                valid_from=valid_from or wib_now())
+                                valid_from=valid_from or self.clock())
         return bool(await handle(conn, self.store, COLLABORATOR, collaborator_id, command, source=SOURCE))
 
     async def revoke_key(
@@ -88,7 +88,7 @@ class ProductionHandlers:
     ) -> bool:
         """Revoke a signing key from `revoked_from` (default: now); False when it was revoked by then already."""
         command = domain.RevokeKey(collaborator_id=collaborator_id, public_key=public_key,
-                                   revoked_from=revoked_from or wib_now())
+                                   revoked_from=revoked_from or self.clock())
         return bool(await handle(conn, self.store, COLLABORATOR, collaborator_id, command, source=SOURCE))
 
     async def set_rate(self, conn: asyncpg.Connection, command: domain.SetRate) -> bool:
@@ -117,7 +117,7 @@ class ProductionHandlers:
         command = domain.WeavePiece(
             piece_id=piece_id, artisan_id=artisan_id, artisan_trained=trained_on is not None, trained_on=trained_on,
             collaborator_id=collaborator_id, collaborator=await self.collaborator_state(conn, collaborator_id),
-            product=product, woven_at=woven_at, recorded_at=wib_now(),
+            product=product, woven_at=woven_at, recorded_at=self.clock(),
         )
         events = await handle(conn, self.store, PIECE, piece_id, command, source=SOURCE, time=_business_time,
                               fresh_id=True)

@@ -108,8 +108,8 @@ class TrustAnchors:
     """The public keys each service's attestations must verify against (several during a rotation)."""
 
     keys: Mapping[str, tuple[Ed25519PublicKey, ...]]
-    #: The same keys as libsodium's (PyNaCl), which verifies in about 60 % of the time OpenSSL takes
-    #: (measured: 63 against 105 µs a signature on two cores); a replay checks about a million.
+    #: The same keys as libsodium's (PyNaCl), which verifies faster than OpenSSL (README, "Replay with
+    #: the provenance checks on"): a replay checks one or two signatures per event.
     _verifiers: Mapping[str, tuple[VerifyKey, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
