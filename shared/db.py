@@ -13,6 +13,9 @@ DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A connection whose server went away mid-statement can be left mid-operation; its next use then
+    # fails with "another operation is in progress" (seen once when PostgreSQL restarted under load).
+    asyncpg.InternalClientError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
