@@ -51,6 +51,15 @@ class KafkaSettings(BaseSettings):
             "up to this much latency (default 20)."
         ),
     )
+    kafka_metadata_max_age_ms: int = Field(
+        default=10_000, ge=1_000, le=300_000,
+        description=(
+            "How often every client refreshes its view of which node leads each partition, whatever "
+            "happens. aiokafka does not refresh it when a consumer's offset lookup is refused by a node "
+            "that no longer leads (after a node hung and came back), so until the next refresh that "
+            "consumer reads nothing; aiokafka's own default is five minutes."
+        ),
+    )
 
     @property
     def on_tansu(self) -> bool:
@@ -81,6 +90,7 @@ class KafkaSettings(BaseSettings):
         options: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers,
             "security_protocol": self.kafka_security_protocol,
+            "metadata_max_age_ms": self.kafka_metadata_max_age_ms,
         }
         if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
             options["ssl_context"] = ssl.create_default_context(cafile=self.kafka_ssl_cafile)

@@ -103,6 +103,21 @@ async def broker_nodes_stopped(stack: RunningStack, node_ids: list[int], seconds
                        await wait_until_healthy(stack))
 
 
+async def broker_node_frozen(stack: RunningStack, node_id: int, seconds: float = 30.0) -> FaultReport:
+    """SIGSTOP one Kafka node for `seconds`: its connections hang rather than close, as behind a network
+    partition, until the others fence it and its clients give up on it."""
+    cluster = cluster_of(stack)
+    began = time.monotonic()
+    cluster.freeze_node(node_id)
+    try:
+        await asyncio.sleep(seconds)  # the length of the fault itself
+    finally:
+        cluster.thaw_node(node_id)
+    ended = time.monotonic()
+    return FaultReport(f"Kafka node {node_id} frozen (SIGSTOP) for {seconds:.0f}s", began, ended,
+                       await wait_until_healthy(stack))
+
+
 async def postgres_restart(stack: RunningStack) -> FaultReport:
     """Restart PostgreSQL (fast shutdown: open transactions roll back, connections drop)."""
     began = time.monotonic()

@@ -14,7 +14,7 @@ import pytest
 
 from services.payout.app import ledger_consumer
 from shared.contracts import Topic, topic_name
-from shared.reliability.faults import broker_node_killed, broker_nodes_stopped, cluster_of
+from shared.reliability.faults import broker_node_frozen, broker_node_killed, broker_nodes_stopped, cluster_of
 from shared.stack.kafka_dist import java_available
 from shared.stack.lifecycle import RunningStack, start_stack
 from tests.integration.test_faults import RATE, accepted_more, assert_reconciles, steady_load
@@ -60,6 +60,16 @@ async def test_one_node_down_for_30_seconds_producers_with_acks_all_go_on(stack)
         # throughout, at no less than half their rate.
         during = load.figures.accepted_between(outage.began, outage.ended, "publish to qc-submissions")
         assert during >= 0.5 * RATE * 0.5 * (outage.ended - outage.began), f"only {during} publishes in the outage"
+        await load.stop()
+        await assert_reconciles(load)
+
+
+async def test_one_node_hung_for_30_seconds_its_clients_move_on_and_nothing_is_lost(stack):
+    async with steady_load(stack, "one-hung") as load:
+        await accepted_more(load, "production POST /pieces", count=20)
+        victim = await most_leaderships(stack, Topic.PRODUCTION)
+        await broker_node_frozen(stack, victim, 30.0)
+        await accepted_more(load, "publish to qc-submissions", count=20)
         await load.stop()
         await assert_reconciles(load)
 
