@@ -100,7 +100,19 @@ def test_ssl_without_sasl_has_a_context_and_no_credentials(clean_environment: py
 
 def test_the_default_is_plaintext_on_localhost() -> None:
     options = KafkaSettings().client_options()
-    assert options == {"bootstrap_servers": "127.0.0.1:9092", "security_protocol": "PLAINTEXT"}
+    assert options == {"bootstrap_servers": "127.0.0.1:9092", "security_protocol": "PLAINTEXT",
+                       "metadata_max_age_ms": 10_000}
+
+
+def test_every_client_refreshes_leadership_far_sooner_than_aiokafkas_five_minutes(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    # A consumer whose offset lookup a former leader refuses reads nothing until the next refresh.
+    clean_environment.setenv("ANYAM_KAFKA_METADATA_MAX_AGE_MS", "30000")
+    assert KafkaSettings().producer_options()["metadata_max_age_ms"] == 30_000
+    clean_environment.setenv("ANYAM_KAFKA_METADATA_MAX_AGE_MS", "600000")
+    with pytest.raises(ValidationError):
+        KafkaSettings()
 
 
 def test_an_unknown_security_protocol_is_refused(clean_environment: pytest.MonkeyPatch) -> None:
