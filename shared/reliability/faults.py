@@ -118,6 +118,21 @@ async def broker_node_frozen(stack: RunningStack, node_id: int, seconds: float =
                        await wait_until_healthy(stack))
 
 
+async def broker_node_partitioned(stack: RunningStack, node_id: int, seconds: float = 30.0) -> FaultReport:
+    """Cut one Kafka node off from the other two for `seconds` (the stack's nodes isolated, shared/stack/netns.py):
+    it runs on and clients still reach it, while the others fence it and elect leaders without it."""
+    cluster = cluster_of(stack)
+    began = time.monotonic()
+    cluster.partition_node(node_id)
+    try:
+        await asyncio.sleep(seconds)  # the length of the fault itself
+    finally:
+        cluster.heal_node(node_id)
+    ended = time.monotonic()
+    return FaultReport(f"Kafka node {node_id} cut off from the others for {seconds:.0f}s", began, ended,
+                       await wait_until_healthy(stack))
+
+
 async def postgres_restart(stack: RunningStack) -> FaultReport:
     """Restart PostgreSQL (fast shutdown: open transactions roll back, connections drop)."""
     began = time.monotonic()

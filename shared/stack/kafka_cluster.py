@@ -34,6 +34,7 @@ from shared.stack.broker import broker_answers, log_tail
 from shared.stack.errors import BrokerNotReady, PortInUse, StackError
 from shared.stack.kafka_admin import new_password
 from shared.stack.kafka_dist import KafkaDistribution, ensure_kafka
+from shared.stack.netns import IsolatedNodes
 from shared.stack.processes import POLL_INTERVAL, free_port, pause_or_resume, port_in_use, terminate, terminate_all
 
 #: The cluster-wide settings every Anyam cluster shares (deploy/compose.yaml, deploy/k8s say the same).
@@ -170,6 +171,7 @@ class KafkaCluster:
         port: int | None = None,
         ready_timeout: float = 120.0,
         users: Mapping[str, str] | None = None,
+        isolated: bool = False,
     ) -> None:
         if brokers not in (1, 3):
             raise StackError(f"an embedded Kafka cluster has 1 or 3 brokers, not {brokers}")
@@ -187,6 +189,9 @@ class KafkaCluster:
         self.nodes: list[KafkaNode] = []
         self.distribution: KafkaDistribution | None = None
         self.cluster_id: str | None = None
+        #: With `isolated`, each node runs in a network namespace of its own (shared/stack/netns.py), so
+        #: a partition can cut one off from the others: the cluster faults of the tests, never `anyam up`.
+        self.network = IsolatedNodes(brokers) if isolated else None
 
     # --- what clients and the stack file need ------------------------------------------------------
 
@@ -251,9 +256,11 @@ class KafkaCluster:
         self.root.mkdir(parents=True, mode=0o700)
         (self.root / "log4j2.properties").write_text(_LOG4J)
         self.cluster_id = new_cluster_id()
-        self.nodes = [self._new_node(node_id) for node_id in range(1, self.brokers + 1)]
-        self._write_configs()
         try:
+            if self.network is not None:
+                await asyncio.to_thread(self.network.create)
+            self.nodes = [self._new_node(node_id) for node_id in range(1, self.brokers + 1)]
+            self._write_configs()
             await asyncio.gather(*(self._format(node) for node in self.nodes))
             for node in self.nodes:
                 self._launch(node)
@@ -264,6 +271,10 @@ class KafkaCluster:
         return self
 
     def _new_node(self, node_id: int) -> KafkaNode:
+        directory = self.root / f"node-{node_id}"
+        directory.mkdir(parents=True)
+        if self.network is not None:  # a namespace of its own: Kafka's own ports are free there
+            return KafkaNode(node_id, self.network.address(node_id), 9092, 9093, directory)
         broker_port = self.port if (self.port is not None and node_id == 1) else free_port(self.host)
         if node_id == 1 and self.port is not None and port_in_use(self.host, self.port):
             raise PortInUse(
@@ -271,8 +282,6 @@ class KafkaCluster:
                 "or choose another with --port"
             )
         controller_port = free_port(self.host)
-        directory = self.root / f"node-{node_id}"
-        directory.mkdir(parents=True)
         return KafkaNode(node_id, self.host, broker_port, controller_port, directory)
 
     def _write_configs(self) -> None:
@@ -337,8 +346,9 @@ class KafkaCluster:
 
     def _launch(self, node: KafkaNode) -> None:
         with node.log_path.open("ab") as log:
+            command = self._java(MAIN_CLASS, str(node.config_path))
             node.proc = subprocess.Popen(
-                self._java(MAIN_CLASS, str(node.config_path)),
+                self.network.command(node.node_id, command) if self.network is not None else command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -400,6 +410,8 @@ class KafkaCluster:
         """
         terminate_all([node.pid for node in self.nodes if node.running and node.pid is not None], timeout)
         self._reap()
+        if self.network is not None:
+            self.network.remove()
 
     def _reap(self) -> None:
         for node in self.nodes:
@@ -450,6 +462,16 @@ class KafkaCluster:
 
     def thaw_node(self, node_id: int) -> None:
         self._signal_nodes([self.node(node_id)], pause=False)
+
+    def partition_node(self, node_id: int) -> None:
+        """Cut one node off from the others (it runs on, reachable by clients); `heal_node` undoes it."""
+        if self.network is None:
+            raise StackError("a partition needs a cluster started with isolated nodes")
+        self.network.partition(node_id)
+
+    def heal_node(self, node_id: int) -> None:
+        if self.network is not None:
+            self.network.heal(node_id)
 
     def freeze(self) -> None:
         """SIGSTOP every node: clients time out as in an outage, and every node keeps its data."""

@@ -38,14 +38,16 @@ Broker = EmbeddedBroker | KafkaCluster
 
 
 def new_broker(
-    engine: str, workdir: Path, *, brokers: int = 3, port: int | None = None, users: Mapping[str, str] | None = None
+    engine: str, workdir: Path, *, brokers: int = 3, port: int | None = None, users: Mapping[str, str] | None = None,
+    isolated: bool = False,
 ) -> Broker:
     """An unstarted broker of `engine` ("kafka": `brokers` nodes; "tansu": one) keeping its data under `workdir`.
 
     On Kafka, `users` (name → password) are SCRAM users from the start, beside `admin`; tansu has no users.
+    `isolated` puts each Kafka node in a network namespace of its own, so that a test can partition one.
     """
     if engine == "kafka":
-        return KafkaCluster(workdir, brokers=brokers, port=port, users=users)
+        return KafkaCluster(workdir, brokers=brokers, port=port, users=users, isolated=isolated)
     if engine == "tansu":
         return EmbeddedBroker(workdir, port=port)
     raise StackError(f"unknown broker {engine!r}: choose one of {', '.join(ENGINES)}")
@@ -283,11 +285,13 @@ async def start_stack(
     supervised: bool = False,
     engine: str | None = None,
     brokers: int = 3,
+    isolated: bool = False,
 ) -> RunningStack:
     """Start broker, PostgreSQL (one database per service), topics and services; write the stack file.
 
     `engine` is "kafka" (Apache Kafka, `brokers` KRaft nodes: 1 or 3) or "tansu" (one node);
-    None takes `default_engine()`. Refuses (`StackAlreadyRunning`) when the work directory's stack runs;
+    None takes `default_engine()`; `isolated` gives each Kafka node a network namespace (a partition
+    fault needs it). Refuses (`StackAlreadyRunning`) when the work directory's stack runs;
     call `clean_leftovers` first to clear a stale one. With `supervised`, the
     stack file names this process, so `anyam down` asks it to shut down.
     On any failure, whatever was started is stopped again.
@@ -310,7 +314,8 @@ async def start_stack(
     # Apache Kafka: a SCRAM user per service and one for auditors from the start, each with its ACLs
     # (shared/stack/acls.py); every party gets only its own credentials file (shared/stack/principals.py).
     users = {principal: new_password() for principal in STACK_PRINCIPALS if principal != ADMIN}
-    broker = new_broker(engine or default_engine()[0], workdir, brokers=brokers, port=port, users=users)
+    broker = new_broker(engine or default_engine()[0], workdir, brokers=brokers, port=port, users=users,
+                        isolated=isolated)
     postgres = EmbeddedPostgres(pgdata)
     stack = RunningStack(workdir, broker, postgres, {})
     try:
