@@ -1,8 +1,9 @@
 """Faults of the Apache Kafka cluster itself under the steady load of test_faults.py, on a stack of three
 KRaft nodes as `anyam up --broker kafka --brokers 3` runs it, each node in a network namespace of its
 own where the machine allows it: a leader killed, one node down for 30 s, one hung, one cut off from the
-others by a network partition, two down (min ISR lost), a group coordinator moving. Each ends with the same exact reconciliation: every
-accepted command in the ledger, production and enrollment once, nothing lost, nothing doubled.
+others by a network partition, two down (min ISR lost), a group coordinator moving. Each ends with the
+same exact reconciliation: every accepted command in the ledger, production and enrollment once, nothing
+lost, nothing doubled.
 """
 
 from __future__ import annotations
