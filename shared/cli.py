@@ -197,8 +197,11 @@ def down(workdir: WorkdirOption = keys.DEFAULT_WORKDIR) -> None:
         with console.status("stopping the embedded stack…"):
             inspection = stop_stack(workdir)
     except NoStack as err:
+        # No stack file, yet an `up` killed before writing it may have left processes: stop those too.
         # Nothing to stop is the state `down` is asked to reach: say so, but succeed.
-        console.print(Text(err.message, style="yellow"), soft_wrap=True)
+        notes = clean_leftovers(workdir)
+        for note in notes or [err.message]:
+            console.print(Text(note, style="yellow"), soft_wrap=True)
         return
     if inspection.state is StackState.STALE:
         console.print(

@@ -152,6 +152,23 @@ def orphan_brokers(workdir: Path | str) -> list[psutil.Process]:
     return found
 
 
+def orphan_services(workdir: Path | str) -> list[psutil.Process]:
+    """Service processes started for `workdir` (`python -m services.<name>` writing `<workdir>/<name>.log`)
+    that outlived their stack, e.g. when `anyam up` was killed before it wrote the stack file."""
+    workdir = Path(workdir).resolve()
+    logs = {f"services.{spec.name}": workdir / f"{spec.name}.log" for spec in SERVICES}
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        module = next((arg for arg in proc.info["cmdline"] or () if arg in logs), None)
+        if module is None:
+            continue
+        with contextlib.suppress(OSError):
+            # The log its standard output goes to names the stack it belongs to.
+            if Path(os.readlink(f"/proc/{proc.pid}/fd/1")) == logs[module]:
+                found.append(proc)
+    return found
+
+
 def clean_leftovers(workdir: Path | str) -> list[str]:
     """Remove a stale stack file and stop processes an interrupted `up` left behind; say what was done.
 
@@ -166,6 +183,9 @@ def clean_leftovers(workdir: Path | str) -> list[str]:
         inspection.path.unlink(missing_ok=True)
         discard_credentials(workdir)
         done.append(f"removed the stale stack file {inspection.path} (none of its processes was running)")
+    for proc in orphan_services(workdir):
+        terminate(proc.pid)
+        done.append(f"stopped a leftover service process (pid {proc.pid}: {' '.join(proc.info['cmdline'][-2:])})")
     for proc in orphan_brokers(workdir):
         terminate(proc.pid)
         done.append(f"stopped a leftover embedded broker (pid {proc.pid})")

@@ -25,6 +25,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from shared.contracts.provenance import TrustAnchors, load_signing_key
 from shared.contracts.topics import ALL_TOPICS, Topic, topic_name
 from shared.stack import SERVICES, broker_answers, read_stack_env
+from shared.stack.lifecycle import orphan_services
 from shared.stack.processes import free_port, is_alive
 from shared.stack.provisioning import OWN_PARTITIONS
 from shared.stack.stackfile import principal_kafka_settings, stack_kafka_settings
@@ -307,6 +308,30 @@ def test_foreground_up_stops_everything_when_asked(workdir: Path, stop_with: str
         assert "Stack stopped." in out
         assert not path.exists()
         assert_all_gone(started, workdir)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_down_after_up_was_killed_before_writing_the_stack_file_stops_what_it_had_started(workdir: Path) -> None:
+    proc = subprocess.Popen(anyam_command("up", workdir=workdir), cwd=REPO, env=_child_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # The services start one after another, and the stack file is written after the last: killed once
+        # the first runs, `up` leaves brokers, PostgreSQL and a service behind with no file naming them.
+        wait_until(lambda: bool(orphan_services(workdir)) or proc.poll() is not None, 180, "a service to start")
+        assert proc.poll() is None, "up ended before any service started"
+        proc.kill()
+        proc.wait()
+        left = {p.pid for p in orphan_services(workdir)} | processes_tied_to(workdir)
+        assert not (workdir / "stack.env").exists() and left
+
+        down = anyam("down", workdir=workdir)
+        assert down.returncode == 0, down.stderr
+        assert "leftover service process" in down.stdout, down.stdout
+        assert_all_gone(left, workdir)
+        assert not orphan_services(workdir)
     finally:
         if proc.poll() is None:
             proc.kill()
