@@ -22,11 +22,15 @@ so they stay pure and testable without a database.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from shared.contracts.codec import CONTENT_TYPE_HEADER
+from shared.contracts.envelope import CONTENT_TYPE, collaborator_source
 from shared.contracts.events import (
     CollaboratorRegistered,
     EventData,
@@ -450,3 +454,33 @@ def _same_result(result: QcPassed | QcFailed, submission: QcSubmitted) -> bool:
         and verdict == submission.result
         and result.inspected_at == submission.inspected_at
     )
+
+
+def refused_submission_event(
+    body: bytes, *, collaborator_id: str | None, event_id: str, received_at: datetime,
+) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A submission refused over HTTP as the `qc-submitted` CloudEvent it would have been on the topic,
+    and its headers: a dead letter looks the same whichever way the submission came (issue 27).
+
+    `collaborator_id` is who the token says (or, for staff, what the body claims). A body that is a
+    JSON object is the event's `data` as sent; anything else is kept byte for byte in `data_base64`,
+    as CloudEvents' JSON format carries binary data.
+    """
+    envelope: dict[str, Any] = {
+        "specversion": "1.0", "id": event_id,
+        "source": collaborator_source(collaborator_id) if collaborator_id else "/collaborators/unknown",
+        "type": QcSubmitted.event_type, "time": received_at.isoformat(),
+        "datacontenttype": "application/json", "dataversion": 1,
+    }
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        data = None
+    if isinstance(data, dict):
+        if isinstance(piece_id := data.get("piece_id"), str) and piece_id:
+            envelope["subject"] = piece_id[:200]
+        envelope["data"] = data
+    else:
+        envelope["data_base64"] = base64.b64encode(body).decode()
+    value = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return value, [(CONTENT_TYPE_HEADER, CONTENT_TYPE.encode())]

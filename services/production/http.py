@@ -19,6 +19,7 @@ from services.production.domain import WRONG_COLLABORATOR, SubmissionRejected
 from services.production.handlers import EARLIEST_YEAR, LATEST_YEAR, ProductionHandlers, parse_submission
 from shared.contracts.events import QcPassed, QcSubmitted
 from shared.eventstore import DeadLetterPublisher
+from shared.ids import new_event_id
 from shared.service import ServiceRuntime
 from shared.timeutil import to_wib
 from shared.web.access import AUDITOR, COLLABORATOR, MAX_CLOCK_SKEW_SECONDS, STAFF, Access, Principal
@@ -258,10 +259,13 @@ def production_router(runtime: ServiceRuntime, handlers: ProductionHandlers, acc
             runtime.producer, topic_prefix=runtime.settings.topic_prefix, consumer=HTTP_SUBMISSIONS
         )
         piece_id = claimed.get("piece_id")
+        value, headers = domain.refused_submission_event(
+            body, collaborator_id=collaborator_id, event_id=new_event_id(), received_at=handlers.clock())
         try:
             await asyncio.wait_for(dead_letters.publish(
                 reason=rejected.reason, detail=rejected.message, topic="http:POST /qc-submissions", partition=-1,
-                offset=-1, key=piece_id.encode("utf-8", "replace") if piece_id else None, value=body,
+                offset=-1, key=piece_id.encode("utf-8", "replace") if piece_id else None, value=value,
+                headers=headers,
             ), DEAD_LETTER_TIMEOUT_SECONDS)
         except Exception as exc:  # noqa: BLE001 - the caller has its answer and the row is kept: don't fail it
             log.warning("a rejected HTTP submission could not be dead-lettered (%s)", type(exc).__name__)

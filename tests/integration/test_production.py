@@ -568,6 +568,13 @@ async def test_a_revoked_key_signs_nothing_more_and_what_it_signed_before_stays_
     letters = await dead_letters(production, 2)
     assert sorted((letter.reason, letter.consumer) for letter in letters) == [
         ("revoked-key", "production-http"), ("revoked-key", QC_CONSUMER)]
+    # Both are the CloudEvent of the submission, whichever way it came: the HTTP one as it would have
+    # been on the topic, with the body as sent.
+    events = {letter.consumer: json.loads(letter.value) for letter in letters}
+    assert {e["type"] for e in events.values()} == {"qc-submitted"}
+    assert events["production-http"]["source"] == f"/collaborators/{shop.collaborator_id}"
+    assert events["production-http"]["data"] == after == events[QC_CONSUMER]["data"]
+    assert all(dict(letter.original_headers)["content-type"] == b"application/cloudevents+json" for letter in letters)
 
 
 # --- the HTTP surface -----------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -505,3 +506,31 @@ def test_a_result_carries_the_submission_as_signed_and_the_key_so_anyone_can_che
         check_submission(passed.model_copy(update={"signing_key": public_key_b64(OTHER_KEY)}))
     with pytest.raises(BadSignature):
         check_submission(passed.model_copy(update={"submission": None}))
+
+
+# --- a submission refused over HTTP, as its dead letter records it ------------------------------
+
+
+def test_a_refused_json_submission_is_dead_lettered_as_the_cloudevent_it_would_have_been_on_the_topic():
+    body = json.dumps({"submission_id": "sub_1", "piece_id": "pc_1", "collaborator_id": "col_1",
+                       "result": "passed", "signature": "AAAA"}).encode()
+    received = datetime(2024, 3, 4, 9, 15, tzinfo=timezone(timedelta(hours=7)))
+    value, headers = domain.refused_submission_event(body, collaborator_id="col_1", event_id="e1",
+                                                     received_at=received)
+    event = json.loads(value)
+    assert headers == [("content-type", b"application/cloudevents+json")]
+    assert {k: event[k] for k in ("specversion", "id", "source", "type", "subject", "datacontenttype",
+                                  "dataversion")} == {
+        "specversion": "1.0", "id": "e1", "source": "/collaborators/col_1", "type": "qc-submitted",
+        "subject": "pc_1", "datacontenttype": "application/json", "dataversion": 1}
+    assert datetime.fromisoformat(event["time"]) == received
+    assert event["data"] == json.loads(body)  # as sent, the signature with it
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe not utf-8", b"[1, 2]", b"{not json", b""])
+def test_a_refused_body_that_is_no_json_object_is_kept_byte_for_byte(body):
+    value, _ = domain.refused_submission_event(body, collaborator_id=None, event_id="e2",
+                                               received_at=datetime(2024, 3, 4, tzinfo=UTC))
+    event = json.loads(value)
+    assert event["source"] == "/collaborators/unknown" and "data" not in event and "subject" not in event
+    assert base64.b64decode(event["data_base64"]) == body
