@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from shared.settings import KafkaSettings
 from shared.web import commands
 from shared.web.access import AUDITOR, STAFF, Access, AccessSettings, Principal
 from shared.web.asyncapi import asyncapi_document
+from shared.web.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from shared.web.observability import Metrics, observability_router
 from shared.web.problems import install_problem_handlers
 
@@ -49,6 +50,11 @@ class ServiceSettings(KafkaSettings, DatabaseSettings, AccessSettings, Provenanc
 
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
     http_port: int = Field(default=8000, ge=0, le=65535, description="Port the HTTP API listens on.")
+    http_max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES, ge=1_024, le=64 * 1_048_576,
+        description="The largest request body a route takes unless it sets its own limit; a larger one is "
+                    "answered 413 before anything reads it.",
+    )
 
 
 @dataclass(frozen=True)
@@ -133,8 +139,11 @@ def service_app(
     access: Access,
     publishes: Sequence[Topic],
     subscribes: Sequence[Topic] = (),
+    body_limits: Mapping[str, int] | None = None,
 ) -> FastAPI:
-    """The FastAPI app of a service: its routers plus health, metrics, OpenAPI and AsyncAPI documents."""
+    """The FastAPI app of a service: its routers plus health, metrics, OpenAPI and AsyncAPI documents.
+
+    Every request body is held to `ANYAM_HTTP_MAX_BODY_BYTES`, or to `body_limits[path template]`."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -149,6 +158,9 @@ def service_app(
     app = FastAPI(title=title, version="1.0.0", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     install_problem_handlers(app)
     metrics = Metrics(runtime.name)
+    # Before anything else reads the request (no guard, parser or handler sees a body over the limit);
+    # only the metrics, added after so they run around it, count its refusals.
+    app.add_middleware(BodyLimit, default=runtime.settings.http_max_body_bytes, per_route=body_limits)
     metrics.install(app)
     reader = access.allow(STAFF, AUDITOR)
     app.include_router(observability_router(metrics, runtime.health, reader))

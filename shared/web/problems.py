@@ -121,7 +121,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and (refusal := await _refusal_of_caller(request)) is not None:
             return refusal.response()  # a body FastAPI could not even read, from a caller refused anyway
-        codes = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized", 403: "forbidden"}
+        codes = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized", 403: "forbidden",
+                 413: "body-too-large"}
         code = codes.get(exc.status_code, "http-error")
         detail = exc.detail if isinstance(exc.detail, str) else code
         return Problem(exc.status_code, code, detail, headers=getattr(exc, "headers", None)).response()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import psutil
 import pytest
 from pydantic import SecretStr
 
@@ -193,3 +194,83 @@ async def test_anyam_serve_answers_health_and_stops_cleanly_on_sigterm(
                 await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             finally:
                 await conn.close()
+
+
+async def _send_huge_body(port: int, head: bytes, *, chunked: bool, total: int) -> tuple[int | None, int]:
+    """POST a `total`-byte body on a raw connection, reading the answer while it is being sent; return the
+    answer's status (None when the server reset the connection before it could be read: a server closing
+    on a body it will not read does that) and how much of the body had been sent by then."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sent = 0
+
+    async def write_body() -> None:
+        nonlocal sent
+        chunk = b"x" * 65_536
+        with contextlib.suppress(ConnectionError):
+            while sent < total:
+                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                await writer.drain()
+                sent += len(chunk)
+
+    writer.write(head)
+    body = asyncio.create_task(write_body())
+    try:
+        status_line = await asyncio.wait_for(reader.readline(), 60)  # a deadline, not a measure
+        return (int(status_line.split()[1]) if status_line else None), sent
+    except ConnectionError:
+        return None, sent
+    finally:
+        body.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await body
+        writer.close()
+
+
+def refusals_counted(metrics: str) -> int:
+    """The 413s the service's own request counter holds."""
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics.splitlines()
+               if line.startswith("anyam_http_requests_total") and 'status="413"' in line)
+
+
+async def test_four_100_mb_bodies_at_once_are_refused_before_they_are_read(
+    kafka_settings: KafkaSettings, postgres, tmp_path: Path
+) -> None:
+    database_url = await postgres.create_database(f"limits_{uuid.uuid4().hex[:8]}")
+    port = free_port()
+    env = image_environment("production", kafka_settings, database_url, port, home=tmp_path)
+    log = tmp_path / "production.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([str(anyam_command()), "serve", "production"], env=env, cwd=tmp_path,
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await wait_healthy(process, url, log)
+        service = psutil.Process(process.pid)
+        before = service.memory_info().rss
+        hundred_mb = 100 * 1_048_576
+        # No token: the size is refused before anyone asks who is calling.
+        declared = (b"POST /qc-submissions HTTP/1.1\r\nHost: anyam\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n" % hundred_mb)
+        # With staff's token and no length given: refused once the stream passes the limit.
+        streamed = (b"POST /qc-submissions HTTP/1.1\r\nHost: anyam\r\nContent-Type: application/json\r\n"
+                    b"Authorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    % env["ANYAM_STAFF_TOKEN"].encode())
+        answers = await asyncio.gather(
+            *(_send_huge_body(port, declared, chunked=False, total=hundred_mb) for _ in range(4)),
+            _send_huge_body(port, streamed, chunked=True, total=hundred_mb),
+        )
+        grown = service.memory_info().rss - before
+        async with httpx.AsyncClient(base_url=url, timeout=10,
+                                     headers={"Authorization": f"Bearer {env['ANYAM_STAFF_TOKEN']}"}) as http:
+            metrics = (await http.get("/metrics")).text
+
+        # Each was answered 413 (or cut off after the answer, unread), long before its end.
+        assert {status for status, _ in answers} <= {413, None} and 413 in {status for status, _ in answers}
+        assert all(sent < hundred_mb // 4 for _, sent in answers), answers
+        assert refusals_counted(metrics) == 5, metrics
+        assert grown < 50 * 1_048_576, f"the service grew {grown / 1_048_576:.0f} MB"
+        assert process.poll() is None
+    finally:
+        process.kill()
+        process.wait(timeout=10)
