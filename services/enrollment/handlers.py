@@ -19,6 +19,12 @@ from shared.timeutil import wib_now
 
 SOURCE = service_source("enrollment")
 
+
+def nik_taken() -> Conflict:
+    # Named without the NIK itself: an error message is no place for personal data.
+    return Conflict("nik-already-registered", "A resident with this NIK is already registered.")
+
+
 RESIDENT = Aggregate(domain.Resident(), domain.evolve_resident, domain.decide_resident)
 COHORT = Aggregate(domain.Cohort(), domain.evolve_cohort, domain.decide_cohort)
 
@@ -33,10 +39,15 @@ class EnrollmentHandlers:
     async def register_resident(self, conn: asyncpg.Connection, rusunawa: str, person: PersonalData) -> str:
         """Register a resident; their personal data goes to the vault only, never into an event."""
         if await self.vault.owner_of_nik(conn, person.nik) is not None:
-            # Named without the NIK itself: an error message is no place for personal data.
-            raise Conflict("nik-already-registered", "A resident with this NIK is already registered.")
+            raise nik_taken()
         resident_id = new_id("res")
-        await self.vault.store(conn, resident_id, person)
+        try:
+            # A savepoint: the transaction stays usable for the refusal when another desk won the race.
+            async with conn.transaction():
+                await self.vault.store(conn, resident_id, person)
+        except asyncpg.UniqueViolationError:
+            # Registered by another request between the check above and this insert.
+            raise nik_taken() from None
         command = domain.RegisterResident(resident_id=resident_id, rusunawa=rusunawa, registered_at=wib_now())
         await handle(conn, self.store, RESIDENT, resident_id, command, source=SOURCE, time=_business_time,
                      fresh_id=True)

@@ -111,6 +111,25 @@ async def test_a_retry_with_the_same_idempotency_key_returns_the_first_response_
     assert [e["data"]["resident_id"] for e in registered] == [first.json()["resident_id"]]
 
 
+async def test_one_nik_registered_by_many_at_once_is_one_resident_and_every_other_answer_a_409(
+    enrollment, kafka_settings
+):
+    staff, _, _, db = enrollment
+    bodies = [{"rusunawa": "Nagrak", "unit": f"C-{n}", "full_name": f"Dewi Lestari {n}", "nik": nik(901 + round),
+               "phone": phone(901)} for round in range(5) for n in range(4)]
+
+    # Four desks register the same person at the same moment, five times over.
+    responses = [await asyncio.gather(*(staff.post("/residents", json=body) for body in bodies[4 * r:4 * r + 4]))
+                 for r in range(5)]
+
+    for answers in responses:
+        assert sorted(r.status_code for r in answers) == [201, 409, 409, 409], [r.text for r in answers]
+        refusal = next(r for r in answers if r.status_code == 409)
+        assert refusal.json()["code"] == "nik-already-registered"
+    registered = [e for e in await enrollment_events(kafka_settings, db) if e["type"] == "resident-registered"]
+    assert len(registered) == 5
+
+
 async def test_concurrent_requests_with_one_idempotency_key_enrol_once(enrollment, kafka_settings):
     staff, _, _, db = enrollment
     cohort, resident = await schedule(staff), await register(staff, 1)
