@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 
 from shared.settings import KafkaSettings
 from shared.stack.errors import BrokerBinaryMissing, BrokerNotReady, PortInUse, StackError
-from shared.stack.processes import POLL_INTERVAL, free_port, pause_or_resume, port_in_use, send_signal
+from shared.stack.processes import POLL_INTERVAL, free_port, pause_or_resume, port_in_use, private_log, send_signal
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -158,7 +158,7 @@ class EmbeddedBroker:
             # Explicit, because tansu would otherwise honour a STORAGE_ENGINE variable from the environment.
             "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
-        with self.log_path.open("wb") as log:
+        with private_log(self.log_path, append=False) as log:
             try:
                 self._proc = subprocess.Popen(
                     command,

@@ -35,7 +35,15 @@ from shared.stack.errors import BrokerNotReady, PortInUse, StackError
 from shared.stack.kafka_admin import new_password
 from shared.stack.kafka_dist import KafkaDistribution, ensure_kafka
 from shared.stack.netns import IsolatedNodes
-from shared.stack.processes import POLL_INTERVAL, free_port, pause_or_resume, port_in_use, terminate, terminate_all
+from shared.stack.processes import (
+    POLL_INTERVAL,
+    free_port,
+    pause_or_resume,
+    port_in_use,
+    private_log,
+    terminate,
+    terminate_all,
+)
 
 #: The cluster-wide settings every Anyam cluster shares (deploy/compose.yaml, deploy/k8s say the same).
 BROKER_PROPERTIES = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "broker.properties"
@@ -345,7 +353,7 @@ class KafkaCluster:
             )
 
     def _launch(self, node: KafkaNode) -> None:
-        with node.log_path.open("ab") as log:
+        with private_log(node.log_path) as log:
             command = self._java(MAIN_CLASS, str(node.config_path))
             node.proc = subprocess.Popen(
                 self.network.command(node.node_id, command) if self.network is not None else command,

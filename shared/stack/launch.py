@@ -14,7 +14,7 @@ import httpx
 
 from shared.stack.broker import log_tail
 from shared.stack.errors import StackError
-from shared.stack.processes import free_port, terminate
+from shared.stack.processes import free_port, private_log, terminate
 from shared.stack.services import LaunchedService, ServiceSpec, service_environment, signing_key_path
 from shared.stack.stackfile import SIGNING_KEY
 
@@ -28,7 +28,7 @@ async def launch_service_process(
     env = {**os.environ, **service_environment(spec, stack_env), "ANYAM_HTTP_HOST": "127.0.0.1",
            "ANYAM_HTTP_PORT": str(port), SIGNING_KEY: signing_key_path(workdir, spec.name).read_text().strip()}
     log_path = workdir / f"{spec.name}.log"
-    with open(log_path, "ab") as log:
+    with private_log(log_path) as log:
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{spec.name}"], env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, cwd=os.getcwd(), start_new_session=True,

@@ -8,6 +8,8 @@ import signal
 import socket
 import time
 from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
 
 import psutil
 
@@ -15,6 +17,15 @@ from shared.stack.errors import StackError
 
 #: How often deadline-bounded waits re-check their condition.
 POLL_INTERVAL = 0.05
+
+
+def private_log(path: Path, *, append: bool = True) -> BinaryIO:
+    """A log file of the stack's opened for writing, readable by its owner only (0600), even one that
+    existed before: a process's log may name ids, addresses and what went wrong."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    descriptor = os.open(path, flags, 0o600)
+    os.fchmod(descriptor, 0o600)
+    return os.fdopen(descriptor, "ab" if append else "wb")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

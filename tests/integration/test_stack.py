@@ -168,6 +168,9 @@ async def test_up_detach_starts_everything_and_down_stops_it(workdir: Path) -> N
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         assert anchors.vouches(service, b"x", load_signing_key(key_file.read_text()).sign(b"x"))
         assert key_file.read_text().strip() not in path.read_text()
+    # Every log of the stack (services, brokers) is its owner's alone.
+    logs = [*workdir.glob("*.log"), *workdir.glob("kafka/node-*/broker.log")]
+    assert len(logs) >= 4 and {stat.S_IMODE(log.stat().st_mode) for log in logs} == {0o600}, logs
 
     assert await broker_answers(env["ANYAM_KAFKA_BOOTSTRAP"], kafka=stack_kafka_settings(env))
     async with httpx.AsyncClient(timeout=10) as http:
