@@ -132,7 +132,7 @@ class TrustAnchors:
     #: The same keys as libsodium's (PyNaCl), which verifies faster than OpenSSL (README, "Replay with
     #: the provenance checks on"): a replay checks a collaborator's signature per QC result.
     _verifiers: Mapping[str, tuple[VerifyKey, ...]] = field(init=False, repr=False, compare=False)
-    #: (service, tree size, root, signature) of the tree heads verified lately, least recent first.
+    #: (service, tree size, root, signature header) of the tree heads verified lately, least recent first.
     _verified_heads: OrderedDict[tuple[str, int, bytes, bytes], None] = field(init=False, repr=False,
                                                                               compare=False)
 
@@ -182,19 +182,20 @@ class TrustAnchors:
             return True
         return False
 
-    def vouches_for_tree(self, service: str, size: int, root: bytes, signature: bytes) -> bool:
-        """Whether `signature` is one of `service`'s keys' signature over the tree head (`size`, `root`).
+    def vouches_for_tree(self, service: str, size: int, root: bytes, signature_header: bytes) -> bool:
+        """Whether `signature_header` (an `anyam-attestation` header) is one of `service`'s keys'
+        signature over the tree head (`size`, `root`); `Unattested` if it is no signature at all.
 
         Only heads that verified are remembered, keyed by all four: a record whose value or proof was
         altered leads to another root, so it never matches a head remembered for its batch."""
-        head = (service, size, root, signature)
+        head = (service, size, root, signature_header)
         heads = self._verified_heads
         try:
             heads.move_to_end(head)
             return True
         except KeyError:
             pass
-        if not self.vouches(service, tree_head(size, root), signature):
+        if not self.vouches(service, tree_head(size, root), _signature(signature_header)):
             return False
         heads[head] = None
         while len(heads) > VERIFIED_TREE_HEADS:
@@ -240,13 +241,24 @@ def new_service_keys() -> dict[str, Ed25519PrivateKey]:
 # --- attesting ------------------------------------------------------------------------------
 
 
+# Copying a hash already fed its prefix is cheaper than making a new one (OpenSSL's set-up), and a
+# replay hashes about ten times per record.
+_LEAF_PREFIXED = hashlib.sha256(b"\x00")
+_NODE_PREFIXED = hashlib.sha256(b"\x01")
+
+
 def leaf_hash(value: bytes) -> bytes:
-    """RFC 9162 §2.1.1: a record's leaf in its batch's tree."""
-    return hashlib.sha256(b"\x00" + value).digest()
+    """RFC 9162 §2.1.1: a record's leaf in its batch's tree, SHA-256(0x00 || value)."""
+    leaf = _LEAF_PREFIXED.copy()
+    leaf.update(value)
+    return leaf.digest()
 
 
 def _node_hash(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
+    node = _NODE_PREFIXED.copy()
+    node.update(left)
+    node.update(right)
+    return node.digest()
 
 
 def tree_head(size: int, root: bytes) -> bytes:
@@ -343,30 +355,35 @@ def _check_attestation(owner: str, value: bytes, headers: Sequence[tuple[str, by
         raise Unattested(f"the record carries {len(signatures)} {ATTESTATION_HEADER} headers, not exactly one")
     if len(proofs) > 1:
         raise Unattested(f"the record carries {len(proofs)} {ATTESTATION_PROOF_HEADER} headers, not one")
-    signature = _signature(signatures[0])
+    if not isinstance(signatures[0], bytes) or len(signatures[0]) != _SIGNATURE_HEADER_SIZE:
+        raise Unattested(f"the {ATTESTATION_HEADER} header is not base64 of a 64-byte signature")
     if not proofs:  # signed on its own, as records were before tree heads: the log keeps them forever
-        if not anchors.vouches(owner, value, signature):
+        if not anchors.vouches(owner, value, _signature(signatures[0])):
             raise Unattested(f"the {ATTESTATION_HEADER} header is not the {owner} service's signature of the record")
         return
     index, size, path = _inclusion_proof(proofs[0])
     root = root_from_inclusion_proof(leaf_hash(value), index, size, path)
     if root is None:
         raise Unattested(f"the {ATTESTATION_PROOF_HEADER} path does not fit leaf {index} of a tree of {size}")
-    if not anchors.vouches_for_tree(owner, size, root, signature):
+    if not anchors.vouches_for_tree(owner, size, root, signatures[0]):
         raise Unattested(f"the record is in no tree head the {owner} service signed")
 
 
-def _signature(raw: bytes | None) -> bytes:
-    """The 64 bytes of an `anyam-attestation` header: canonical base64, nothing else."""
-    if not isinstance(raw, bytes) or len(raw) != _SIGNATURE_HEADER_SIZE:
-        raise Unattested(f"the {ATTESTATION_HEADER} header is not base64 of a 64-byte signature")
+def _signature(raw: bytes) -> bytes:
+    """The 64 bytes of an `anyam-attestation` header of 88 bytes: canonical base64, nothing else."""
+    return _canonical_base64(raw, ATTESTATION_HEADER)
+
+
+def _canonical_base64(text: bytes, header: str) -> bytes:
     try:
-        signature = base64.b64decode(raw, validate=True)
+        decoded = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
-        raise Unattested(f"the {ATTESTATION_HEADER} header is not base64") from None
-    if base64.b64encode(signature) != raw:
-        raise Unattested(f"the {ATTESTATION_HEADER} header is not canonical base64")
-    return signature
+        raise Unattested(f"the {header} header is not base64") from None
+    # A set spare bit in the last character decodes to the same bytes: refused, so that readers in
+    # every language accept exactly the same headers.
+    if binascii.b2a_base64(decoded, newline=False) != text:
+        raise Unattested(f"the {header} header is not canonical base64")
+    return decoded
 
 
 def _inclusion_proof(raw: bytes | None) -> tuple[int, int, bytes]:
@@ -380,12 +397,9 @@ def _inclusion_proof(raw: bytes | None) -> tuple[int, int, bytes]:
     if size > MAX_TREE_SIZE or index >= size:
         raise Unattested(f"the {ATTESTATION_PROOF_HEADER} header names leaf {index} of a tree of {size} "
                          f"(at most {MAX_TREE_SIZE:,})")
-    try:
-        path = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise Unattested(f"the {ATTESTATION_PROOF_HEADER} path is not base64") from None
-    if base64.b64encode(path) != encoded or len(path) % _HASH_SIZE or len(path) > MAX_PATH_HASHES * _HASH_SIZE:
-        raise Unattested(f"the {ATTESTATION_PROOF_HEADER} path is not canonical base64 of whole 32-byte hashes")
+    path = _canonical_base64(encoded, ATTESTATION_PROOF_HEADER)
+    if len(path) % _HASH_SIZE or len(path) > MAX_PATH_HASHES * _HASH_SIZE:
+        raise Unattested(f"the {ATTESTATION_PROOF_HEADER} path is not up to {MAX_PATH_HASHES} 32-byte hashes")
     return index, size, path
 
 

@@ -317,7 +317,7 @@ def test_a_malformed_proof_is_unattested_never_an_error(proof):
 
 
 @pytest.mark.parametrize("signature", [
-    None, b"", "x" * 88, b"A" * 87, b"A" * 89, b"A" * 86 + b"==", b"!" * 88, b"A" * 10_000_000,
+    None, b"", "x" * 88, bytearray(b"A" * 88), b"A" * 87, b"A" * 89, b"A" * 86 + b"==", b"!" * 88, b"A" * 10_000_000,
 ], ids=lambda signature: repr(signature)[:20])
 def test_a_malformed_signature_header_is_unattested_never_an_error(signature):
     [(event, value)] = payout_batch(1)
