@@ -53,7 +53,7 @@ def service_settings(kafka: KafkaSettings, database_url: str, tokens: Tokens, se
 
 def attested_headers(service: str, value: bytes) -> list[tuple[str, bytes]]:
     """The headers `service`'s relay would send `value` with: what lets a test publish as that service."""
-    return [(CONTENT_TYPE_HEADER, CONTENT_TYPE.encode()), Attester(SERVICE_KEYS[service]).header(value)]
+    return [(CONTENT_TYPE_HEADER, CONTENT_TYPE.encode()), *Attester(SERVICE_KEYS[service]).headers(value)]
 
 
 @asynccontextmanager

@@ -381,8 +381,9 @@ def _decode_record(
         return None
     read.by_type[event.type] += 1
     if observers or domain.moves_money(event):
-        # What the ledger would post needs a voucher (each check is a signature or two); with
-        # observers (`verify`, whose checks look at every event), so does everything else.
+        # What the ledger would post needs a voucher (an inclusion proof, a tree head's signature
+        # once per relay batch, a QC result's collaborator signature); with observers (`verify`,
+        # whose checks look at every event), so does everything else.
         try:
             provenance.check(topic, record.value, record.headers, event, trust)
         except DecodeError as exc:

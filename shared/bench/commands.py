@@ -98,14 +98,14 @@ async def _train(kafka, residents: list[str], attester: Attester) -> None:
     producer = await start_producer(kafka)
     try:
         topic = topic_name(Topic.ENROLLMENT, kafka.topic_prefix)
-        deliveries = []
-        for resident in residents:
-            record = encode(Envelope.wrap(
-                TrainingCompleted(resident_id=resident, cohort_id="coh_bench", completed_on=date(2024, 2, 29)),
-                source=service_source("enrollment"),
-            ))
-            deliveries.append(await producer.send(topic, record.value, key=record.key,
-                                                  headers=[*record.headers, attester.header(record.value)]))
+        records = [encode(Envelope.wrap(
+            TrainingCompleted(resident_id=resident, cohort_id="coh_bench", completed_on=date(2024, 2, 29)),
+            source=service_source("enrollment"),
+        )) for resident in residents]
+        # One batch, one signed tree head, as enrollment's relay attests what it publishes together.
+        attestations = attester.attest([record.value for record in records])
+        deliveries = [await producer.send(topic, record.value, key=record.key, headers=[*record.headers, *attestation])
+                      for record, attestation in zip(records, attestations, strict=True)]
         await asyncio.gather(*deliveries)
     finally:
         await producer.stop()

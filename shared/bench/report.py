@@ -48,8 +48,10 @@ def print_results(console: Console, results: BenchResults) -> None:
         per_event = ", ".join(f"{name.removeprefix('cpu_of_').replace('_', ' ')} "
                               f"{value / max(replay.replay.events, 1) * 1e6:.1f} µs"
                               for name, value in replay.replay.stage_seconds.items() if name.startswith("cpu_of_"))
-        console.print(f"   provenance checked as `anyam replay` checks it: {replay.signatures_checked:,} Ed25519 "
-                      f"signatures ({replay.signatures_checked / max(replay.replay.events, 1):.2f} per event); "
+        console.print(f"   provenance checked as `anyam replay` checks it: {replay.attestations_checked:,} "
+                      f"attestations (a tree head signed per relay batch) and "
+                      f"{replay.collaborator_signatures_checked:,} collaborators' Ed25519 signatures "
+                      f"({replay.collaborator_signatures_checked / max(replay.replay.events, 1):.2f} per event); "
                       f"refused {replay.replay.refused:,}"
                       + (f" (one by one: {replay.before.refused:,})" if replay.before is not None else ""))
         console.print(f"   CPU per event of the batched replay: {per_event}; "

@@ -2,12 +2,15 @@
 
 Whoever can write to every topic must still not be able to move money. Two signatures do it:
 
-- **Attestation.** Each service signs every record it publishes with its own Ed25519 key: the
-  header `anyam-attestation` holds the base64 signature over the record's value, byte for byte as
-  it is on the topic. A record on `enrollment`, `production` or `payout` counts only if its
-  `source` is the service that owns the topic and the header verifies against one of that
-  service's public keys, which readers pin as trust anchors (`ANYAM_TRUST_ANCHORS`). Anything
-  else is `unattested`.
+- **Attestation.** Each service signs what it publishes with its own Ed25519 key, once per batch:
+  its relay builds an RFC 9162 Merkle tree over the batch's record values (byte for byte as they
+  are on the topic) and signs the tree head; each record carries that signature
+  (`anyam-attestation`) and its inclusion proof (`anyam-attestation-proof`). A record on
+  `enrollment`, `production` or `payout` counts only if its `source` is the service that owns the
+  topic and the root its value and proof lead to is signed by one of that service's public keys,
+  which readers pin as trust anchors (`ANYAM_TRUST_ANCHORS`). Anything else is `unattested`.
+  A reader verifies each tree head's signature once and remembers it, so the other records of a
+  batch cost a few SHA-256s. (Records signed one by one, before tree heads, still verify.)
 - **The collaborator's own signature.** A `qc-passed` or `qc-failed` carries the signed submission
   it came from (`submission`, every field the collaborator signed, and `signing_key`, the key that
   verified it); the signature must verify over it, and the submission must say what the result says.
@@ -26,6 +29,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,6 +51,21 @@ from shared.contracts.signing import signed, verify
 from shared.contracts.topics import Topic
 
 ATTESTATION_HEADER = "anyam-attestation"
+#: `<leaf index>:<tree size>:<base64 audit path>` (docs/trust.md).
+ATTESTATION_PROOF_HEADER = "anyam-attestation-proof"
+#: What precedes the tree size and root in the signed tree head: it keeps a tree head's signature
+#: from ever passing for a record's, whose value is a JSON object.
+TREE_HEAD_LABEL = b"anyam/attestation/tree-head/v1\x00"
+#: The largest tree a reader accepts (a longer batch is attested as several trees): paths of ≤ 16 hashes.
+MAX_TREE_SIZE = 65_536
+MAX_PATH_HASHES = 16
+_HASH_SIZE = 32
+_SIGNATURE_HEADER_SIZE = 88  # base64 of 64 bytes
+_PROOF = re.compile(rb"(0|[1-9][0-9]{0,4}):([1-9][0-9]{0,4}):([A-Za-z0-9+/]*={0,2})")
+_MAX_PROOF_HEADER_SIZE = len(b"65535:65536:") + 4 * ((MAX_PATH_HASHES * _HASH_SIZE + 2) // 3)
+#: Tree heads a reader remembers having verified: a relay batch's records arrive close together (per
+#: partition), so a few thousand cover the batches a reader is in the middle of.
+VERIFIED_TREE_HEADS = 4_096
 
 #: The service that writes each attested topic (SPEC §4), and so the one whose key must vouch for it.
 TOPIC_OWNERS: Mapping[Topic, str] = {
@@ -109,13 +130,17 @@ class TrustAnchors:
 
     keys: Mapping[str, tuple[Ed25519PublicKey, ...]]
     #: The same keys as libsodium's (PyNaCl), which verifies faster than OpenSSL (README, "Replay with
-    #: the provenance checks on"): a replay checks one or two signatures per event.
+    #: the provenance checks on"): a replay checks a collaborator's signature per QC result.
     _verifiers: Mapping[str, tuple[VerifyKey, ...]] = field(init=False, repr=False, compare=False)
+    #: (service, tree size, root, signature header) of the tree heads verified lately, least recent first.
+    _verified_heads: OrderedDict[tuple[str, int, bytes, bytes], None] = field(init=False, repr=False,
+                                                                              compare=False)
 
     def __post_init__(self) -> None:
         raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
         object.__setattr__(self, "_verifiers", {service: tuple(VerifyKey(key.public_bytes(*raw)) for key in found)
                                                 for service, found in self.keys.items()})
+        object.__setattr__(self, "_verified_heads", OrderedDict())
 
     @classmethod
     def parse(cls, setting: str) -> TrustAnchors:
@@ -157,6 +182,29 @@ class TrustAnchors:
             return True
         return False
 
+    def vouches_for_tree(self, service: str, size: int, root: bytes, signature_header: bytes) -> bool:
+        """Whether `signature_header` (an `anyam-attestation` header) is one of `service`'s keys'
+        signature over the tree head (`size`, `root`); `Unattested` if it is no signature at all.
+
+        Only heads that verified are remembered, keyed by all four: a record whose value or proof was
+        altered leads to another root, so it never matches a head remembered for its batch."""
+        head = (service, size, root, signature_header)
+        heads = self._verified_heads
+        try:
+            heads.move_to_end(head)
+            return True
+        except KeyError:
+            pass
+        if not self.vouches(service, tree_head(size, root), _signature(signature_header)):
+            return False
+        heads[head] = None
+        while len(heads) > VERIFIED_TREE_HEADS:
+            try:
+                heads.popitem(last=False)
+            except KeyError:  # emptied meanwhile by another thread: nothing left to evict
+                break
+        return True
+
 
 class ProvenanceSettings(BaseSettings):
     """A service's own signing key and the keys it trusts (`ANYAM_SIGNING_KEY`, `ANYAM_TRUST_ANCHORS`)."""
@@ -193,15 +241,93 @@ def new_service_keys() -> dict[str, Ed25519PrivateKey]:
 # --- attesting ------------------------------------------------------------------------------
 
 
+# Copying a hash already fed its prefix is cheaper than making a new one (OpenSSL's set-up), and a
+# replay hashes about ten times per record.
+_LEAF_PREFIXED = hashlib.sha256(b"\x00")
+_NODE_PREFIXED = hashlib.sha256(b"\x01")
+
+
+def leaf_hash(value: bytes) -> bytes:
+    """RFC 9162 §2.1.1: a record's leaf in its batch's tree, SHA-256(0x00 || value)."""
+    leaf = _LEAF_PREFIXED.copy()
+    leaf.update(value)
+    return leaf.digest()
+
+
+def _node_hash(left: bytes, right: bytes) -> bytes:
+    node = _NODE_PREFIXED.copy()
+    node.update(left)
+    node.update(right)
+    return node.digest()
+
+
+def tree_head(size: int, root: bytes) -> bytes:
+    """The bytes a service signs for a batch: the label, the tree size (8 bytes, big-endian), the root."""
+    return TREE_HEAD_LABEL + size.to_bytes(8, "big") + root
+
+
+def merkle_tree(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """The root of the RFC 9162 tree over `leaves` (leaf hashes, at least one) and each leaf's audit
+    path, the sibling nearest the leaf first."""
+    paths: list[list[bytes]] = [[] for _ in leaves]
+    return _subtree(leaves, paths, 0, len(leaves)), paths
+
+
+def _subtree(leaves: Sequence[bytes], paths: list[list[bytes]], start: int, end: int) -> bytes:
+    if end - start == 1:
+        return leaves[start]
+    split = start + (1 << ((end - start - 1).bit_length() - 1))  # the largest power of two < n
+    left, right = _subtree(leaves, paths, start, split), _subtree(leaves, paths, split, end)
+    for index in range(start, split):
+        paths[index].append(right)
+    for index in range(split, end):
+        paths[index].append(left)
+    return _node_hash(left, right)
+
+
+def root_from_inclusion_proof(leaf: bytes, index: int, size: int, path: bytes) -> bytes | None:
+    """The root that `leaf` at `index` of a tree of `size` leads to with the audit `path` (its hashes
+    concatenated), by RFC 9162 §2.1.3.2; None when the path cannot be one of such a tree."""
+    if not 0 <= index < size or len(path) % _HASH_SIZE:
+        return None
+    fn, sn, root = index, size - 1, leaf
+    for offset in range(0, len(path), _HASH_SIZE):
+        if sn == 0:
+            return None  # a longer path than the tree has levels
+        sibling = path[offset:offset + _HASH_SIZE]
+        if fn & 1 or fn == sn:
+            root = _node_hash(sibling, root)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            root = _node_hash(root, sibling)
+        fn, sn = fn >> 1, sn >> 1
+    return root if sn == 0 else None
+
+
 @dataclass(frozen=True)
 class Attester:
-    """Signs the records one service publishes."""
+    """Signs the records one service publishes, one signature per batch."""
 
     key: Ed25519PrivateKey
 
-    def header(self, value: bytes) -> tuple[str, bytes]:
-        """The `anyam-attestation` header of a record whose value is `value`."""
-        return ATTESTATION_HEADER, base64.b64encode(self.key.sign(value))
+    def attest(self, values: Sequence[bytes]) -> list[list[tuple[str, bytes]]]:
+        """The attestation headers of each record of a batch published together, whose values are
+        `values`: one tree head signed per `MAX_TREE_SIZE` records."""
+        attestations: list[list[tuple[str, bytes]]] = []
+        for start in range(0, len(values), MAX_TREE_SIZE):
+            batch = values[start:start + MAX_TREE_SIZE]
+            root, paths = merkle_tree([leaf_hash(value) for value in batch])
+            signature = base64.b64encode(self.key.sign(tree_head(len(batch), root)))
+            attestations += [[(ATTESTATION_HEADER, signature),
+                              (ATTESTATION_PROOF_HEADER, b"%d:%d:%s" % (index, len(batch),
+                                                                         base64.b64encode(b"".join(path))))]
+                             for index, path in enumerate(paths)]
+        return attestations
+
+    def headers(self, value: bytes) -> list[tuple[str, bytes]]:
+        """The attestation headers of one record published alone (a tree of one)."""
+        return self.attest([value])[0]
 
 
 # --- checking -------------------------------------------------------------------------------
@@ -216,17 +342,65 @@ def check(topic: Topic, value: bytes, headers: Sequence[tuple[str, bytes | None]
         return
     if event.source != service_source(owner):
         raise Unattested(f"`source` must be {service_source(owner)} on {topic.value}", path="source")
-    signatures = [raw for name, raw in headers or () if name == ATTESTATION_HEADER]
-    if len(signatures) != 1 or signatures[0] is None:
-        raise Unattested(f"the record carries {len(signatures)} {ATTESTATION_HEADER} headers, not exactly one")
-    try:
-        signature = base64.b64decode(signatures[0], validate=True)
-    except (binascii.Error, ValueError):
-        raise Unattested(f"the {ATTESTATION_HEADER} header is not base64") from None
-    if not anchors.vouches(owner, value, signature):
-        raise Unattested(f"the {ATTESTATION_HEADER} header is not the {owner} service's signature of the record")
+    _check_attestation(owner, value, headers or (), anchors)
     if isinstance(event.data, QcPassed | QcFailed):
         check_submission(event.data)
+
+
+def _check_attestation(owner: str, value: bytes, headers: Sequence[tuple[str, bytes | None]],
+                       anchors: TrustAnchors) -> None:
+    signatures = [raw for name, raw in headers if name == ATTESTATION_HEADER]
+    proofs = [raw for name, raw in headers if name == ATTESTATION_PROOF_HEADER]
+    if len(signatures) != 1:
+        raise Unattested(f"the record carries {len(signatures)} {ATTESTATION_HEADER} headers, not exactly one")
+    if len(proofs) > 1:
+        raise Unattested(f"the record carries {len(proofs)} {ATTESTATION_PROOF_HEADER} headers, not one")
+    if not isinstance(signatures[0], bytes) or len(signatures[0]) != _SIGNATURE_HEADER_SIZE:
+        raise Unattested(f"the {ATTESTATION_HEADER} header is not base64 of a 64-byte signature")
+    if not proofs:  # signed on its own, as records were before tree heads: the log keeps them forever
+        if not anchors.vouches(owner, value, _signature(signatures[0])):
+            raise Unattested(f"the {ATTESTATION_HEADER} header is not the {owner} service's signature of the record")
+        return
+    index, size, path = _inclusion_proof(proofs[0])
+    root = root_from_inclusion_proof(leaf_hash(value), index, size, path)
+    if root is None:
+        raise Unattested(f"the {ATTESTATION_PROOF_HEADER} path does not fit leaf {index} of a tree of {size}")
+    if not anchors.vouches_for_tree(owner, size, root, signatures[0]):
+        raise Unattested(f"the record is in no tree head the {owner} service signed")
+
+
+def _signature(raw: bytes) -> bytes:
+    """The 64 bytes of an `anyam-attestation` header of 88 bytes: canonical base64, nothing else."""
+    return _canonical_base64(raw, ATTESTATION_HEADER)
+
+
+def _canonical_base64(text: bytes, header: str) -> bytes:
+    try:
+        decoded = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise Unattested(f"the {header} header is not base64") from None
+    # A set spare bit in the last character decodes to the same bytes: refused, so that readers in
+    # every language accept exactly the same headers.
+    if binascii.b2a_base64(decoded, newline=False) != text:
+        raise Unattested(f"the {header} header is not canonical base64")
+    return decoded
+
+
+def _inclusion_proof(raw: bytes | None) -> tuple[int, int, bytes]:
+    """The leaf index, tree size and audit path of an `anyam-attestation-proof` header, held to its
+    exact form (docs/trust.md): a reader never guesses what a malformed proof meant."""
+    matched = (_PROOF.fullmatch(raw) if isinstance(raw, bytes) and len(raw) <= _MAX_PROOF_HEADER_SIZE
+               else None)
+    if matched is None:
+        raise Unattested(f"the {ATTESTATION_PROOF_HEADER} header is not <index>:<size>:<base64 path>")
+    index, size, encoded = int(matched[1]), int(matched[2]), matched[3]
+    if size > MAX_TREE_SIZE or index >= size:
+        raise Unattested(f"the {ATTESTATION_PROOF_HEADER} header names leaf {index} of a tree of {size} "
+                         f"(at most {MAX_TREE_SIZE:,})")
+    path = _canonical_base64(encoded, ATTESTATION_PROOF_HEADER)
+    if len(path) % _HASH_SIZE or len(path) > MAX_PATH_HASHES * _HASH_SIZE:
+        raise Unattested(f"the {ATTESTATION_PROOF_HEADER} path is not up to {MAX_PATH_HASHES} 32-byte hashes")
+    return index, size, path
 
 
 def check_submission(result: QcPassed | QcFailed) -> None:

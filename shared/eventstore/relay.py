@@ -26,6 +26,8 @@ from shared.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 _HEADERS = [(CONTENT_TYPE_HEADER, CONTENT_TYPE.encode())]
+#: Events a relay publishes (and so attests with one signed tree head) at most at a time.
+RELAY_BATCH_SIZE = 500
 
 
 class OutboxRelay:
@@ -39,14 +41,14 @@ class OutboxRelay:
         *,
         attester: Attester | None = None,
         name: str = "kafka",
-        batch_size: int = 500,
+        batch_size: int = RELAY_BATCH_SIZE,
         idle_wait_seconds: float = 1.0,
         retry_backoff_seconds: float = 0.5,
     ) -> None:
         self._pool = pool
         self._producer = producer
         self._prefix = kafka.topic_prefix
-        #: Signs each record as it goes out (SPEC §11): readers trust only what the service attests.
+        #: Attests each batch as it goes out (SPEC §11): readers trust only what the service attests.
         self._attester = attester
         self._name = name
         self._batch_size = batch_size
@@ -78,6 +80,7 @@ class OutboxRelay:
         if not rows:
             self.published_position = checkpoint
             return 0
+        headers = self._headers([row["payload"] for row in rows])
         # send() only enqueues; the producer keeps one request in flight per partition, so
         # per-key (per-stream) order on the topic is the position order here.
         deliveries = [
@@ -85,9 +88,9 @@ class OutboxRelay:
                 topic_name(row["topic"], self._prefix),
                 value=row["payload"],
                 key=row["record_key"].encode(),
-                headers=self._headers(row["payload"]),
+                headers=row_headers,
             )
-            for row in rows
+            for row, row_headers in zip(rows, headers, strict=True)
         ]
         await asyncio.gather(*deliveries)
         last = rows[-1]["position"]
@@ -101,10 +104,11 @@ class OutboxRelay:
         self.published_position = last
         return len(rows)
 
-    def _headers(self, value: bytes) -> list[tuple[str, bytes]]:
+    def _headers(self, values: list[bytes]) -> list[list[tuple[str, bytes]]]:
+        """Each record's headers: with an attester, the batch's one signed tree head and the record's proof."""
         if self._attester is None:
-            return _HEADERS
-        return [*_HEADERS, self._attester.header(value)]
+            return [_HEADERS] * len(values)
+        return [[*_HEADERS, *attestation] for attestation in self._attester.attest(values)]
 
     async def run(self) -> None:
         """Publish forever: wake on each commit's notification, poll as a fallback, retry on failure.

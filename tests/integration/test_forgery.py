@@ -27,7 +27,7 @@ from shared.contracts.events import (
     PieceWoven,
     QcPassed,
 )
-from shared.contracts.provenance import ATTESTATION_HEADER, Attester, signed_result
+from shared.contracts.provenance import ATTESTATION_HEADER, ATTESTATION_PROOF_HEADER, Attester, signed_result
 from shared.contracts.signing import generate_private_key, public_key_b64, signed, submission_event
 from shared.eventstore.deadletters import DeadLetter
 from shared.eventstore.tracking import wait_until_caught_up
@@ -59,7 +59,7 @@ async def publish(stack: Programme, event: Envelope, *, attested_by=None,
     value = record.value
     headers = [*record.headers, *headers]
     if attested_by is not None:
-        headers.append(Attester(attested_by).header(value))
+        headers += Attester(attested_by).headers(value)
     producer = await start_producer(stack.kafka)
     try:
         await producer.send_and_wait(topic_name(record.topic, stack.kafka.topic_prefix), value, key=record.key,
@@ -120,13 +120,17 @@ async def test_forged_records_credit_nothing_are_dead_lettered_and_verify_names_
     for event in (takeover, woven, passed):
         await publish(programme, event, attested_by=ATTACKER)  # "attested", with the attacker's own key
     await publish_submission(programme, result)
-    # ... and a result carrying the honest attestation header of a genuine record, copied off the topic.
+    # ... and a result carrying the honest attestation headers (signed tree head and inclusion proof) of a
+    # genuine record, copied off the topic.
     genuine = next(r for r in await read_topic(programme.kafka, topic_name(Topic.PRODUCTION,
                                                                            programme.kafka.topic_prefix))
                    if json.loads(r.value)["type"] == "qc-passed")
     copied = Envelope.wrap(result.model_copy(update={"piece_id": "pc_forged_2"}), source=service_source("production"),
                            time=INSPECTED)
-    await publish(programme, copied, headers=[(ATTESTATION_HEADER, dict(genuine.headers)[ATTESTATION_HEADER])])
+    copied_headers = [(name, raw) for name, raw in genuine.headers
+                      if name in (ATTESTATION_HEADER, ATTESTATION_PROOF_HEADER)]
+    assert len(copied_headers) == 2
+    await publish(programme, copied, headers=copied_headers)
 
     # --- forgery 4: a payout-failed before staff confirm the payment ------------------------------------
     async with httpx.AsyncClient(base_url=programme.payout_url, headers=staff, timeout=30) as payout:
