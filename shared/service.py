@@ -12,6 +12,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -50,6 +51,11 @@ class ServiceSettings(KafkaSettings, DatabaseSettings, AccessSettings, Provenanc
 
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
     http_port: int = Field(default=8000, ge=0, le=65535, description="Port the HTTP API listens on.")
+    idempotency_key_ttl_seconds: int = Field(
+        default=int(commands.IDEMPOTENCY_KEY_TTL.total_seconds()), ge=1, le=30 * 86_400,
+        description="How long a command's answer is kept for its Idempotency-Key: a retry within it gets the "
+                    "first answer; after it the key is forgotten (within a minute) and a request with it is new.",
+    )
     http_max_body_bytes: int = Field(
         default=DEFAULT_MAX_BODY_BYTES, ge=1_024, le=64 * 1_048_576,
         description="The largest request body a route takes unless it sets its own limit; a larger one is "
@@ -90,6 +96,8 @@ class ServiceRuntime:
         self.producer = await start_producer(self.settings)
         relay = OutboxRelay(self.pool, self.producer, self.settings, attester=attester)
         self._tasks["relay"] = asyncio.create_task(relay.run(), name=f"{self.name}-relay")
+        self._tasks["idempotency-keys"] = asyncio.create_task(commands.keep_forgetting_expired_answers(
+            self.pool, timedelta(seconds=self.settings.idempotency_key_ttl_seconds)), name=f"{self.name}-keys")
         for spec in self.consumers:
             consumer = TransactionalConsumer(
                 name=spec.name, topics=spec.topics, pool=self.pool, kafka=self.settings, handler=spec.handler,

@@ -10,16 +10,20 @@ so a retry gets the same answer, not a different one because the world moved.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from shared.db import DATABASE_UNAVAILABLE
 from shared.domain import Refused
 from shared.eventstore import ConcurrencyConflict, appends_held_to_commit
 from shared.eventstore.store import append_streams_arguments, conflict
@@ -36,6 +40,8 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (scope, key)
 );
+-- Answers are forgotten once they expire (`forget_expired_answers`), oldest first.
+CREATE INDEX IF NOT EXISTS idempotency_keys_created_at ON idempotency_keys (created_at);
 
 -- A command written in one statement (`execute(one_statement=True)`): its answer for its key, then
 -- its appends (`event_store_append_streams`, which takes the append lock), committed by the
@@ -70,6 +76,14 @@ BEGIN
     RETURN true;
 END $$;
 """
+
+log = logging.getLogger(__name__)
+
+#: How long an answer is kept for its Idempotency-Key unless the service says otherwise
+#: (`ANYAM_IDEMPOTENCY_KEY_TTL_SECONDS`): a retry within it gets the first answer, a request after it is new.
+IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
+#: How often expired answers are looked for at most: an answer outlives its expiry by up to this.
+FORGET_EVERY_SECONDS = 60.0
 
 #: Serialises installs of the idempotency table and `command_commit` by several processes at once.
 INSTALL_LOCK_KEY = 0x616E79616D10
@@ -291,3 +305,32 @@ def command_runner(pool: Callable[[], asyncpg.Pool]) -> RunCommand:
         )
 
     return run
+
+
+async def forget_expired_answers(pool: asyncpg.Pool, ttl: timedelta, *, batch: int = 10_000) -> int:
+    """Delete the answers stored longer than `ttl` ago, `batch` at a time (no long lock); how many went."""
+    forgotten = 0
+    while True:
+        async with pool.acquire() as conn:
+            deleted = await conn.fetchval(
+                """WITH gone AS (
+                       DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+                           SELECT ctid FROM idempotency_keys WHERE created_at < now() - $1::interval LIMIT $2))
+                       RETURNING 1)
+                   SELECT count(*) FROM gone""",
+                ttl, batch,
+            )
+        forgotten += deleted
+        if deleted < batch:
+            return forgotten
+
+
+async def keep_forgetting_expired_answers(pool: asyncpg.Pool, ttl: timedelta) -> None:
+    """Forever: forget expired answers, then wait (half the TTL, at most `FORGET_EVERY_SECONDS`)."""
+    interval = min(FORGET_EVERY_SECONDS, max(0.5, ttl.total_seconds() / 2))
+    while True:
+        try:
+            await forget_expired_answers(pool, ttl)
+        except DATABASE_UNAVAILABLE as exc:  # the next round retries; the table only grows meanwhile
+            log.warning("idempotency keys: database unavailable (%s); forgetting later", type(exc).__name__)
+        await asyncio.sleep(interval)

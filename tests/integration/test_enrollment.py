@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from datetime import date
 
 import asyncpg
@@ -130,6 +131,31 @@ async def test_one_nik_registered_by_many_at_once_is_one_resident_and_every_othe
     assert len(registered) == 5
     # What the database said of the clash (the index, the key's value) stays out of the service's log.
     assert "nik_index" not in caplog.text and "duplicate key" not in caplog.text
+
+
+async def test_an_idempotency_key_is_forgotten_once_its_answer_expires(kafka_settings, database_url):
+    tokens = new_tokens()
+    settings = EnrollmentSettings(**service_settings(kafka_settings, database_url, tokens, "enrollment"),
+                                  personal_data_key=new_personal_data_key(), idempotency_key_ttl_seconds=1)
+    body = {"rusunawa": "Nagrak", "skill": "menganyam", "product_focus": "piring",
+            "starts_on": "2024-02-26", "ends_on": "2024-02-29", "capacity": 25}
+    async with serve(create_app(settings)) as url, client(url, tokens.staff) as staff:
+        first = await staff.post("/cohorts", json=body, headers={"Idempotency-Key": "cohort-1"})
+        retry = await staff.post("/cohorts", json=body, headers={"Idempotency-Key": "cohort-1"})
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+        try:
+            deadline = time.monotonic() + 30
+            while await pool.fetchval("SELECT count(*) FROM idempotency_keys"):
+                assert time.monotonic() < deadline, "the expired answer was never forgotten"
+                await asyncio.sleep(0.1)
+        finally:
+            await pool.close()
+        after = await staff.post("/cohorts", json=body, headers={"Idempotency-Key": "cohort-1"})
+
+    assert first.status_code == retry.status_code == after.status_code == 201
+    assert retry.json() == first.json()
+    # A day later (here a second), the key names a new request: a second cohort.
+    assert after.json()["cohort_id"] != first.json()["cohort_id"]
 
 
 async def test_concurrent_requests_with_one_idempotency_key_enrol_once(enrollment, kafka_settings):
