@@ -6,6 +6,7 @@ from datetime import datetime
 
 from cachetools import LRUCache
 from fastapi import FastAPI
+from pydantic import Field
 
 from services.production import projections
 from services.production.handlers import ProductionHandlers
@@ -18,7 +19,13 @@ from shared.web.access import Access
 
 
 class ProductionSettings(ServiceSettings):
-    """Every `ANYAM_*` setting the production service reads (none beyond a service's own, yet)."""
+    """Every `ANYAM_*` setting the production service reads."""
+
+    qc_rejections_per_minute: int = Field(
+        default=60, ge=1, le=100_000,
+        description="How many of one collaborator's QC submissions may be refused over HTTP in a minute; "
+                    "beyond it its submissions are answered 429 with Retry-After, unread, until the minute passes.",
+    )
 
 
 class CollaboratorTokens:
@@ -59,7 +66,8 @@ def create_app(settings: ProductionSettings | None = None) -> FastAPI:
         ],
     )
     access = Access(settings, collaborator_check=CollaboratorTokens(runtime, handlers).admits)
+    router = production_router(runtime, handlers, access, rejections_per_minute=settings.qc_rejections_per_minute)
     return service_app(
-        runtime, title="Anyam production", access=access, routers=[production_router(runtime, handlers, access)],
+        runtime, title="Anyam production", access=access, routers=[router],
         publishes=[Topic.PRODUCTION, Topic.DEAD_LETTERS], subscribes=[Topic.ENROLLMENT, Topic.QC_SUBMISSIONS],
     )

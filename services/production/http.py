@@ -119,7 +119,9 @@ HTTP_SUBMISSIONS = "production-http"
 DEAD_LETTER_TIMEOUT_SECONDS = 10.0
 
 
-def production_router(runtime: ServiceRuntime, handlers: ProductionHandlers, access: Access) -> APIRouter:
+def production_router(
+    runtime: ServiceRuntime, handlers: ProductionHandlers, access: Access, *, rejections_per_minute: int = 60,
+) -> APIRouter:
     router = APIRouter(tags=["production"])
     staff = access.allow(STAFF)
     reader = access.allow(STAFF, AUDITOR)
@@ -226,6 +228,8 @@ def production_router(runtime: ServiceRuntime, handlers: ProductionHandlers, acc
     @router.post("/qc-submissions", status_code=201, openapi_extra=SUBMISSION_BODY,
                  summary="Submit a signed QC result (the `data` of a `qc-submitted` event)")
     async def submit(request: Request, key: IdempotencyKey = None, who: Principal = Depends(submitter)) -> Response:
+        if who.role == COLLABORATOR:
+            await _refuse_while_rejected_too_often(who)
         body = await request.body()
 
         async def action(conn) -> Outcome:
@@ -243,6 +247,18 @@ def production_router(runtime: ServiceRuntime, handlers: ProductionHandlers, acc
             return Outcome(201 if outcome.recorded_now else 200, _result_json(outcome.result))
 
         return await run(request, who, key, body.decode("utf-8", "replace"), action)
+
+    async def _refuse_while_rejected_too_often(who: Principal) -> None:
+        """429 while the collaborator's submissions were refused too often lately: each refusal costs a
+        row of feedback and a dead letter, so a client sending garbage in a loop must not grow them."""
+        async with runtime.pool.acquire() as conn:
+            wait = await projections.seconds_until_rejections_allowed(
+                conn, who.collaborator_id, per_minute=rejections_per_minute)
+        if wait:
+            raise Problem(429, "too-many-rejections",
+                          f"{rejections_per_minute} of your submissions were refused in the last minute; read "
+                          f"GET /collaborators/{who.collaborator_id}/rejections and retry in {wait} s.",
+                          headers={"Retry-After": str(wait)})
 
     async def _note_rejection(conn, who: Principal, body: bytes, rejected: SubmissionRejected) -> None:
         """Feedback for the collaborator, and a dead letter like the topic's (SPEC §7: every rejection)."""

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -169,6 +170,24 @@ async def record_rejection(conn: asyncpg.Connection, rejection: Rejection) -> No
         _clean(rejection.collaborator_id), _clean(rejection.submission_id), _clean(rejection.piece_id),
         _clean(rejection.reason), _clean(rejection.detail), rejection.channel, _clean(rejection.source),
     )
+
+
+async def seconds_until_rejections_allowed(
+    conn: asyncpg.Connection, collaborator_id: str, *, per_minute: int, channel: str = "http",
+) -> int:
+    """0 while `collaborator_id` had fewer than `per_minute` submissions refused over `channel` in the
+    last minute; otherwise how many whole seconds until the oldest of those is a minute old."""
+    oldest = await conn.fetchval(
+        """SELECT min(rejected_at) FROM (
+               SELECT rejected_at FROM qc_rejections WHERE collaborator_id = $1 AND channel = $2
+               ORDER BY rejection_id DESC LIMIT $3) recent
+           HAVING count(*) >= $3 AND min(rejected_at) > now() - interval '1 minute'""",
+        collaborator_id, channel, per_minute,
+    )
+    if oldest is None:
+        return 0
+    age = await conn.fetchval("SELECT extract(epoch FROM now() - $1::timestamptz)", oldest)
+    return max(1, math.ceil(60 - float(age)))
 
 
 async def rejections_of(conn: asyncpg.Connection, collaborator_id: str, *, limit: int) -> list[Rejection]:

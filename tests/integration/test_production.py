@@ -580,6 +580,35 @@ async def test_a_revoked_key_signs_nothing_more_and_what_it_signed_before_stays_
 # --- the HTTP surface -----------------------------------------------------------------------
 
 
+async def test_a_collaborator_refused_too_often_is_answered_429_until_the_minute_passes(
+    kafka_settings, database_url, tmp_path
+):
+    tokens = new_tokens()
+    settings = ProductionSettings(**service_settings(kafka_settings, database_url, tokens, "production"),
+                                  qc_rejections_per_minute=3)
+    app = create_app(settings)
+    async with serve(app) as url, client(url, tokens.staff) as staff:
+        production = Production(staff, tokens, url, app.state.runtime.pool, kafka_settings)
+        shop = await workshop(production, tmp_path)
+        other = await workshop(production, tmp_path, name="lain", artisan="res_ayu")
+        piece = await weave(production, other.artisan, other.collaborator_id, "2024-03-20T09:00:00+07:00")
+        valid = cli_sign(tmp_path, other.key, result_data("sub_ok", piece["piece_id"], other.collaborator_id))
+        async with production.collaborator(shop.collaborator_id) as flooder, \
+                production.collaborator(other.collaborator_id) as honest:
+            refused = [await flooder.post("/qc-submissions", content=b'{"garbage": %d}' % n) for n in range(3)]
+            limited = await flooder.post("/qc-submissions", content=b'{"garbage": 4}')
+            accepted = await honest.post("/qc-submissions", json=valid)
+            feedback = await flooder.get(f"/collaborators/{shop.collaborator_id}/rejections")
+
+    assert [r.status_code for r in refused] == [422] * 3
+    assert limited.status_code == 429, limited.text
+    assert limited.json()["code"] == "too-many-rejections"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    # The fourth was not read: no fourth row of feedback (nor dead letter) for it.
+    assert len(feedback.json()["rejections"]) == 3
+    assert accepted.status_code == 201, accepted.text  # another collaborator is not held back
+
+
 async def test_tokens_roles_documents_and_idempotency(production, tmp_path):
     shop = await workshop(production, tmp_path)
     body = {"artisan_id": shop.artisan, "collaborator_id": shop.collaborator_id, "product": "piring",
