@@ -107,30 +107,30 @@ async def broker_node_frozen(stack: RunningStack, node_id: int, seconds: float =
     """SIGSTOP one Kafka node for `seconds`: its connections hang rather than close, as behind a network
     partition, until the others fence it and its clients give up on it."""
     cluster = cluster_of(stack)
-    began = time.monotonic()
-    cluster.freeze_node(node_id)
-    try:
-        await asyncio.sleep(seconds)  # the length of the fault itself
-    finally:
-        cluster.thaw_node(node_id)
-    ended = time.monotonic()
-    return FaultReport(f"Kafka node {node_id} frozen (SIGSTOP) for {seconds:.0f}s", began, ended,
-                       await wait_until_healthy(stack))
+    return await _for_a_while(stack, f"Kafka node {node_id} frozen (SIGSTOP) for {seconds:.0f}s", seconds,
+                              begin=lambda: cluster.freeze_node(node_id), end=lambda: cluster.thaw_node(node_id))
 
 
 async def broker_node_partitioned(stack: RunningStack, node_id: int, seconds: float = 30.0) -> FaultReport:
     """Cut one Kafka node off from the other two for `seconds` (the stack's nodes isolated, shared/stack/netns.py):
     it runs on and clients still reach it, while the others fence it and elect leaders without it."""
     cluster = cluster_of(stack)
+    return await _for_a_while(stack, f"Kafka node {node_id} cut off from the others for {seconds:.0f}s", seconds,
+                              begin=lambda: cluster.partition_node(node_id), end=lambda: cluster.heal_node(node_id))
+
+
+async def _for_a_while(
+    stack: RunningStack, name: str, seconds: float, *, begin: Callable[[], None], end: Callable[[], None],
+) -> FaultReport:
+    """`begin` a fault, undo it with `end` `seconds` later (however the wait ends), then wait for health."""
     began = time.monotonic()
-    cluster.partition_node(node_id)
+    begin()
     try:
         await asyncio.sleep(seconds)  # the length of the fault itself
     finally:
-        cluster.heal_node(node_id)
+        end()
     ended = time.monotonic()
-    return FaultReport(f"Kafka node {node_id} cut off from the others for {seconds:.0f}s", began, ended,
-                       await wait_until_healthy(stack))
+    return FaultReport(name, began, ended, await wait_until_healthy(stack))
 
 
 async def postgres_restart(stack: RunningStack) -> FaultReport:
