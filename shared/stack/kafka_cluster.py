@@ -6,7 +6,8 @@ too; `EMBEDDED_SETTINGS` lists the few this cluster changes and why. Every clien
 grants; there is no anonymous listener. Each node has its own ports,
 data directory (`<workdir>/kafka/node-<id>/data`) and log (`.../broker.log`), and runs in its own
 session so a Ctrl-C meant for `anyam up` reaches the stack's shutdown first. Nodes can be killed,
-stopped, frozen and started again one at a time: the cluster faults of the tests.
+stopped, frozen and started again one at a time: the cluster faults of the tests. Started `isolated`,
+each node runs in a network namespace of its own (shared/stack/netns.py), so one can be partitioned off.
 """
 
 from __future__ import annotations
