@@ -23,8 +23,9 @@ class ProductionSettings(ServiceSettings):
 
     qc_rejections_per_minute: int = Field(
         default=60, ge=1, le=100_000,
-        description="How many of one collaborator's QC submissions may be refused over HTTP in a minute; "
-                    "beyond it its submissions are answered 429 with Retry-After, unread, until the minute passes.",
+        description="How many of one collaborator's QC submissions may be refused in a minute (over HTTP or "
+                    "Kafka); beyond it its HTTP submissions are answered 429 with Retry-After, unread, until the "
+                    "minute passes.",
     )
 
 

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -172,22 +171,18 @@ async def record_rejection(conn: asyncpg.Connection, rejection: Rejection) -> No
     )
 
 
-async def seconds_until_rejections_allowed(
-    conn: asyncpg.Connection, collaborator_id: str, *, per_minute: int, channel: str = "http",
-) -> int:
-    """0 while `collaborator_id` had fewer than `per_minute` submissions refused over `channel` in the
-    last minute; otherwise how many whole seconds until the oldest of those is a minute old."""
-    oldest = await conn.fetchval(
-        """SELECT min(rejected_at) FROM (
-               SELECT rejected_at FROM qc_rejections WHERE collaborator_id = $1 AND channel = $2
-               ORDER BY rejection_id DESC LIMIT $3) recent
-           HAVING count(*) >= $3 AND min(rejected_at) > now() - interval '1 minute'""",
-        collaborator_id, channel, per_minute,
+async def seconds_until_rejections_allowed(conn: asyncpg.Connection, collaborator_id: str, *, per_minute: int) -> int:
+    """0 while `collaborator_id` had fewer than `per_minute` submissions refused (either way) in the last
+    minute; otherwise how many whole seconds until the oldest of those is a minute old. Reads at most
+    `per_minute` rows, newest first, by the collaborator's index."""
+    wait = await conn.fetchval(
+        """SELECT greatest(1, ceil(60 - extract(epoch FROM now() - min(rejected_at))))::integer FROM (
+               SELECT rejected_at FROM qc_rejections WHERE collaborator_id = $1
+               ORDER BY rejection_id DESC LIMIT $2) recent
+           HAVING count(*) >= $2 AND min(rejected_at) > now() - interval '1 minute'""",
+        collaborator_id, per_minute,
     )
-    if oldest is None:
-        return 0
-    age = await conn.fetchval("SELECT extract(epoch FROM now() - $1::timestamptz)", oldest)
-    return max(1, math.ceil(60 - float(age)))
+    return wait or 0
 
 
 async def rejections_of(conn: asyncpg.Connection, collaborator_id: str, *, limit: int) -> list[Rejection]:
