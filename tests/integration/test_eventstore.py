@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import defaultdict
 
 import asyncpg
@@ -30,6 +29,7 @@ from shared.handling import Aggregate, handle
 from shared.kafka import start_producer
 from shared.timeutil import wib_now
 from tests.kafka_reader import read_topic, wait_for_records
+from tests.waiting import until
 
 
 def enrolled(resident: str, n: int = 0) -> Envelope:
@@ -320,13 +320,6 @@ async def relay_lock_is_free(database_url: str) -> bool:
         return taken
     finally:
         await conn.close()
-
-
-async def until(condition, *, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, "the condition did not hold in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_relay_that_stops_leaves_no_pooled_connection_holding_its_lock(
