@@ -144,6 +144,10 @@ _POSTING_RULES: dict[type[EventData], Callable[[Any], tuple[Kind, str, str, str,
 }
 
 
+#: The `type` of each event that makes a ledger transaction.
+MONEY_EVENT_TYPES = frozenset(data_type.event_type for data_type in _POSTING_RULES)
+
+
 def moves_money(event: Envelope) -> bool:
     """Whether `event` makes a ledger transaction (and so must be vouched for before it does)."""
     return type(event.data) in _POSTING_RULES

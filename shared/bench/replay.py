@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from services.payout import projections
 from services.payout.app import LEDGER_TOPICS
+from services.payout.domain import MONEY_EVENT_TYPES
 from services.payout.projections import Source
 from shared.audit.replay import DEFAULT_PROCESSES, replayed_ledger
 from shared.bench.child import run_module
@@ -398,10 +399,6 @@ if __name__ == "__main__":
 # --- measurement 1 ------------------------------------------------------------------------------
 
 
-#: The event types that move money (`domain.moves_money`), whose attestation `anyam replay` checks.
-_MONEY_EVENTS = ("qc-passed", "payout-scheduled", "paid", "payout-failed")
-
-
 @dataclass
 class ReplayResults:
     """Measurement 1: the history, the baseline, the replay before and after batching, and the checks."""
@@ -425,7 +422,7 @@ class ReplayResults:
     def attestations_checked(self) -> int:
         """The records whose attestation the batched replay checked (`anyam replay` checks what moves money):
         an inclusion proof each, and a signature per tree head (relay batch) and lane process."""
-        return sum(self.history.get(event_type, 0) for event_type in _MONEY_EVENTS)
+        return sum(self.history.get(event_type, 0) for event_type in MONEY_EVENT_TYPES)
 
     @property
     def collaborator_signatures_checked(self) -> int:
