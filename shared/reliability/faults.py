@@ -61,11 +61,8 @@ async def wait_until_healthy(stack: RunningStack, timeout: float = 120.0) -> flo
 
 async def broker_outage(stack: RunningStack, seconds: float = 30.0) -> FaultReport:
     """Freeze the broker (SIGSTOP) for `seconds`: every connection to it hangs, and nothing it held is lost."""
-    began = time.monotonic()
-    with stack.broker.frozen():
-        await asyncio.sleep(seconds)  # the length of the outage itself
-    ended = time.monotonic()
-    return FaultReport(f"broker unreachable for {seconds:.0f}s", began, ended, await wait_until_healthy(stack))
+    return await _for_a_while(stack, f"broker unreachable for {seconds:.0f}s", seconds,
+                              begin=stack.broker.freeze, end=stack.broker.thaw)
 
 
 def cluster_of(stack: RunningStack) -> KafkaCluster:
