@@ -16,7 +16,8 @@ from shared.ids import NIK_NUMBER, PHONE_NUMBER, new_id
 from shared.service import ServiceRuntime
 from shared.web.access import AUDITOR, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
-from shared.web.inputs import CommandBody, IdempotencyKey, LookupId, ShortText, Text
+from shared.contracts.codes import WithdrawalReason
+from shared.web.inputs import CommandBody, IdempotencyKey, LookupId, ShortLabel, ShortText, Text
 
 Name = Text
 Short = ShortText
@@ -26,7 +27,7 @@ Phone = Annotated[str, StringConstraints(pattern=rf"^{PHONE_NUMBER}$")]
 
 
 class RegisterResident(CommandBody):
-    rusunawa: Short = Field(examples=["Nagrak"])
+    rusunawa: ShortLabel = Field(examples=["Nagrak"])
     unit: Short = Field(examples=["Blok A-304"])
     full_name: Name
     nik: Nik = Field(description="Nomor Induk Kependudukan: exactly 16 digits.")
@@ -35,9 +36,9 @@ class RegisterResident(CommandBody):
 
 
 class ScheduleCohort(CommandBody):
-    rusunawa: Short
-    skill: Short = Field(examples=["menganyam"])
-    product_focus: Short = Field(examples=["piring"])
+    rusunawa: ShortLabel
+    skill: ShortLabel = Field(examples=["menganyam"])
+    product_focus: ShortLabel = Field(examples=["piring"])
     starts_on: date
     ends_on: date
     capacity: int = Field(ge=1, le=domain.MAX_CAPACITY)
@@ -74,7 +75,7 @@ class RecordCompletion(CommandBody):
 
 class Withdraw(CommandBody):
     resident_id: Id
-    reason: Text
+    reason: WithdrawalReason = Field(description="Why, as a code (SPEC §7: no free text reaches a topic).")
 
 
 

@@ -331,6 +331,8 @@ class Payout:
     status: Status = Status.NONE
     payment: Paid | None = None
     failure: PayoutFailed | None = None
+    #: The bank's reference the payment was confirmed with: payout's database keeps it, not the event.
+    bank_reference: str | None = None
 
     @property
     def exists(self) -> bool:
@@ -341,6 +343,7 @@ class Payout:
 class ConfirmPayment:
     payout_id: str
     method: str
+    #: The bank's or e-wallet's reference, as staff give it; never put on a topic (see `payment_reference`).
     reference: str
     paid_at: datetime
     now: datetime
@@ -382,12 +385,13 @@ def _confirm(state: Payout, command: ConfirmPayment) -> list[EventData]:
     if state.status is Status.PAID:
         first = state.payment
         assert first is not None
-        if (first.method, first.reference, first.paid_at) == (command.method, command.reference, command.paid_at):
+        # Payments recorded before references became opaque carry the bank's on the event.
+        reference = state.bank_reference or first.reference
+        if (first.method, reference, first.paid_at) == (command.method, command.reference, command.paid_at):
             return []  # the same confirmation again: one payment
         raise Conflict(
             "payout-already-paid",
-            f"Payout {state.payout_id} was already confirmed paid (reference {first.reference}); "
-            "a payout is paid once.",
+            f"Payout {state.payout_id} was already confirmed paid (reference {reference}); a payout is paid once.",
         )
     if state.status is Status.FAILED:
         raise Conflict(
@@ -405,7 +409,13 @@ def _confirm(state: Payout, command: ConfirmPayment) -> list[EventData]:
     if command.paid_at > command.now + CLOCK_SKEW:
         raise Refused("paid-at-in-future", "paid_at is in the future; give the moment the money was actually sent.")
     return [Paid(payout_id=state.payout_id, artisan_id=state.artisan_id, amount_idr=state.amount_idr,
-                 method=command.method, reference=command.reference, paid_at=command.paid_at)]
+                 method=command.method, reference=payment_reference(state.payout_id), paid_at=command.paid_at)]
+
+
+def payment_reference(payout_id: str) -> str:
+    """The reference a `paid` event carries: payout's own, naming the payment and nothing about the
+    account it went to (a payout is paid once, so its id names its payment)."""
+    return f"payment:{payout_id}"
 
 
 def _fail(state: Payout, command: FailPayout) -> list[EventData]:

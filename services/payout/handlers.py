@@ -25,7 +25,7 @@ for an artisan: the stream would already exist.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
@@ -69,6 +69,12 @@ BEGIN
 END $$;
 CREATE INDEX IF NOT EXISTS payouts_by_run ON payouts (run_id);
 CREATE INDEX IF NOT EXISTS payouts_committed ON payouts (artisan_id) WHERE status <> 'failed';
+-- The bank's or e-wallet's reference for a payment, which could hold an account number: kept here,
+-- while the `paid` event carries payout's own opaque reference (SPEC §7).
+CREATE TABLE IF NOT EXISTS bank_references (
+    payout_id       text PRIMARY KEY REFERENCES payouts,
+    bank_reference  text NOT NULL
+);
 """
 
 
@@ -166,12 +172,21 @@ class PayoutHandlers:
         # In the same transaction as the event: a failed payout stops counting as committed
         # exactly when its `payout-failed` exists, so the next run pays it again, once.
         await conn.execute("UPDATE payouts SET status = $2 WHERE payout_id = $1", payout_id, state.status.value)
+        if isinstance(command, domain.ConfirmPayment):
+            await conn.execute("INSERT INTO bank_references (payout_id, bank_reference) VALUES ($1, $2)",
+                               payout_id, command.reference)
+            state = replace(state, bank_reference=command.reference)
         await self.store.append(payout_id, version, events, connection=conn)
         return True, state
 
     async def _load(self, conn: asyncpg.Connection, payout_id: str) -> tuple[domain.Payout, int]:
         history = await self.store.load(payout_id, connection=conn)
-        return fold(domain.evolve_payout, domain.Payout(), history.events), history.version
+        state = fold(domain.evolve_payout, domain.Payout(), history.events)
+        if state.status is domain.Status.PAID:
+            bank_reference = await conn.fetchval(
+                "SELECT bank_reference FROM bank_references WHERE payout_id = $1", payout_id)
+            state = replace(state, bank_reference=bank_reference)
+        return state, history.version
 
     async def _run(self, conn: asyncpg.Connection, run_id: str, period_end: datetime) -> RunResult:
         rows = await conn.fetch(

@@ -16,7 +16,8 @@ from shared.service import ServiceRuntime
 from shared.timeutil import to_wib
 from shared.web.access import AUDITOR, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
-from shared.web.inputs import CommandBody, Id, IdempotencyKey, LookupId, Text
+from shared.contracts.codes import PayoutFailure
+from shared.web.inputs import CommandBody, Id, IdempotencyKey, LookupId, ShortLabel, Text
 
 
 def _plausible(moment: datetime) -> datetime:
@@ -39,13 +40,16 @@ class StartRun(CommandBody):
 
 
 class ConfirmPayment(CommandBody):
-    method: Text = Field(examples=["bank-transfer"])
-    reference: Text = Field(description="The bank's or e-wallet's transfer reference.", examples=["TRF-0001"])
+    method: ShortLabel = Field(examples=["bank-transfer"])
+    reference: Text = Field(description="The bank's or e-wallet's transfer reference. Kept in payout's database "
+                                        "only: the `paid` event carries an opaque reference of payout's own.",
+                            examples=["TRF-0001"])
     paid_at: Moment = Field(description="When the money was sent.")
 
 
 class FailPayout(CommandBody):
-    reason: Text = Field(examples=["account closed"])
+    reason: PayoutFailure = Field(description="Why, as a code (SPEC §7: no free text reaches a topic).",
+                                  examples=["account-closed"])
 
 
 AsOf = Annotated[Moment | None, Query(description="Cut by the events' own time (inclusive); default: everything.")]
@@ -158,8 +162,9 @@ def _payout_body(payout: domain.Payout) -> dict[str, Any]:
         "amount_idr": payout.amount_idr, "status": payout.status.value, "scheduled_at": _iso(payout.scheduled_at),
     }
     if payout.payment is not None:
-        body["payment"] = {"method": payout.payment.method, "reference": payout.payment.reference,
-                           "paid_at": _iso(payout.payment.paid_at)}
+        body["payment"] = {"method": payout.payment.method,
+                           "reference": payout.bank_reference or payout.payment.reference,
+                           "payment_reference": payout.payment.reference, "paid_at": _iso(payout.payment.paid_at)}
     if payout.failure is not None:
         body["failure_reason"] = payout.failure.reason
     return body

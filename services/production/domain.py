@@ -22,7 +22,6 @@ so they stay pure and testable without a database.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -457,30 +456,39 @@ def _same_result(result: QcPassed | QcFailed, submission: QcSubmitted) -> bool:
 
 
 def refused_submission_event(
-    body: bytes, *, collaborator_id: str | None, event_id: str, received_at: datetime,
+    body: bytes, *, reason: str, collaborator_id: str | None, event_id: str, received_at: datetime,
 ) -> tuple[bytes, list[tuple[str, bytes]]]:
     """A submission refused over HTTP as the `qc-submitted` CloudEvent it would have been on the topic,
     and its headers: a dead letter looks the same whichever way the submission came (issue 27).
 
-    `collaborator_id` is who the token says (or, for staff, what the body claims). A body that is a
-    JSON object is the event's `data` as sent; anything else is kept byte for byte in `data_base64`,
-    as CloudEvents' JSON format carries binary data.
+    `collaborator_id` is who the token says (or, for staff, what the body claims). The event's `data`
+    is the body as sent, signature and all, when the body passed the contract's checks and was refused
+    for what it says (a bad signature, another collaborator's piece). A body refused for its shape
+    (`malformed`, `schema-invalid`) is withheld: what failed those checks may be a phone number or a
+    name in a field meant for a code, and no topic may carry one (SPEC §5); the dead letter's detail
+    names the field.
     """
     envelope: dict[str, Any] = {
         "specversion": "1.0", "id": event_id,
         "source": collaborator_source(collaborator_id) if collaborator_id else "/collaborators/unknown",
         "type": QcSubmitted.event_type, "time": received_at.isoformat(),
-        "datacontenttype": "application/json", "dataversion": 1,
+        "datacontenttype": "application/json", "dataversion": QcSubmitted.data_version,
     }
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        data = None
-    if isinstance(data, dict):
+    data = None if reason in (MALFORMED, SCHEMA_INVALID) else _json_object(body)
+    if data is not None:
         if isinstance(piece_id := data.get("piece_id"), str) and piece_id:
             envelope["subject"] = piece_id[:200]
         envelope["data"] = data
-    else:
-        envelope["data_base64"] = base64.b64encode(body).decode()
-    value = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return value, [(CONTENT_TYPE_HEADER, CONTENT_TYPE.encode())]
+    return _json_bytes(envelope), [(CONTENT_TYPE_HEADER, CONTENT_TYPE.encode())]
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _json_bytes(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

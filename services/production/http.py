@@ -24,14 +24,14 @@ from shared.service import ServiceRuntime
 from shared.timeutil import to_wib
 from shared.web.access import AUDITOR, COLLABORATOR, MAX_CLOCK_SKEW_SECONDS, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
-from shared.web.inputs import CommandBody, Id, IdempotencyKey, Rupiah, Text, text
+from shared.web.inputs import CommandBody, Id, IdempotencyKey, Label, Rupiah, label
 from shared.web.problems import Problem
 
 log = logging.getLogger(__name__)
 
 #: Our ids (`col_…`, `pc_…`, enrollment's `res_…`) are short and printable; anything else cannot
 #: name a record, and refusing it up front keeps NULs and control characters out of every query.
-Short = text(50)
+Short = label(50)  # products and units of measure
 
 
 def _ed25519_public_key(value: str) -> str:
@@ -59,7 +59,7 @@ _VALID_FROM = ("From when the key signs for the collaborator, by a submission's 
 
 
 class RegisterCollaborator(CommandBody):
-    name: Text = Field(examples=["PT Anyaman Nusantara"])
+    name: Label = Field(examples=["PT Anyaman Nusantara"])
     public_key: PublicKey = Field(description="Ed25519 public key: base64 of its 32 raw bytes.")
     valid_from: BusinessTime | None = Field(default=None, description=_VALID_FROM)
 
@@ -94,7 +94,7 @@ class SetRate(CommandBody):
 class IssueMaterials(CommandBody):
     artisan_id: Id
     collaborator_id: Id
-    material: Text = Field(examples=["rotan sintetis"])
+    material: Label = Field(examples=["rotan sintetis"])
     quantity: StrictInt = Field(ge=1, le=1_000_000)
     unit: Short = Field(examples=["kg"])
 
@@ -276,7 +276,7 @@ def production_router(
         )
         piece_id = claimed.get("piece_id")
         value, headers = domain.refused_submission_event(
-            body, collaborator_id=collaborator_id, event_id=new_event_id(), received_at=handlers.clock())
+            body, reason=rejected.reason, collaborator_id=collaborator_id, event_id=new_event_id(), received_at=handlers.clock())
         try:
             await asyncio.wait_for(dead_letters.publish(
                 reason=rejected.reason, detail=rejected.message, topic="http:POST /qc-submissions", partition=-1,

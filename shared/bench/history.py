@@ -174,7 +174,7 @@ def _plans(events: int, artisans: int, *, seed: int) -> Iterator[_Plan]:
                     result |= {"product": product, "amount_idr": rate}
                     unscheduled[artisan] += rate
                 else:
-                    result |= {"defects": ["anyaman longgar"]}
+                    result |= {"defects": ["loose-weave"]}
                 # Where a random signature was drawn before the history was signed: the same draws, the same ids.
                 rng.randbytes(64)
                 yield _RESULT, result, PRODUCTION, inspected, event_id_at(inspected, rng)
@@ -203,7 +203,7 @@ def _plans(events: int, artisans: int, *, seed: int) -> Iterator[_Plan]:
             if rng.random() < PAYOUT_FAILURE_RATE:
                 ending: tuple[str, dict[str, Any]] = ("PayoutFailed", {
                     "payout_id": payout, "artisan_id": artisan, "amount_idr": due,
-                    "reason": "e-wallet account closed"})
+                    "reason": "account-closed"})
                 unscheduled[artisan] = due  # back to payable: the next run schedules it again
             else:
                 ending = ("Paid", {"payout_id": payout, "artisan_id": artisan, "amount_idr": due,

@@ -225,7 +225,7 @@ async def _weave(services: BenchServices, total: int, artisans: int, collaborato
 def _submission(key: Ed25519PrivateKey, piece: str, collaborator_id: str) -> bytes:
     data = signed(key, {
         "submission_id": f"qc-{piece}", "piece_id": piece, "collaborator_id": collaborator_id, "result": "passed",
-        "inspector": "QC Bench 01", "inspected_at": wib_now().isoformat(timespec="milliseconds"), "defects": [],
+        "inspector": "qc-bench-01", "inspected_at": wib_now().isoformat(timespec="milliseconds"), "defects": [],
     })
     return submission_event(data)
 

@@ -21,12 +21,13 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError, create_model
 from pydantic_core import from_json
 
 from shared.contracts.envelope import CONTENT_TYPE, SPEC_VERSION, Envelope
 from shared.contracts.events import EVENT_TYPES, PATTERN_RULES, EventData
 from shared.contracts.topics import Topic
+from shared.contracts.versions import readable_versions, upcast
 
 #: Larger values are refused before parsing; Kafka's own default limit is 1 MiB.
 MAX_VALUE_BYTES = 1_048_576
@@ -85,6 +86,12 @@ class SchemaInvalid(DecodeError):
     reason = "schema-invalid"
 
 
+class UnsupportedDataVersion(DecodeError):
+    """A `dataversion` of the event type that no reader knows: newer than ours, or never published."""
+
+    reason = "unsupported-dataversion"
+
+
 def encode(event: Envelope) -> KafkaRecord:
     """The Kafka record for `event`: its topic, key per SPEC §4, structured-mode JSON value."""
     value = event.model_dump_json(exclude_none=True).encode("utf-8")
@@ -124,24 +131,38 @@ def _decode_step_by_step(value: bytes | None, topic: Topic | None) -> Envelope:
         raise UnexpectedEventType(
             f"event type {event_type!r} belongs on topic {model.topic.value!r}, not {topic.value!r}", path="type"
         )
+    version = document.get("dataversion")
+    if "dataversion" not in document:
+        raise SchemaInvalid("`dataversion` is missing", path="dataversion")
+    if type(version) is not int:  # noqa: E721 - true and 2.0 are not versions
+        raise SchemaInvalid("`dataversion` must be an integer", path="dataversion")
+    readable = readable_versions(event_type, model.data_version)
+    if version not in readable:
+        raise UnsupportedDataVersion(
+            f"dataversion {version} of {event_type!r} is not one this reader knows "
+            f"({', '.join(map(str, readable))})", path="dataversion",
+        )
     raw_data = document.get("data")
     if not isinstance(raw_data, dict):
         raise SchemaInvalid("`data` must be a JSON object", path="data")
+    raw_data = upcast(event_type, version, model.data_version, raw_data)
     try:
         data = model.model_validate(raw_data)
     except ValidationError as exc:
         raise _schema_invalid(exc, under="data") from None
     try:
-        return Envelope.model_validate({**document, "data": data})
+        return Envelope.model_validate({**document, "data": data, "dataversion": model.data_version})
     except ValidationError as exc:
         raise _schema_invalid(exc, under=None) from None
 
 
 def _typed_envelope(model: type[EventData]) -> type[Envelope]:
-    """The envelope of one event type: `type` is that type's name, `data` its model."""
+    """The envelope of one event type at its current version: `type` is that type's name, `data` its
+    model. An older version is left to the step-by-step way, which upcasts it."""
     return create_model(
         f"{model.__name__}Envelope", __base__=Envelope,
         specversion=(Literal[SPEC_VERSION], ...), type=(Literal[model.event_type], ...), data=(model, ...),
+        dataversion=(Annotated[int, Strict(), Field(ge=model.data_version, le=model.data_version)], ...),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, SerializeAsAny, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, SerializeAsAny, Strict, StringConstraints, model_validator
 
 from shared.contracts.events import STORABLE_TEXT_PATTERN, EventData
 from shared.ids import new_event_id
@@ -33,8 +33,15 @@ class Envelope(BaseModel):
     subject: Attribute | None = None
     time: AwareDatetime
     datacontenttype: Literal["application/json"] = "application/json"
-    dataversion: int = 1
+    #: The version of `data`'s schema; left out, the version its model writes today.
+    dataversion: Annotated[int, Strict()] = 0
     data: SerializeAsAny[EventData]
+
+    @model_validator(mode="after")
+    def _versioned(self) -> Envelope:
+        if self.dataversion == 0:
+            object.__setattr__(self, "dataversion", self.data.data_version)  # frozen: set once, here
+        return self
 
     @classmethod
     def wrap(

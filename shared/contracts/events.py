@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
 )
 
+from shared.contracts.codes import Defect, PayoutFailure, WithdrawalReason
 from shared.contracts.topics import Topic
 from shared.timeutil import WIB
 
@@ -57,10 +58,28 @@ def storable_text(value: str) -> str:
 STORABLE_TEXT_PATTERN = rf"^[^{_CONTROL}]*$"
 #: An identifier's: not empty, no surrounding space, no line break, no control character.
 ID_PATTERN = rf"^[^\s{_CONTROL}](?:[^\n{_CONTROL}]*[^\s{_CONTROL}])?$"
+#: How many digits a label may hold in a row: a NIK has 16, a phone number 10 to 13, an account 8 or
+#: more. Spaces and punctuation do not end a row ("0812-9988-7721" is one of 12); a letter does.
+MAX_DIGITS_IN_A_ROW = 6
+_DIGIT = "[0-9\uff10-\uff19]"  # ASCII and full-width digits
+_FILLER = r"[ \t\n.,:;/_+()\-]"
+_BREAK = rf"[^0-9\uff10-\uff19 \t\n.,:;/_+()\-{_CONTROL}]"
+_DIGIT_ROW = rf"{_FILLER}*(?:{_DIGIT}{_FILLER}*){{0,{MAX_DIGITS_IN_A_ROW}}}"
+#: A label names a thing (a rusunawa, a product, a material, a company): storable text in which no
+#: more than six digits stand in a row, so no NIK, phone or account number can ride on a topic in one
+#: (SPEC §5, §7). A regular language without look-around: pydantic-core's engine checks it itself.
+LABEL_PATTERN = rf"^{_DIGIT_ROW}(?:{_BREAK}+{_DIGIT_ROW})*$"
+#: An inspector as a collaborator's own register names them: letters, digits, '.', '_' and '-', never a
+#: person's name or number (`insp-07`), and, as in a label, no more than six digits in a row.
+INSPECTOR_PATTERN = rf"^[._\-]*(?:[0-9][._\-]*){{0,{MAX_DIGITS_IN_A_ROW}}}(?:[A-Za-z]+[._\-]*(?:[0-9][._\-]*){{0,{MAX_DIGITS_IN_A_ROW}}})*$"
 #: What a field's pattern means, for people: `codec` words a refusal with it.
 PATTERN_RULES = {
     STORABLE_TEXT_PATTERN: "contains a control character (of those, only tab and newline are text)",
     ID_PATTERN: "must be an id: no surrounding space, no line break, no control character",
+    LABEL_PATTERN: f"must name a thing: no control character, and no more than {MAX_DIGITS_IN_A_ROW} digits in a "
+                   "row (a NIK, phone or account number may not reach a topic)",
+    INSPECTOR_PATTERN: "must be an inspector's code from the collaborator's register (letters, digits, '.', '_', "
+                       f"'-'; no more than {MAX_DIGITS_IN_A_ROW} digits in a row), never a name or a number",
 }
 
 #: An opaque identifier (SPEC §5): any non-empty string without surrounding space.
@@ -72,6 +91,9 @@ MAX_RUPIAH = 1_000_000_000_000
 Rupiah = Annotated[int, Strict(), Field(ge=0, le=MAX_RUPIAH)]
 Count = Annotated[int, Strict(), Field(gt=0)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=STORABLE_TEXT_PATTERN)]
+#: The name of a thing, never of a person (see `LABEL_PATTERN`).
+Label = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=LABEL_PATTERN)]
+InspectorCode = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=INSPECTOR_PATTERN)]
 
 
 def _in_wib(moment: datetime) -> datetime:
@@ -96,6 +118,9 @@ class EventData(BaseModel):
     event_type: ClassVar[str]
     topic: ClassVar[Topic]
     key_field: ClassVar[str]
+    #: The version of this `data` that writers write today (the envelope's `dataversion`); readers
+    #: upcast older ones (`shared.contracts.versions`).
+    data_version: ClassVar[int] = 1
 
     def record_key(self) -> str:
         """The Kafka record key of this event (SPEC §4)."""
@@ -111,7 +136,7 @@ class ResidentRegistered(EventData):
     key_field: ClassVar[str] = "resident_id"
 
     resident_id: Id
-    rusunawa: Text
+    rusunawa: Label
     registered_at: WibTime
 
 
@@ -123,9 +148,9 @@ class CohortScheduled(EventData):
     key_field: ClassVar[str] = "cohort_id"
 
     cohort_id: Id
-    rusunawa: Text
-    skill: Text
-    product_focus: Text
+    rusunawa: Label
+    skill: Label
+    product_focus: Label
     starts_on: date
     ends_on: date
     capacity: Count
@@ -158,7 +183,9 @@ class Withdrawn(EventData):
 
     resident_id: Id
     cohort_id: Id
-    reason: Text
+    #: A code (dataversion 2); version 1 carried free text, read as `other` unless it was a code.
+    reason: WithdrawalReason
+    data_version: ClassVar[int] = 2
 
 
 # --- production -----------------------------------------------------------------------------
@@ -170,7 +197,7 @@ class CollaboratorRegistered(EventData):
     key_field: ClassVar[str] = "collaborator_id"
 
     collaborator_id: Id
-    name: Text
+    name: Label
     public_key: Base64
     #: From when signatures by this key count (by a submission's `inspected_at`); absent only on
     #: registrations recorded before keys had a start, which then count from any time.
@@ -200,7 +227,7 @@ class PieceRateSet(EventData):
     key_field: ClassVar[str] = "collaborator_id"
 
     collaborator_id: Id
-    product: Text
+    product: Label
     rate_idr: Rupiah
     effective_from: WibTime
 
@@ -213,9 +240,9 @@ class MaterialsIssued(EventData):
     issue_id: Id
     artisan_id: Id
     collaborator_id: Id
-    material: Text
+    material: Label
     quantity: Count
-    unit: Text
+    unit: Label
 
 
 class PieceWoven(EventData):
@@ -226,7 +253,7 @@ class PieceWoven(EventData):
     piece_id: Id
     artisan_id: Id
     collaborator_id: Id
-    product: Text
+    product: Label
     rate_idr: Rupiah
     woven_at: WibTime
 
@@ -239,7 +266,7 @@ class QcPassed(EventData):
     piece_id: Id
     artisan_id: Id
     collaborator_id: Id
-    product: Text
+    product: Label
     amount_idr: Rupiah
     submission_id: Id
     inspected_at: WibTime
@@ -261,9 +288,11 @@ class QcFailed(EventData):
     artisan_id: Id
     collaborator_id: Id
     submission_id: Id
-    defects: list[Text]
+    #: Codes (dataversion 2); version 1 carried free text, read as `other` unless it was a code.
+    defects: list[Defect]
     inspected_at: WibTime
     signature: Base64
+    data_version: ClassVar[int] = 2
     #: The collaborator's submission exactly as signed (every field it sent, `signature` included),
     #: the key it verified against, and when production received it: what `shared.contracts.provenance`
     #: checks, so a result is verifiable from the log alone (SPEC §11).
@@ -284,11 +313,17 @@ class QcSubmitted(EventData):
     piece_id: Id
     collaborator_id: Id
     result: Literal["passed", "failed"]
-    inspector: Text
+    inspector: InspectorCode
     # Kept exactly as the collaborator sent it: the signature covers their bytes.
     inspected_at: AwareDatetime
-    defects: list[Text]
+    defects: list[Defect]
     signature: Base64
+    #: Version 2 made `defects` codes and `inspector` a code of the collaborator's register; a version 1
+    #: submission whose values already are such codes reads as version 2, any other is refused.
+    data_version: ClassVar[int] = 2
+    # Production copies a submission into its own events (`qc-passed.submission`), so a field the
+    # contract does not name, which could hold anything, is refused rather than carried along.
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 # --- payout ---------------------------------------------------------------------------------
@@ -314,7 +349,9 @@ class Paid(EventData):
     payout_id: Id
     artisan_id: Id
     amount_idr: Rupiah
-    method: Text
+    method: Label
+    #: Opaque: payout's own reference for the payment (`pref_…`); the bank's reference, which could
+    #: hold an account number, stays in payout's database. Older events carry the bank's, as text.
     reference: Text
     paid_at: WibTime
 
@@ -327,7 +364,9 @@ class PayoutFailed(EventData):
     payout_id: Id
     artisan_id: Id
     amount_idr: Rupiah
-    reason: Text
+    #: A code (dataversion 2); version 1 carried free text, read as `other` unless it was a code.
+    reason: PayoutFailure
+    data_version: ClassVar[int] = 2
 
 
 #: Every event type of the catalog, by its CloudEvents `type`.

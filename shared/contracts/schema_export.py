@@ -30,6 +30,7 @@ def typed_envelope(event_type: str) -> type[Envelope]:
         f"{data_model.__name__}Event",
         __base__=Envelope,
         type=(Literal[event_type], ...),  # type: ignore[valid-type]
+        dataversion=(Literal[data_model.data_version], ...),  # type: ignore[valid-type]
         data=(data_model, ...),
     )
 
@@ -40,7 +41,7 @@ def event_schemas() -> dict[str, str]:
     for event_type, data_model in sorted(EVENT_TYPES.items()):
         schema = typed_envelope(event_type).model_json_schema()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-        schema["$id"] = f"urn:anyam:event:{event_type}:1"
+        schema["$id"] = f"urn:anyam:event:{event_type}:{data_model.data_version}"
         schema["x-topic"] = data_model.topic.value
         schema["x-key"] = data_model.key_field
         schemas[f"{event_type}.json"] = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

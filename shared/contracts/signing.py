@@ -165,7 +165,7 @@ def submission_event(data: Mapping[str, Any], *, event_id: str | None = None, ti
         "subject": data["piece_id"],
         "time": (to_wib(time) if time is not None else wib_now()).isoformat(),
         "datacontenttype": "application/json",
-        "dataversion": 1,
+        "dataversion": QcSubmitted.data_version,
         "data": dict(data),
     }
     value = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -298,7 +298,7 @@ async def _inspect(
         data = signed(key, {
             "submission_id": f"qc-{piece['piece_id']}", "piece_id": piece["piece_id"],
             "collaborator_id": collaborator_id, "result": "passed" if weaving.passes else "failed",
-            "inspector": "QC Nusantara 02", "inspected_at": weaving.inspected_at.isoformat(),
+            "inspector": "qc-nusantara-02", "inspected_at": weaving.inspected_at.isoformat(),
             "defects": list(weaving.defects),
         })
         value = submission_event(data, time=weaving.inspected_at)
@@ -318,7 +318,7 @@ async def _pay(stack: StackClients, run: PayoutRun, residents: Mapping[int | str
         paid_at = (await stack.get("payout", f"/payouts/{payout['payout_id']}"))["scheduled_at"]
         if payout["artisan_id"] in failing:
             await stack.post("payout", f"/payouts/{payout['payout_id']}/failure",
-                             {"reason": "e-wallet account closed"}, key=f"{tag}-fail-{payout['payout_id']}")
+                             {"reason": "account-closed"}, key=f"{tag}-fail-{payout['payout_id']}")
             failed += 1
         else:
             await stack.post("payout", f"/payouts/{payout['payout_id']}/confirmation", {

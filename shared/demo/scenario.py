@@ -27,7 +27,7 @@ RATES_FROM = datetime(2024, 3, 1, 0, 0, tzinfo=WIB)
 RAISE = ("piring", 17_500, datetime(2024, 3, 18, 0, 0, tzinfo=WIB))
 WEEKS = 4
 FIRST_MONDAY = date(2024, 3, 4)
-DEFECTS = ("anyaman longgar", "ukuran tidak sesuai", "warna tidak rata", "tepi tidak rapi", "ada sambungan terlihat")
+DEFECTS = ("loose-weave", "wrong-size", "colour-mismatch", "frayed-edge", "uneven-shape")  # codes (SPEC §7)
 MATERIALS = (("rotan sintetis", 5, "kg"), ("tali plastik", 3, "gulung"))
 
 _GIVEN = ("Siti", "Dewi", "Sri", "Nur", "Rina", "Yuliana", "Ani", "Wati", "Ratna", "Lestari", "Fitri", "Endang",

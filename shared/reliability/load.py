@@ -201,8 +201,8 @@ class SteadyLoad:
         data = signed(self._key, {
             "submission_id": f"qc-{self.tag}-{tick}", "piece_id": piece["piece_id"],
             "collaborator_id": self._collaborator_id, "result": "passed" if passes else "failed",
-            "inspector": "QC load", "inspected_at": (woven_at + timedelta(seconds=1)).isoformat(),
-            "defects": [] if passes else ["anyaman longgar"],
+            "inspector": "qc-load", "inspected_at": (woven_at + timedelta(seconds=1)).isoformat(),
+            "defects": [] if passes else ["loose-weave"],
         })
         if tick % 2 == 0:
             await self._publish_submission(piece["piece_id"], data)

@@ -13,7 +13,9 @@ from typing import Annotated
 from fastapi import Header
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
-from shared.contracts.events import MAX_RUPIAH, storable_text
+import re
+
+from shared.contracts.events import LABEL_PATTERN, MAX_DIGITS_IN_A_ROW, MAX_RUPIAH, storable_text
 
 _storable = AfterValidator(storable_text)
 _printable = r"^[^\x00-\x1f\x7f]+$"
@@ -27,10 +29,31 @@ def text(max_length: int) -> object:
     ]
 
 
-#: Free text of up to 200 characters (names, materials, references, reasons).
+#: Free text of up to 200 characters, for what never reaches a topic (a person's name, a bank's reference).
 Text = text(200)
-#: Short free text of up to 100 characters (rusunawa, skills, units, products).
+#: Short free text of up to 100 characters, for what never reaches a topic (a flat's unit).
 ShortText = text(100)
+
+_LABEL = re.compile(LABEL_PATTERN)
+
+
+def _names_a_thing(value: str) -> str:
+    if not _LABEL.match(value):
+        raise ValueError(f"must name a thing, with no more than {MAX_DIGITS_IN_A_ROW} digits in a row: "
+                         "a NIK, phone or account number may not reach a topic")
+    return value
+
+
+def label(max_length: int) -> object:
+    """Text that reaches a topic, where it is kept for good: the name of a thing (a rusunawa, product,
+    material, company), never of a person, and no number that could be a NIK, phone or account."""
+    return Annotated[text(max_length), AfterValidator(_names_a_thing)]
+
+
+#: A label of up to 200 characters (a company, a material).
+Label = label(200)
+#: A label of up to 100 characters (a rusunawa, skill, unit of measure, product, payment method).
+ShortLabel = label(100)
 #: Identifiers we accept from people: letters, digits and . _ : - (no spaces, no control characters).
 Id = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 #: An id in a path or a body that is looked up, never trusted: what cannot be stored cannot name anything.

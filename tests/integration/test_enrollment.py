@@ -281,7 +281,7 @@ async def test_completion_needs_an_enrolment_and_a_withdrawn_resident_cannot_com
     not_enrolled = await staff.post(f"/cohorts/{cohort}/completions",
                                     json={"resident_id": other, "completed_on": "2024-02-29"})
     await staff.post(f"/cohorts/{cohort}/enrolments", json={"resident_id": resident})
-    await staff.post(f"/cohorts/{cohort}/withdrawals", json={"resident_id": resident, "reason": "pindah rusun"})
+    await staff.post(f"/cohorts/{cohort}/withdrawals", json={"resident_id": resident, "reason": "moved-away"})
     withdrawn = await staff.post(f"/cohorts/{cohort}/completions",
                                  json={"resident_id": resident, "completed_on": "2024-02-29"})
 

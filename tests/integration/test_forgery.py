@@ -140,7 +140,7 @@ async def test_forged_records_credit_nothing_are_dead_lettered_and_verify_names_
         mine = next(p for p in run.json()["payouts"] if p["artisan_id"] == artisan)
         await caught_up(programme)
         failed = Envelope.wrap(PayoutFailed(payout_id=mine["payout_id"], artisan_id=artisan,
-                                            amount_idr=mine["amount_idr"], reason="account closed"),
+                                            amount_idr=mine["amount_idr"], reason="account-closed"),
                                source=service_source("payout"))
         await publish(programme, failed)
         await caught_up(programme)

@@ -179,7 +179,7 @@ async def seed(tokens: Tokens, apps: dict[str, FastAPI], urls: dict[str, str], k
             for index, (piece, verdict) in enumerate(zip(owner.pieces, ("passed", "failed"), strict=True)):
                 data = {"submission_id": f"qc-{piece}", "piece_id": piece, "collaborator_id": owner.collaborator_id,
                         "result": verdict, "inspector": f"QC-0{index}", "inspected_at": "2024-03-06T09:00:00+07:00",
-                        "defects": [] if verdict == "passed" else ["anyaman longgar"]}
+                        "defects": [] if verdict == "passed" else ["loose-weave"]}
                 response = await http.post("/qc-submissions", content=json.dumps(signed(key, data)))
                 assert response.status_code == 201, response.status_code
                 owner.submissions.append(data["submission_id"])
@@ -199,7 +199,7 @@ async def seed(tokens: Tokens, apps: dict[str, FastAPI], urls: dict[str, str], k
         scheduled_at = (await staff.get(f"/payouts/{payouts[0]}")).json()["scheduled_at"]
         await post(staff, f"/payouts/{payouts[0]}/confirmation",
                    {"method": "bank-transfer", "reference": "TRF-0001", "paid_at": scheduled_at})
-        await post(staff, f"/payouts/{payouts[1]}/failure", {"reason": "e-wallet account closed"})
+        await post(staff, f"/payouts/{payouts[1]}/failure", {"reason": "wallet-inactive"})
     await settle(apps, kafka)
     return Programme(tokens, apps, urls, residents, cohort_id, a, b, payouts)
 

@@ -61,7 +61,7 @@ def piece_events(artisan: str, n: int, amount: int, *, at: datetime, passed: boo
     inspected = at + timedelta(hours=2)
     result = signed_result(COLLABORATOR_KEY, piece_id=piece, artisan_id=artisan, collaborator_id=collaborator,
                            inspected_at=inspected, amount_idr=amount if passed else None,
-                           defects=() if passed else ["anyaman longgar"])
+                           defects=() if passed else ["loose-weave"])
     return [woven, Envelope.wrap(result, source=PRODUCTION, time=inspected)]
 
 
@@ -239,8 +239,8 @@ async def test_a_failed_payout_returns_to_payable_is_scheduled_again_and_is_paid
     (first,) = (await staff.post("/payout-runs", json={"run_id": "r1", "period_end": PERIOD_END})).json()["payouts"]
     assert first["amount_idr"] == 50_000
 
-    failed = await staff.post(f"/payouts/{first['payout_id']}/failure", json={"reason": "rekening ditutup"})
-    again = await staff.post(f"/payouts/{first['payout_id']}/failure", json={"reason": "rekening ditutup"})
+    failed = await staff.post(f"/payouts/{first['payout_id']}/failure", json={"reason": "account-closed"})
+    again = await staff.post(f"/payouts/{first['payout_id']}/failure", json={"reason": "account-closed"})
     pay_failed = await confirm(staff, first["payout_id"])
     assert (failed.status_code, again.status_code) == (201, 200)
     assert (pay_failed.status_code, pay_failed.json()["code"]) == (409, "payout-failed")
@@ -258,7 +258,7 @@ async def test_a_failed_payout_returns_to_payable_is_scheduled_again_and_is_paid
     assert (await confirm(staff, second["payout_id"], reference="TRF-9", paid_at=when)).status_code == 201
     assert (await confirm(staff, second["payout_id"], reference="TRF-9", paid_at=when)).status_code == 200
     other = await confirm(staff, second["payout_id"], reference="TRF-10")
-    late_failure = await staff.post(f"/payouts/{second['payout_id']}/failure", json={"reason": "x"})
+    late_failure = await staff.post(f"/payouts/{second['payout_id']}/failure", json={"reason": "other"})
     assert (other.status_code, other.json()["code"]) == (409, "payout-already-paid")
     assert (late_failure.status_code, late_failure.json()["code"]) == (409, "payout-already-paid")
     unstorable = await staff.post(f"/payouts/{second['payout_id']}/failure", json={"reason": "ditolak \u0093"})
@@ -280,7 +280,7 @@ async def test_a_failed_payout_returns_to_payable_is_scheduled_again_and_is_paid
         assert (await auditor.get("/artisans/res_f/statement")).status_code == 200
         assert (await auditor.get("/ledger/digest")).status_code == 200
         assert (await auditor.post("/payout-runs", json={"run_id": "r6", "period_end": PERIOD_END})).status_code == 403
-        assert (await auditor.post(f"/payouts/{second['payout_id']}/failure", json={"reason": "x"})).status_code == 403
+        assert (await auditor.post(f"/payouts/{second['payout_id']}/failure", json={"reason": "other"})).status_code == 403
         assert (await anonymous.get("/ledger/balances")).status_code == 401
         asyncapi = (await auditor.get("/asyncapi.json")).json()["channels"]
         assert {"payout:publish", "production:subscribe", "payout:subscribe"} <= set(asyncapi)
@@ -563,7 +563,7 @@ def _with_trouble(events: list[Envelope]) -> list[Envelope]:
     for event in paid[3:6]:
         # A payout that ends twice: failed after it was paid.
         failed = Envelope.wrap(PayoutFailed(payout_id=event.data.payout_id, artisan_id=event.data.artisan_id,
-                                            amount_idr=event.data.amount_idr, reason="late bounce"),
+                                            amount_idr=event.data.amount_idr, reason="returned"),
                                source=event.source, time=event.time)
         troubled.insert(troubled.index(event) + 3, failed)
     return troubled

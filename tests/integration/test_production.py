@@ -107,7 +107,7 @@ def cloud_event(data: Any, **envelope: Any) -> bytes:
     collaborator_id = data.get("collaborator_id") if isinstance(data, dict) else None
     document = {"specversion": "1.0", "id": new_event_id(), "source": f"/collaborators/{collaborator_id}",
                 "type": "qc-submitted", "time": "2024-03-21T10:05:00+07:00", "datacontenttype": "application/json",
-                "data": data} | envelope
+                "dataversion": 2, "data": data} | envelope
     return json.dumps(document, ensure_ascii=False).encode()
 
 
@@ -257,7 +257,7 @@ async def test_each_rejection_reason_lands_in_dead_letters_and_a_valid_submissio
         ("unknown-piece", cloud_event(cli_sign(tmp_path, shop.key, result_data("sub_np", "pc_nothing", me)))),
         ("wrong-collaborator", cloud_event(cli_sign(tmp_path, shop.key, result_data("sub_theirs", theirs, me)))),
         ("conflicting-result", cloud_event(cli_sign(tmp_path, shop.key, result_data(
-            "sub_other_verdict", contested, me, result="failed", defects=["anyaman longgar"])))),
+            "sub_other_verdict", contested, me, result="failed", defects=["loose-weave"])))),
     ]
     repeat = cloud_event(valid_first)  # the same submission again, in a new envelope: a no-op
     # One record key for all, so they share a partition and the valid one truly comes after the rest.
@@ -307,9 +307,9 @@ async def test_a_batch_judged_at_once_ends_exactly_as_judging_its_submissions_on
     submissions = [
         passed,
         passed,  # the same again: recorded once, then "already recorded"
-        cli_sign(tmp_path, shop.key, result_data("sub_2", first, me, result="failed", defects=["longgar"])),
+        cli_sign(tmp_path, shop.key, result_data("sub_2", first, me, result="failed", defects=["loose-weave"])),
         cli_sign(tmp_path, stranger, result_data("sub_3", second, me)),  # bad signature
-        cli_sign(tmp_path, shop.key, result_data("sub_4", second, me, result="failed", defects=["sobek"])),
+        cli_sign(tmp_path, shop.key, result_data("sub_4", second, me, result="failed", defects=["broken-strand"])),
         cli_sign(tmp_path, shop.key, result_data("sub_5", "pc_nothing", me)),
         cli_sign(tmp_path, shop.key, result_data("sub_7", theirs, me)),
         cli_sign(tmp_path, shop.key, result_data("sub_8", third, me, inspected_at="1999-03-21T10:00:00.000+07:00")),
@@ -395,7 +395,7 @@ async def test_http_submissions_get_the_same_reasons_as_problem_details(producti
     shop = await workshop(production, tmp_path)
     piece = (await weave(production, shop.artisan, shop.collaborator_id, "2024-03-20T09:00:00+07:00"))["piece_id"]
     good = cli_sign(tmp_path, shop.key, result_data("sub_1", piece, shop.collaborator_id, result="failed",
-                                                     defects=["warna pudar"]))
+                                                     defects=["colour-mismatch"]))
     cases = {
         "malformed": b"{nope",
         "schema-invalid": json.dumps(good | {"result": "maybe"}).encode(),
@@ -416,7 +416,7 @@ async def test_http_submissions_get_the_same_reasons_as_problem_details(producti
         assert 400 <= answer.status_code < 500, (reason, answer.text)
         assert answer.json()["code"] == reason, answer.text
     assert failed.status_code == 201 and failed.json()["event"] == "qc-failed"
-    assert failed.json()["defects"] == ["warna pudar"]
+    assert failed.json()["defects"] == ["colour-mismatch"]
     assert (conflicting.status_code, conflicting.json()["code"]) == (409, "conflicting-result")
 
 
@@ -425,7 +425,7 @@ async def test_http_submissions_get_the_same_reasons_as_problem_details(producti
 
 async def test_a_resident_who_has_not_completed_training_gets_409_for_materials_and_pieces(production, tmp_path):
     shop = await workshop(production, tmp_path)
-    withdrawn = encode(Envelope.wrap(Withdrawn(resident_id="res_rina", cohort_id="coh_nagrak", reason="pindah"),
+    withdrawn = encode(Envelope.wrap(Withdrawn(resident_id="res_rina", cohort_id="coh_nagrak", reason="moved-away"),
                                      source=service_source("enrollment")))
     await produce(production, Topic.ENROLLMENT, [(withdrawn.key, withdrawn.value)])
     await wait_until_caught_up(production.pool, TRAINING_CONSUMER, production.kafka, [Topic.ENROLLMENT])
@@ -778,7 +778,7 @@ def test_cli_mistakes_get_one_clear_line_and_a_non_zero_exit(tmp_path, args, env
 
 def test_signed_data_from_the_cli_verifies_with_the_printed_public_key(tmp_path):
     key = keygen(tmp_path, "acme")
-    data = cli_sign(tmp_path, key, result_data("sub_ü", "pc_1", "col_1", defects=["anyaman longgar — sisi kiri"]))
+    data = cli_sign(tmp_path, key, result_data("sub_ü", "pc_1", "col_1", defects=["loose-weave", "frayed-edge"]))
 
     assert verifying_key([key.public], data) == key.public
     assert verifying_key([public_key_b64(generate_private_key())], data) is None

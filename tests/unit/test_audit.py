@@ -74,7 +74,7 @@ class Collaborator:
         """Signed submission data and the record value carrying it, as a collaborator publishes it."""
         data = signed(key or self.key, {
             "submission_id": f"sub_{piece_id}", "piece_id": piece_id, "collaborator_id": self.collaborator_id,
-            "result": result, "inspector": "QC 01", "inspected_at": (at + timedelta(hours=1)).isoformat(),
+            "result": result, "inspector": "QC-01", "inspected_at": (at + timedelta(hours=1)).isoformat(),
             "defects": [],
         })
         return data, submission_event(data, time=at)
@@ -108,7 +108,7 @@ def paid(payout_id: str, artisan: str, amount: int, at: datetime) -> Envelope:
 
 def failed(payout_id: str, artisan: str, amount: int, at: datetime) -> Envelope:
     return Envelope.wrap(PayoutFailed(payout_id=payout_id, artisan_id=artisan, amount_idr=amount,
-                                      reason="account closed"), source=PAYOUT, time=at)
+                                      reason="account-closed"), source=PAYOUT, time=at)
 
 
 def honest_piece(history: History, collaborator: Collaborator, piece_id: str, artisan: str = "res_1",

@@ -43,7 +43,7 @@ EXAMPLES: list[ev.EventData] = [
     ),
     ev.Enrolled(resident_id="res_1", cohort_id="coh_1", enrolled_at=JAKARTA_MORNING),
     ev.TrainingCompleted(resident_id="res_1", cohort_id="coh_1", completed_on=date(2024, 2, 29)),
-    ev.Withdrawn(resident_id="res_1", cohort_id="coh_1", reason="moved away"),
+    ev.Withdrawn(resident_id="res_1", cohort_id="coh_1", reason="moved-away"),
     ev.CollaboratorRegistered(collaborator_id="col_1", name="PT Anyaman Nusantara", public_key=PUBLIC_KEY),
     ev.PieceRateSet(collaborator_id="col_1", product="piring", rate_idr=15_000, effective_from=JAKARTA_MORNING),
     ev.MaterialsIssued(
@@ -60,7 +60,7 @@ EXAMPLES: list[ev.EventData] = [
     ),
     ev.QcFailed(
         piece_id="pc_2", artisan_id="res_1", collaborator_id="col_1", submission_id="sub_2",
-        defects=["anyaman longgar"], inspected_at=JAKARTA_MORNING, signature=SIGNATURE,
+        defects=["loose-weave"], inspected_at=JAKARTA_MORNING, signature=SIGNATURE,
     ),
     ev.QcSubmitted(
         submission_id="sub_1", piece_id="pc_1", collaborator_id="col_1", result="passed", inspector="QC-07",
@@ -73,7 +73,7 @@ EXAMPLES: list[ev.EventData] = [
         payout_id="po_1", artisan_id="res_1", amount_idr=15_000, method="bank-transfer", reference="TRX-1",
         paid_at=JAKARTA_MORNING,
     ),
-    ev.PayoutFailed(payout_id="po_2", artisan_id="res_1", amount_idr=15_000, reason="account closed"),
+    ev.PayoutFailed(payout_id="po_2", artisan_id="res_1", amount_idr=15_000, reason="account-closed"),
 ]
 
 
@@ -235,8 +235,26 @@ def test_a_control_character_is_refused_in_words_not_as_a_regular_expression():
     value["data"]["product"] = "piring\u0007"
     with pytest.raises(SchemaInvalid) as caught:
         decode(json.dumps(value).encode())
-    assert str(caught.value) == ("`data.product` is invalid: contains a control character "
-                                 "(of those, only tab and newline are text)")
+    assert str(caught.value) == ("`data.product` is invalid: must name a thing: no control character, and no "
+                                 "more than 6 digits in a row (a NIK, phone or account number may not reach a topic)")
+
+
+@pytest.mark.parametrize("text", ["NIK 3175094107880021", "hubungi 0812-9988-7721", "0812 9988 7721",
+                                  "rek. 1234567890", "\uff10\uff18\uff11\uff12\uff19\uff19\uff18\uff18"])
+def test_a_label_holding_a_nik_phone_or_account_number_is_refused_without_repeating_it(text):
+    value = valid_value()
+    value["data"]["product"] = f"piring {text}"
+    with pytest.raises(SchemaInvalid) as caught:
+        decode(json.dumps(value).encode())
+    assert caught.value.path == "data.product" and text not in str(caught.value)
+
+
+@pytest.mark.parametrize("label", ["piring lidi", "tas 40x25 cm", "Rusunawa Marunda Blok 12", "Angkatan 2024",
+                                   "PT Anyaman Nusantara", "kode 123456"])
+def test_labels_that_name_things_with_a_few_digits_are_accepted(label):
+    value = valid_value()
+    value["data"]["product"] = label
+    assert decode(json.dumps(value).encode()).data.product == label
 
 
 def test_error_messages_never_repeat_field_values():

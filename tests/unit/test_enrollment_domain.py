@@ -78,7 +78,7 @@ def test_an_unregistered_resident_or_an_unknown_cohort_is_not_found():
 
 def test_completion_needs_enrolment_and_no_withdrawal_and_is_recorded_once():
     complete = lambda r: domain.RecordCompletion(cohort_id="coh_1", resident_id=r, completed_on=date(2024, 2, 29))  # noqa: E731
-    withdraw = lambda r: domain.Withdraw(cohort_id="coh_1", resident_id=r, reason="pindah")  # noqa: E731
+    withdraw = lambda r: domain.Withdraw(cohort_id="coh_1", resident_id=r, reason="moved-away")  # noqa: E731
     _, events, refusals = run([
         SCHEDULE, complete("a"), enrol("a"), enrol("b"), withdraw("b"), complete("b"), complete("a"), complete("a"),
     ])
@@ -97,7 +97,7 @@ cohort_commands = st.one_of(
     residents.map(enrol),
     st.tuples(residents, st.dates(date(2024, 1, 1), date(2024, 4, 1))).map(
         lambda t: domain.RecordCompletion(cohort_id="coh_1", resident_id=t[0], completed_on=t[1])),
-    residents.map(lambda r: domain.Withdraw(cohort_id="coh_1", resident_id=r, reason="x")),
+    residents.map(lambda r: domain.Withdraw(cohort_id="coh_1", resident_id=r, reason="other")),
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -71,7 +72,7 @@ def test_a_passed_piece_moves_its_amount_from_the_collaborators_fees_to_the_arti
          Kind.SCHEDULED, "artisan:a:payable", "artisan:a:in-transit"),
         (Paid(payout_id="po_1", artisan_id="a", amount_idr=700, method="bank", reference="TRF", paid_at=T0),
          Kind.PAID, "artisan:a:in-transit", "artisan:a:paid"),
-        (PayoutFailed(payout_id="po_1", artisan_id="a", amount_idr=700, reason="account closed"),
+        (PayoutFailed(payout_id="po_1", artisan_id="a", amount_idr=700, reason="account-closed"),
          Kind.FAILED, "artisan:a:in-transit", "artisan:a:payable"),
     ],
 )
@@ -85,7 +86,7 @@ def test_each_payout_event_moves_its_amount_between_the_artisans_accounts(data, 
 def test_paid_and_failed_share_one_settlement_key_so_a_payout_ends_once():
     paid = transaction_for(Envelope.wrap(Paid(payout_id="po_1", artisan_id="a", amount_idr=1, method="m",
                                               reference="r", paid_at=T0), source=PAYOUT))
-    failed = transaction_for(Envelope.wrap(PayoutFailed(payout_id="po_1", artisan_id="a", amount_idr=1, reason="x"),
+    failed = transaction_for(Envelope.wrap(PayoutFailed(payout_id="po_1", artisan_id="a", amount_idr=1, reason="other"),
                                            source=PAYOUT))
     assert paid.business_key == failed.business_key
 
@@ -94,7 +95,7 @@ def test_events_that_move_no_money_make_no_transaction():
     woven = Envelope.wrap(PieceWoven(piece_id="pc", artisan_id="a", collaborator_id="c", product="tas", rate_idr=9,
                                      woven_at=T0), source=PRODUCTION)
     failed = Envelope.wrap(QcFailed(piece_id="pc", artisan_id="a", collaborator_id="c", submission_id="s",
-                                    defects=["loose weave"], inspected_at=T0, signature="c2ln"), source=PRODUCTION)
+                                    defects=["loose-weave"], inspected_at=T0, signature="c2ln"), source=PRODUCTION)
     assert transaction_for(woven) is None and transaction_for(failed) is None
 
 
@@ -190,12 +191,24 @@ def test_a_scheduled_payout_confirmed_is_paid_its_full_amount():
     (event,) = decide_payout(history(scheduled("po_1", "a", 700)), confirm())
 
     assert isinstance(event, Paid)
-    assert (event.payout_id, event.artisan_id, event.amount_idr, event.reference) == ("po_1", "a", 700, "TRF-1")
+    assert (event.payout_id, event.artisan_id, event.amount_idr) == ("po_1", "a", 700)
+    # The bank's reference could hold an account number: the event carries payout's own.
+    assert event.reference == "payment:po_1"
+
+
+def test_a_payment_recorded_with_the_banks_reference_on_its_event_is_still_recognised_when_confirmed_again():
+    recorded_before = history(scheduled("po_1", "a", 700), Envelope.wrap(Paid(
+        payout_id="po_1", artisan_id="a", amount_idr=700, method="bank-transfer", reference="TRF-1",
+        paid_at=T0 + timedelta(hours=1)), source=PAYOUT))
+
+    assert decide_payout(recorded_before, confirm()) == []
+    with pytest.raises(Conflict):
+        decide_payout(recorded_before, confirm(reference="TRF-2"))
 
 
 def test_the_same_confirmation_again_is_one_payment_and_a_different_one_is_refused():
-    paid = history(scheduled("po_1", "a", 700), Envelope.wrap(decide_payout(
-        history(scheduled("po_1", "a", 700)), confirm())[0], source=PAYOUT))
+    paid = replace(history(scheduled("po_1", "a", 700), Envelope.wrap(decide_payout(
+        history(scheduled("po_1", "a", 700)), confirm())[0], source=PAYOUT)), bank_reference="TRF-1")
 
     assert paid.status is Status.PAID
     assert decide_payout(paid, confirm()) == []
@@ -203,17 +216,17 @@ def test_the_same_confirmation_again_is_one_payment_and_a_different_one_is_refus
         decide_payout(paid, confirm(reference="TRF-2"))
     assert conflict.value.code == "payout-already-paid"
     with pytest.raises(Conflict) as conflict:
-        decide_payout(paid, FailPayout("po_1", "bounced"))
+        decide_payout(paid, FailPayout("po_1", "returned"))
     assert conflict.value.code == "payout-already-paid"
 
 
 def test_a_failed_payout_cannot_be_paid_and_failing_it_again_for_the_same_reason_is_a_no_op():
     start = scheduled("po_1", "a", 700)
-    (failure,) = decide_payout(history(start), FailPayout("po_1", "account closed"))
+    (failure,) = decide_payout(history(start), FailPayout("po_1", "account-closed"))
     failed = history(start, Envelope.wrap(failure, source=PAYOUT))
 
     assert isinstance(failure, PayoutFailed) and failure.amount_idr == 700
-    assert decide_payout(failed, FailPayout("po_1", "account closed")) == []
+    assert decide_payout(failed, FailPayout("po_1", "account-closed")) == []
     with pytest.raises(Conflict) as conflict:
         decide_payout(failed, confirm())
     assert conflict.value.code == "payout-failed"
@@ -281,7 +294,7 @@ def simulate(operations) -> list[Envelope]:
             case (("pay" | "fail") as what, index) if payouts:
                 payout_id = sorted(payouts)[index % len(payouts)]
                 command = (ConfirmPayment(payout_id, "bank", f"TRF-{n}", NOW, NOW) if what == "pay"
-                           else FailPayout(payout_id, "bounced"))
+                           else FailPayout(payout_id, "returned"))
                 try:
                     decided = decide_payout(payouts[payout_id], command)
                 except Conflict:

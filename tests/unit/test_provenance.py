@@ -87,7 +87,7 @@ def test_one_service_cannot_vouch_for_another_services_topic_nor_sign_as_it():
     event = result()
     value = encode(event).value
     by_payout = [(ATTESTATION_HEADER, base64.b64encode(KEYS["payout"].sign(value)))]
-    failed = Envelope.wrap(PayoutFailed(payout_id="po_1", artisan_id="res_1", amount_idr=1, reason="x"),
+    failed = Envelope.wrap(PayoutFailed(payout_id="po_1", artisan_id="res_1", amount_idr=1, reason="other"),
                            source=service_source("production"))
     failed_value, failed_headers = attested(failed, "production")
 
@@ -191,7 +191,7 @@ def test_the_tree_is_rfc_6962s():
 def payout_batch(size: int, run: str = "a") -> list[tuple[Envelope, bytes]]:
     """`size` records of the payout service's topic, as its relay would publish them in one batch."""
     events = [Envelope.wrap(PayoutFailed(payout_id=f"po_{run}{n}", artisan_id="res_1", amount_idr=1_000 + n,
-                                         reason="e-wallet account closed"), source=service_source("payout"))
+                                         reason="wallet-inactive"), source=service_source("payout"))
               for n in range(size)]
     return [(event, encode(event).value) for event in events]
 
@@ -285,7 +285,7 @@ def test_a_remembered_tree_head_vouches_for_no_record_its_batch_did_not_hold():
         check(Topic.PAYOUT, value, headers, event, anchors)
 
     forged_event = Envelope.wrap(PayoutFailed(payout_id="po_a3", artisan_id="res_1", amount_idr=9_999_999,
-                                              reason="e-wallet account closed"), source=service_source("payout"))
+                                              reason="wallet-inactive"), source=service_source("payout"))
     forged = encode(forged_event).value
     for headers in attestations:
         assert refused(forged_event, forged, headers, anchors) == "unattested"
