@@ -12,11 +12,11 @@ from pydantic import Field, StrictBool, StringConstraints, model_validator
 from services.enrollment import domain
 from services.enrollment.handlers import EnrollmentHandlers
 from services.enrollment.personal_data import PersonalData
+from shared.contracts.codes import WithdrawalReason
 from shared.ids import NIK_NUMBER, PHONE_NUMBER, new_id
 from shared.service import ServiceRuntime
 from shared.web.access import AUDITOR, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
-from shared.contracts.codes import WithdrawalReason
 from shared.web.inputs import CommandBody, IdempotencyKey, LookupId, ShortLabel, ShortText, Text
 
 Name = Text

@@ -11,12 +11,12 @@ from pydantic import AfterValidator, AwareDatetime, Field
 
 from services.payout import domain, projections
 from services.payout.handlers import PayoutHandlers, RunResult
+from shared.contracts.codes import PayoutFailure
 from shared.domain import NotFound
 from shared.service import ServiceRuntime
 from shared.timeutil import to_wib
 from shared.web.access import AUDITOR, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
-from shared.contracts.codes import PayoutFailure
 from shared.web.inputs import CommandBody, Id, IdempotencyKey, LookupId, ShortLabel, Text
 
 

@@ -276,7 +276,8 @@ def production_router(
         )
         piece_id = claimed.get("piece_id")
         value, headers = domain.refused_submission_event(
-            body, reason=rejected.reason, collaborator_id=collaborator_id, event_id=new_event_id(), received_at=handlers.clock())
+            body, reason=rejected.reason, collaborator_id=collaborator_id, event_id=new_event_id(),
+            received_at=handlers.clock())
         try:
             await asyncio.wait_for(dead_letters.publish(
                 reason=rejected.reason, detail=rejected.message, topic="http:POST /qc-submissions", partition=-1,

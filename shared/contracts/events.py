@@ -71,7 +71,8 @@ _DIGIT_ROW = rf"{_FILLER}*(?:{_DIGIT}{_FILLER}*){{0,{MAX_DIGITS_IN_A_ROW}}}"
 LABEL_PATTERN = rf"^{_DIGIT_ROW}(?:{_BREAK}+{_DIGIT_ROW})*$"
 #: An inspector as a collaborator's own register names them: letters, digits, '.', '_' and '-', never a
 #: person's name or number (`insp-07`), and, as in a label, no more than six digits in a row.
-INSPECTOR_PATTERN = rf"^[._\-]*(?:[0-9][._\-]*){{0,{MAX_DIGITS_IN_A_ROW}}}(?:[A-Za-z]+[._\-]*(?:[0-9][._\-]*){{0,{MAX_DIGITS_IN_A_ROW}}})*$"
+_CODE_DIGIT_ROW = rf"[._\-]*(?:[0-9][._\-]*){{0,{MAX_DIGITS_IN_A_ROW}}}"
+INSPECTOR_PATTERN = rf"^{_CODE_DIGIT_ROW}(?:[A-Za-z]+{_CODE_DIGIT_ROW})*$"
 #: What a field's pattern means, for people: `codec` words a refusal with it.
 PATTERN_RULES = {
     STORABLE_TEXT_PATTERN: "contains a control character (of those, only tab and newline are text)",

@@ -8,12 +8,11 @@ the command, as a 500.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import Header
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
-
-import re
 
 from shared.contracts.events import LABEL_PATTERN, MAX_DIGITS_IN_A_ROW, MAX_RUPIAH, storable_text
 

@@ -280,7 +280,8 @@ async def test_a_failed_payout_returns_to_payable_is_scheduled_again_and_is_paid
         assert (await auditor.get("/artisans/res_f/statement")).status_code == 200
         assert (await auditor.get("/ledger/digest")).status_code == 200
         assert (await auditor.post("/payout-runs", json={"run_id": "r6", "period_end": PERIOD_END})).status_code == 403
-        assert (await auditor.post(f"/payouts/{second['payout_id']}/failure", json={"reason": "other"})).status_code == 403
+        failure = await auditor.post(f"/payouts/{second['payout_id']}/failure", json={"reason": "other"})
+        assert failure.status_code == 403
         assert (await anonymous.get("/ledger/balances")).status_code == 401
         asyncapi = (await auditor.get("/asyncapi.json")).json()["channels"]
         assert {"payout:publish", "production:subscribe", "payout:subscribe"} <= set(asyncapi)
