@@ -189,67 +189,90 @@ def balances(transactions: Iterable[LedgerTransaction], as_of: datetime | None =
 
 
 # --- the ledger digest ----------------------------------------------------------------------
+#
+# The rule, as docs/contract/ledger.md publishes it for auditors who reimplement it: one JSON object
+# per ledger transaction, {"amount_idr", "event_id", "event_time", "event_type", "from", "to"}, with
+# `event_time` written as the topics write `time` (RFC 3339 in WIB, `+07:00`, a six-digit fraction
+# only when the second has one); the objects in code-point order of `event_id`, as one JSON array in
+# RFC 8785 canonical form, UTF-8; the digest is the SHA-256 of those bytes, in lower-case hex.
 
 
-@dataclass(frozen=True)
-class DigestRow:
-    """What the digest covers of one posting: its transaction, account, amount and source event."""
+class DigestRow(NamedTuple):
+    """What the digest covers of one ledger transaction: the event that made it and the money it moved."""
 
-    transaction_id: str
-    account: str
-    amount_idr: int
     event_id: str
+    event_type: str
     event_time: datetime
+    from_account: str
+    to_account: str
+    amount_idr: int
 
-    def sort_key(self) -> tuple[str, str]:
-        """Unique per posting, and never arrival order: (transaction id, account), by code point."""
-        return self.transaction_id, self.account
+    def sort_key(self) -> str:
+        """Unique per transaction (one per event), and never arrival order: the event id, by code point."""
+        return self.event_id
 
     def canonical(self) -> bytes:
-        """One line of the digested text: a compact JSON array, time in WIB to the microsecond."""
-        moment = to_wib(self.event_time).isoformat(timespec="microseconds")
-        fields = [self.transaction_id, self.account, self.amount_idr, self.event_id, moment]
-        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        """The row's object as RFC 8785 writes it.
+
+        Written with `json.dumps` (sorted keys, no spaces, UTF-8 as is), three times as fast as the
+        `rfc8785` library and the same bytes for what a row holds: ASCII keys, strings, and integers
+        within ±(2**53 - 1) (SPEC §5 bounds amounts at 10**12); `tests/unit/test_contract_digest.py`
+        checks them against the library.
+        """
+        fields = {
+            "amount_idr": self.amount_idr,
+            "event_id": self.event_id,
+            "event_time": to_wib(self.event_time).isoformat(),
+            "event_type": self.event_type,
+            "from": self.from_account,
+            "to": self.to_account,
+        }
+        return json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def digest_rows(transactions: Iterable[LedgerTransaction]) -> list[DigestRow]:
-    """The digest rows of `transactions`, one per posting."""
-    return [
-        DigestRow(tx.transaction_id, p.account, p.amount_idr, tx.event_id, tx.event_time)
-        for tx in transactions
-        for p in tx.postings
-    ]
+    """The digest rows of `transactions`, one per transaction."""
+    return [DigestRow(tx.event_id, tx.event_type, tx.event_time, tx.from_account, tx.to_account, tx.amount_idr)
+            for tx in transactions]
 
 
 class LedgerDigest:
-    """SHA-256 over the canonical lines of every posting, fed in `DigestRow.sort_key` order.
+    """SHA-256 of the canonical JSON array of every transaction's row, fed in `DigestRow.sort_key` order.
 
     Incremental, so a database can stream its rows in; the caller guarantees the order
-    (`ledger_digest` sorts for callers that hold the rows in memory).
+    (`ledger_digest` sorts for callers that hold the rows in memory). RFC 8785 writes an array as
+    `[`, its elements' canonical forms joined by `,`, and `]`, so streaming the elements gives the
+    very bytes of the whole array.
     """
 
     def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self._last: tuple[str, str] | None = None
-        self.postings = 0
-        #: Counted as the rows go by (a transaction's postings are adjacent in this order), so that
-        #: digesting a ledger of any length holds nothing but the last row's key.
+        self._hash = hashlib.sha256(b"[")
+        self._last: str | None = None
+        #: Counted as the rows go by, so that digesting a ledger of any length holds nothing but the
+        #: last row's key.
         self.transactions = 0
+
+    @property
+    def postings(self) -> int:
+        """Every transaction is one transfer: two postings."""
+        return 2 * self.transactions
 
     def add(self, row: DigestRow) -> None:
         """Feed the next row; refuses rows out of order, which would make the digest order-dependent."""
         key = row.sort_key()
         if self._last is not None and key <= self._last:
-            raise ValueError(f"digest rows out of order: {key} after {self._last}")
-        if self._last is None or key[0] != self._last[0]:
-            self.transactions += 1
+            raise ValueError(f"digest rows out of order: {key!r} after {self._last!r}")
+        if self._last is not None:
+            self._hash.update(b",")
         self._last = key
         self._hash.update(row.canonical())
-        self.postings += 1
+        self.transactions += 1
 
     def hexdigest(self) -> str:
-        """The digest of everything fed so far."""
-        return self._hash.hexdigest()
+        """The digest of everything fed so far (the array closed on a copy, so more rows may follow)."""
+        closed = self._hash.copy()
+        closed.update(b"]")
+        return closed.hexdigest()
 
 
 def ledger_digest(rows: Iterable[DigestRow], as_of: datetime | None = None) -> str:
