@@ -409,17 +409,18 @@ class DigestResult:
 async def ledger_digest(conn: asyncpg.Connection, as_of: datetime | None = None) -> DigestResult:
     """The digest of the ledger as of `as_of` (event time, inclusive; None: everything).
 
-    Rows are streamed in event-id order under the "C" collation, which is code-point order, the
-    order `domain.ledger_digest` sorts in: a live ledger and a replay in any database, whatever its
-    locale, digest alike.
+    Rows are streamed in (event id, account) order under the "C" collation, which is code-point
+    order, the order `domain.ledger_digest` sorts in: a live ledger and a replay in any database,
+    whatever its locale, digest alike.
     """
     digest = domain.LedgerDigest()
-    # The order of the unique index on `event_id`: one row per transaction, read as it lies.
-    query = """
-        SELECT event_id, event_type, event_time, from_account, to_account, amount_idr
-        FROM ledger_transactions
-        WHERE $1::timestamptz IS NULL OR event_time <= $1
-        ORDER BY event_id COLLATE "C"
+    # The order of the unique index on `event_id`, then each transaction's two legs by account (an
+    # incremental sort).
+    query = f"""
+        SELECT t.event_id, p.account, p.amount_idr, t.event_type, t.event_time
+        FROM ledger_transactions t, {_LEGS}
+        WHERE $1::timestamptz IS NULL OR t.event_time <= $1
+        ORDER BY t.event_id COLLATE "C", p.account COLLATE "C"
     """
     # One snapshot for the whole read (a cursor needs a transaction); inside a caller's
     # transaction, a savepoint reads the caller's snapshot.
