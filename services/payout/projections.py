@@ -229,9 +229,10 @@ async def apply_event(conn: asyncpg.Connection, event: Envelope, *, source: Sour
     # A second event for what may happen only once. Both are keyed by the same artisan, so they
     # sit in one partition in a fixed order: "the first one wins" is the same in every replay.
     other = existing["event_id"] if existing is not None else "unknown"
-    what = "piece" if tx.kind is domain.Kind.EARNED else "payout"
+    earned = tx.kind is domain.Kind.EARNED
+    what = "piece" if earned else "payout"
     raise Reject(
-        f"{what}-already-posted",
+        "piece-already-posted" if earned else "payout-already-posted",  # each whole: the contract lists them
         f"{tx.event_type} {tx.event_id} is a second {tx.kind.value} for {what} {tx.subject_id}, "
         f"already posted from event {other}",
     )
