@@ -126,8 +126,8 @@ def generated_tables() -> dict[str, str]:
 
 
 def _block(name: str) -> re.Pattern[str]:
-    return re.compile(rf"(<!-- generated: {re.escape(name)} [^\n]*-->\n)(.*?)(<!-- end generated: {re.escape(name)} -->)",
-                      re.S)
+    name = re.escape(name)
+    return re.compile(rf"(<!-- generated: {name} [^\n]*-->\n)(.*?)(<!-- end generated: {name} -->)", re.S)
 
 
 def with_tables(document: str) -> str:
