@@ -189,47 +189,64 @@ def balances(transactions: Iterable[LedgerTransaction], as_of: datetime | None =
 
 
 # --- the ledger digest ----------------------------------------------------------------------
+#
+# The rule, as docs/contract/ledger.md publishes it for auditors who reimplement it: one JSON object
+# per posting (two per transaction), {"account", "amount_idr", "event_id", "event_time", "event_type"},
+# `amount_idr` negative out of the account, `event_time` written as the topics write `time` (RFC 3339
+# in WIB, `+07:00`, a six-digit fraction only when the second has one); the objects ordered by event
+# id, then account, in code-point order, as one JSON array in RFC 8785 canonical form, UTF-8; the
+# digest is the SHA-256 of those bytes, in lower-case hex. Postings rather than transfers: a transfer
+# of 0 rupiah has no direction, and its two postings are the same whichever way it was recorded.
 
 
-@dataclass(frozen=True)
-class DigestRow:
-    """What the digest covers of one posting: its transaction, account, amount and source event."""
+class DigestRow(NamedTuple):
+    """What the digest covers of one posting: the account, the money, and the event that moved it."""
 
-    transaction_id: str
+    event_id: str
     account: str
     amount_idr: int
-    event_id: str
+    event_type: str
     event_time: datetime
 
     def sort_key(self) -> tuple[str, str]:
-        """Unique per posting, and never arrival order: (transaction id, account), by code point."""
-        return self.transaction_id, self.account
+        """Unique per posting, and never arrival order: (event id, account), by code point."""
+        return self.event_id, self.account
 
     def canonical(self) -> bytes:
-        """One line of the digested text: a compact JSON array, time in WIB to the microsecond."""
-        moment = to_wib(self.event_time).isoformat(timespec="microseconds")
-        fields = [self.transaction_id, self.account, self.amount_idr, self.event_id, moment]
-        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        """The row's object as RFC 8785 writes it.
+
+        Written with `json.dumps` (keys in sorted order, no spaces, UTF-8 as is), three times as fast as the
+        `rfc8785` library and the same bytes for what a row holds: ASCII keys, strings, and integers
+        within ±(2**53 - 1) (SPEC §5 bounds amounts at 10**12); `tests/unit/test_contract_digest.py`
+        checks them against the library.
+        """
+        fields = {
+            "account": self.account,
+            "amount_idr": self.amount_idr,
+            "event_id": self.event_id,
+            "event_time": to_wib(self.event_time).isoformat(),
+            "event_type": self.event_type,
+        }
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def digest_rows(transactions: Iterable[LedgerTransaction]) -> list[DigestRow]:
     """The digest rows of `transactions`, one per posting."""
-    return [
-        DigestRow(tx.transaction_id, p.account, p.amount_idr, tx.event_id, tx.event_time)
-        for tx in transactions
-        for p in tx.postings
-    ]
+    return [DigestRow(tx.event_id, p.account, p.amount_idr, tx.event_type, tx.event_time)
+            for tx in transactions for p in tx.postings]
 
 
 class LedgerDigest:
-    """SHA-256 over the canonical lines of every posting, fed in `DigestRow.sort_key` order.
+    """SHA-256 of the canonical JSON array of every posting's row, fed in `DigestRow.sort_key` order.
 
     Incremental, so a database can stream its rows in; the caller guarantees the order
-    (`ledger_digest` sorts for callers that hold the rows in memory).
+    (`ledger_digest` sorts for callers that hold the rows in memory). RFC 8785 writes an array as
+    `[`, its elements' canonical forms joined by `,`, and `]`, so streaming the elements gives the
+    very bytes of the whole array.
     """
 
     def __init__(self) -> None:
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256(b"[")
         self._last: tuple[str, str] | None = None
         self.postings = 0
         #: Counted as the rows go by (a transaction's postings are adjacent in this order), so that
@@ -243,13 +260,17 @@ class LedgerDigest:
             raise ValueError(f"digest rows out of order: {key} after {self._last}")
         if self._last is None or key[0] != self._last[0]:
             self.transactions += 1
+        if self._last is not None:
+            self._hash.update(b",")
         self._last = key
         self._hash.update(row.canonical())
         self.postings += 1
 
     def hexdigest(self) -> str:
-        """The digest of everything fed so far."""
-        return self._hash.hexdigest()
+        """The digest of everything fed so far (the array closed on a copy, so more rows may follow)."""
+        closed = self._hash.copy()
+        closed.update(b"]")
+        return closed.hexdigest()
 
 
 def ledger_digest(rows: Iterable[DigestRow], as_of: datetime | None = None) -> str:

@@ -15,7 +15,7 @@ What keeps the ledger exact:
   no code path, however buggy, can commit an unbalanced ledger;
 - ledger rows are append-only: corrections are new events, never edits;
 - the digest and the `as_of` cuts order and filter by what the events say
-  (transaction id, account, event time), never by arrival.
+  (event id, event time), never by arrival.
 
 What bounds the numbers: a transaction's amount is at most Rp 1 trillion (`MAX_RUPIAH`, SPEC §5),
 checked by the decoder and again by the table; nothing bounds a balance. Balances and totals are
@@ -229,9 +229,10 @@ async def apply_event(conn: asyncpg.Connection, event: Envelope, *, source: Sour
     # A second event for what may happen only once. Both are keyed by the same artisan, so they
     # sit in one partition in a fixed order: "the first one wins" is the same in every replay.
     other = existing["event_id"] if existing is not None else "unknown"
-    what = "piece" if tx.kind is domain.Kind.EARNED else "payout"
+    earned = tx.kind is domain.Kind.EARNED
+    what = "piece" if earned else "payout"
     raise Reject(
-        f"{what}-already-posted",
+        "piece-already-posted" if earned else "payout-already-posted",  # each whole: the contract lists them
         f"{tx.event_type} {tx.event_id} is a second {tx.kind.value} for {what} {tx.subject_id}, "
         f"already posted from event {other}",
     )
@@ -409,17 +410,18 @@ class DigestResult:
 async def ledger_digest(conn: asyncpg.Connection, as_of: datetime | None = None) -> DigestResult:
     """The digest of the ledger as of `as_of` (event time, inclusive; None: everything).
 
-    Rows are streamed in (transaction id, account) order under the "C" collation, which is
-    code-point order, the order `domain.ledger_digest` sorts in: a live ledger and a replay
-    in any database, whatever its locale, digest alike.
+    Rows are streamed in (event id, account) order under the "C" collation, which is code-point
+    order, the order `domain.ledger_digest` sorts in: a live ledger and a replay in any database,
+    whatever its locale, digest alike.
     """
     digest = domain.LedgerDigest()
-    # The primary key's order, then each transaction's two legs by account (an incremental sort).
+    # The order of the unique index on `event_id`, then each transaction's two legs by account (an
+    # incremental sort).
     query = f"""
-        SELECT t.transaction_id, p.account, p.amount_idr, t.event_id, t.event_time
+        SELECT t.event_id, p.account, p.amount_idr, t.event_type, t.event_time
         FROM ledger_transactions t, {_LEGS}
         WHERE $1::timestamptz IS NULL OR t.event_time <= $1
-        ORDER BY t.transaction_id COLLATE "C", p.account COLLATE "C"
+        ORDER BY t.event_id COLLATE "C", p.account COLLATE "C"
     """
     # One snapshot for the whole read (a cursor needs a transaction); inside a caller's
     # transaction, a savepoint reads the caller's snapshot.
@@ -427,8 +429,7 @@ async def ledger_digest(conn: asyncpg.Connection, as_of: datetime | None = None)
         readonly=True, isolation="repeatable_read")
     async with snapshot:
         async for row in conn.cursor(query, as_of, prefetch=2000):
-            digest.add(domain.DigestRow(row["transaction_id"], row["account"], row["amount_idr"], row["event_id"],
-                                        row["event_time"]))
+            digest.add(domain.DigestRow(*row))
     return DigestResult(digest.hexdigest(), digest.transactions, digest.postings)
 
 

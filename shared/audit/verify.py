@@ -3,8 +3,8 @@
 The live ledger is read only through the payout service's HTTP API with the
 auditor's token (an auditor has no business in the payout database): the
 digest and every account's balance as of the cut. Equal digests mean equal
-rows, since the digest covers every posting's transaction, account, amount,
-event id and event time. When they differ, every artisan's statement is read
+rows, since the digest covers every transaction's event id, type and time, its
+two accounts and its amount (docs/contract/ledger.md). When they differ, every artisan's statement is read
 from both ledgers and compared transaction by transaction, so the report names
 the row: missing from the live ledger, extra in it, an amount or account that
 differs, or a row citing an event that is not in the history.

@@ -2,11 +2,11 @@
 
 Staff and auditor tokens are configured secrets. A collaborator's token is
 derived from a shared secret (HMAC) and stamped with when it was issued,
-`col.<collaborator_id>.<issued_at, unix seconds>.<HMAC(secret, "collaborator:<id>:<issued_at>")>`,
-so every service can check it without a shared database and `anyam collaborator
-token` can issue one offline. Whether that collaborator exists and whether its
-tokens issued then were revoked is for the service that admits collaborators to
-say (`Access(collaborator_check=...)`: production); see docs/tokens.md.
+`col.<collaborator_id>.<issued_at, unix seconds>.<mac>`, the mac the unpadded base64url of
+HMAC-SHA256(secret, "collaborator:<id>:<issued_at>"), so every service can check it without a
+shared database and `anyam collaborator token` can issue one offline. Whether that collaborator
+exists and whether its tokens issued then were revoked is for the service that admits
+collaborators to say (`Access(collaborator_check=...)`: production); see docs/tokens.md.
 """
 
 from __future__ import annotations

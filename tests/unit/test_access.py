@@ -7,7 +7,9 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -68,6 +70,27 @@ def test_a_token_for_another_id_or_with_an_edited_issue_time_is_refused():
     ):
         assert refused(edited), edited
     assert not refused(token)
+
+
+def test_the_documented_formula_and_worked_example_give_the_token_anyam_issues():
+    """docs/tokens.md's formula, computed with the standard library alone, reproduces issued tokens."""
+    document = (Path(__file__).parents[2] / "docs" / "tokens.md").read_text()
+    example = document.split("<!-- token-example -->", 1)[1]
+    secret, collaborator_id, issued_at, token = (
+        re.search(rf"^\| {re.escape(label)} \| `([^`]+)`", example, re.M).group(1)
+        for label in ("`ANYAM_TOKEN_SECRET`", "`collaborator_id`", "`issued_at`", "token"))
+
+    def documented(secret: str, collaborator_id: str, issued_at: str) -> str:
+        mac = hmac.new(secret.encode(), f"collaborator:{collaborator_id}:{issued_at}".encode(), hashlib.sha256)
+        return f"col.{collaborator_id}.{issued_at}.{base64.urlsafe_b64encode(mac.digest()).decode().rstrip('=')}"
+
+    issued = datetime.fromtimestamp(int(issued_at), UTC)
+    issued_by_anyam = collaborator_token(secret, collaborator_id, issued)
+    assert documented(secret, collaborator_id, issued_at) == token == issued_by_anyam
+    # Not only for the example: a secret and an id with characters outside ASCII's letters, too.
+    for secret, collaborator_id in ((SECRET, "col_1"), ("s3cr3t+/=_-é", "col.a:b")):
+        assert documented(secret, collaborator_id, "1711000000") == collaborator_token(
+            secret, collaborator_id, datetime.fromtimestamp(1711000000, UTC))
 
 
 def test_an_old_format_token_without_an_issue_time_is_refused():
