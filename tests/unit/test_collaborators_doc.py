@@ -68,7 +68,8 @@ def test_the_envelope_shown_carries_the_signed_data_and_is_one_the_consumer_acce
     parts = example()
     envelope = json.loads(parts["envelope"])
     assert envelope["data"] == {**json.loads(parts["data"]), "signature": parts["signature"]}
-    assert envelope["dataversion"] == 2 and envelope["source"] == f"/collaborators/{envelope['data']['collaborator_id']}"
+    assert envelope["dataversion"] == 2
+    assert envelope["source"] == f"/collaborators/{envelope['data']['collaborator_id']}"
     event = decode(parts["envelope"].encode(), topic=Topic.QC_SUBMISSIONS)
     assert event.type == "qc-submitted" and event.data.piece_id == envelope["subject"]
 

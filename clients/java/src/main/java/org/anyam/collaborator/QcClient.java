@@ -266,7 +266,9 @@ public final class QcClient {
         request.header("Idempotency-Key", idempotencyKey != null ? idempotencyKey : text(data, "submission_id"));
         HttpResponse<String> response;
         try {
-            response = HttpClient.newHttpClient().send(request.build(),
+            // HTTP/1.1: java.net.http's default (HTTP/2) asks a plain-http server for an h2c upgrade on
+            // the POST itself, which servers such as uvicorn answer 400 instead of ignoring.
+            response = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build().send(request.build(),
                     HttpResponse.BodyHandlers.ofString(StandardCharsets.UTF_8));
         } catch (IOException e) {
             throw new Failure("POST " + base + "/qc-submissions failed: " + e);
