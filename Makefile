@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: up down status demo test kafka smoke-tansu
+.PHONY: up down status demo test kafka smoke-tansu clients
 
 # Reinstalls whenever pyproject.toml is newer than the stamp (e.g. a dependency changed).
 $(STAMP): pyproject.toml
@@ -31,6 +31,12 @@ status: $(STAMP)
 # Without Java 17+ it says so and the stack and tests use tansu instead.
 kafka: $(STAMP)
 	$(VENV)/bin/anyam fetch-kafka --optional
+
+# The collaborator clients of docs/collaborators.md (Java 17+ with Maven, Node.js 20+ with npm). The tests
+# build them themselves (tests/integration/test_clients.py), offline once Maven and npm have fetched them.
+clients:
+	cd clients/java && (mvn -B -q -o package || mvn -B -q package)
+	cd clients/typescript && npm ci --prefer-offline --no-audit --no-fund && npm run --silent build
 
 # pytest's own exit code (5 when nothing was collected) fails the target.
 # The dashboard tests render the page in Debian's headless Chromium; the script installs it
