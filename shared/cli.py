@@ -367,6 +367,25 @@ async def _check_registered(env: dict[str, str], collaborator_id: str) -> None:
     if response.status_code >= 400:
         raise StackError(f"production answered {response.status_code} for collaborator {collaborator_id!r}")
 
+erasures_app = AnyamTyper(help="Erasures of personal data.", no_args_is_help=True)
+app.add_typer(erasures_app, name="erasures", help="Erasures of personal data (after restoring a backup).")
+
+
+@erasures_app.command("reapply")
+def reapply_erasures(workdir: WorkdirOption = keys.DEFAULT_WORKDIR) -> None:
+    """After restoring enrollment's database from a backup: erase again everyone the enrollment topic
+    records as erased (`personal-data-erased`), and rewrite the vault's tables."""
+    from shared.stack.erasures import enrollment_database_url, reapply_erasures
+
+    inspection = inspect_stack(workdir)
+    if inspection.state is not StackState.RUNNING:
+        raise StackError(f"no stack runs in {inspection.workdir}: start one with `anyam up` first")
+    env = inspection.env
+    done = asyncio.run(reapply_erasures(keys.stack_kafka_settings(env), enrollment_database_url(env)))
+    console.print(f"{done.erased_in_log} erasure(s) in the log; {len(done.erased_again)} resident(s) whose "
+                  "personal data was back in the database erased again.")
+
+
 from shared.audit.cli import replay_command, verify_command  # noqa: E402
 
 app.command("replay")(replay_command)

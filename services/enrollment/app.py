@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 from services.enrollment import personal_data
 from services.enrollment.handlers import EnrollmentHandlers
 from services.enrollment.http import enrollment_router
+from services.enrollment.money import PayoutLedger
 from services.enrollment.personal_data import PersonalDataVault
 from shared.contracts import Topic
 from shared.eventstore import EventStore
@@ -19,6 +20,11 @@ class EnrollmentSettings(ServiceSettings):
     personal_data_key: SecretStr = Field(
         description="Base64 of 32 random bytes: the master key that seals every resident's own key."
     )
+    payout_url: str | None = Field(
+        default=None,
+        description="Payout's HTTP base URL: erasure asks it what the resident is owed (with the auditor's "
+                    "token). Unset, erasure needs override_money_owed=true.",
+    )
 
 
 def create_app(settings: EnrollmentSettings | None = None) -> FastAPI:
@@ -29,6 +35,7 @@ def create_app(settings: EnrollmentSettings | None = None) -> FastAPI:
     handlers = EnrollmentHandlers(store=EventStore(), vault=vault)
     access = Access(settings)
     return service_app(
-        runtime, title="Anyam enrollment", access=access, routers=[enrollment_router(runtime, handlers, access)],
+        runtime, title="Anyam enrollment", access=access, routers=[enrollment_router(
+            runtime, handlers, access, PayoutLedger(settings.payout_url, settings.auditor_token.get_secret_value()))],
         publishes=[Topic.ENROLLMENT],
     )

@@ -23,6 +23,7 @@ from shared.contracts.events import (
     CohortScheduled,
     Enrolled,
     EventData,
+    PersonalDataErased,
     ResidentRegistered,
     TrainingCompleted,
     Withdrawn,
@@ -55,6 +56,17 @@ class RegisterResident:
     resident_id: str
     rusunawa: str
     registered_at: datetime
+
+
+@dataclass(frozen=True)
+class ErasePersonalData:
+    """Erase a resident's personal data. `money_owed_idr`: what payout says she is owed (None when it
+    could not tell); `override`: staff erase her all the same, which the event records."""
+
+    resident_id: str
+    erased_at: datetime
+    money_owed_idr: int | None
+    override: bool
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,7 @@ class Withdraw:
 class Resident:
     resident_id: str | None = None
     rusunawa: str | None = None
+    erased: bool = False
 
     @property
     def exists(self) -> bool:
@@ -140,6 +153,8 @@ class Cohort:
 def evolve_resident(state: Resident, event: EventData) -> Resident:
     if isinstance(event, ResidentRegistered):
         return Resident(resident_id=event.resident_id, rusunawa=event.rusunawa)
+    if isinstance(event, PersonalDataErased):
+        return replace(state, erased=True)
     return state
 
 
@@ -163,11 +178,36 @@ def evolve_cohort(state: Cohort, event: EventData) -> Cohort:
 # --- decide -------------------------------------------------------------------------------
 
 
-def decide_resident(state: Resident, command: RegisterResident) -> list[EventData]:
+def decide_resident(state: Resident, command: RegisterResident | ErasePersonalData) -> list[EventData]:
+    if isinstance(command, ErasePersonalData):
+        return _erase(state, command)
     if state.exists:
         return []  # registering the same id again is a no-op
     return [ResidentRegistered(resident_id=command.resident_id, rusunawa=command.rusunawa,
                                registered_at=command.registered_at)]
+
+
+def _erase(state: Resident, command: ErasePersonalData) -> list[EventData]:
+    if not state.exists:
+        raise NotFound("resident-not-found", f"There is no resident {command.resident_id}.")
+    if state.erased:
+        return []  # erased already: erasing again changes nothing
+    if not command.override:
+        if command.money_owed_idr is None:
+            raise Conflict(
+                "money-unknown",
+                "Payout could not say whether she is owed money; erasing her data would lose the account "
+                "she is paid to. Try again, or pass override_money_owed=true to erase all the same.",
+            )
+        if command.money_owed_idr > 0:
+            raise Conflict(
+                "money-owed",
+                f"She is owed Rp {command.money_owed_idr:,} (payable or in transit); erasing her data would "
+                "lose the account she is paid to. Pay her first, or pass override_money_owed=true: her money "
+                "then stays payable until staff pay it another way.",
+            )
+    return [PersonalDataErased(resident_id=command.resident_id, erased_at=command.erased_at,
+                               money_owed_idr=command.money_owed_idr, money_owed_override=command.override)]
 
 
 def decide_cohort(

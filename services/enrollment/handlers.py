@@ -10,7 +10,7 @@ import asyncpg
 from services.enrollment import domain
 from services.enrollment.personal_data import PersonalData, PersonalDataVault
 from shared.contracts import service_source
-from shared.contracts.events import Enrolled, ResidentRegistered
+from shared.contracts.events import Enrolled, PersonalDataErased, ResidentRegistered
 from shared.domain import Conflict, NotFound
 from shared.eventstore import EventStore
 from shared.handling import Aggregate, handle, load_state
@@ -86,11 +86,16 @@ class EnrollmentHandlers:
         command = domain.Withdraw(cohort_id=cohort_id, resident_id=resident_id, reason=reason)
         return bool(await handle(conn, self.store, COHORT, cohort_id, command, source=SOURCE))
 
-    async def erase_personal_data(self, conn: asyncpg.Connection, resident_id: str) -> None:
-        """Shred the resident's personal data; their history keeps the opaque id."""
-        resident, _ = await load_state(conn, self.store, RESIDENT, resident_id, lock=True)
-        if not resident.exists:
-            raise NotFound("resident-not-found", f"There is no resident {resident_id}.")
+    async def erase_personal_data(
+        self, conn: asyncpg.Connection, resident_id: str, *, money_owed_idr: int | None, override: bool
+    ) -> None:
+        """Erase the resident's personal data and record it (`personal-data-erased`); her history keeps
+        the opaque id. Refused while she is owed money, unless `override`. The caller scrubs the vault
+        once this transaction commits."""
+        command = domain.ErasePersonalData(resident_id=resident_id, erased_at=wib_now(),
+                                           money_owed_idr=money_owed_idr, override=override)
+        await handle(conn, self.store, RESIDENT, resident_id, command, source=SOURCE, time=_business_time)
+        # Again when erased before: a database restored from a backup may hold her rows once more.
         await self.vault.erase(conn, resident_id)
 
     async def resident(self, conn: asyncpg.Connection, resident_id: str) -> domain.Resident:
@@ -118,5 +123,7 @@ def _business_time(data: object) -> datetime | None:
         return data.registered_at
     if isinstance(data, Enrolled):
         return data.enrolled_at
+    if isinstance(data, PersonalDataErased):
+        return data.erased_at
     return None
 

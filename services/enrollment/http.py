@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field, StrictBool, StringConstraints, model_validator
 
 from services.enrollment import domain
 from services.enrollment.handlers import EnrollmentHandlers
+from services.enrollment.money import PayoutLedger
 from services.enrollment.personal_data import PersonalData
 from shared.contracts.codes import WithdrawalReason
 from shared.ids import NIK_NUMBER, PHONE_NUMBER, new_id
@@ -80,7 +81,9 @@ class Withdraw(CommandBody):
 
 
 
-def enrollment_router(runtime: ServiceRuntime, handlers: EnrollmentHandlers, access: Access) -> APIRouter:
+def enrollment_router(
+    runtime: ServiceRuntime, handlers: EnrollmentHandlers, access: Access, ledger: PayoutLedger
+) -> APIRouter:
     router = APIRouter(tags=["enrollment"])
     staff = access.allow(STAFF)
     reader = access.allow(STAFF, AUDITOR)
@@ -98,7 +101,16 @@ def enrollment_router(runtime: ServiceRuntime, handlers: EnrollmentHandlers, acc
             resident_id = await handlers.register_resident(conn, body.rusunawa, person)
             return Outcome(201, {"resident_id": resident_id})
 
-        return await run(request, who, key, body.model_dump(mode="json"), action)
+        answer: Response | None = None
+        try:
+            # Fingerprinted by a keyed digest: a stored plain hash of her data would confirm a guess.
+            answer = await run(request, who, key, handlers.vault.request_digest(body.model_dump(mode="json")),
+                               action)
+            return answer
+        finally:
+            if answer is None or answer.status_code >= 400:
+                # Whatever it stored was rolled back (a NIK race, a failure): dead rows, readable until scrubbed.
+                await handlers.vault.scrub(runtime.pool)
 
     @router.post("/cohorts", status_code=201, summary="Schedule a Bimtek cohort")
     async def schedule_cohort(
@@ -146,10 +158,19 @@ def enrollment_router(runtime: ServiceRuntime, handlers: EnrollmentHandlers, acc
         return await run(request, who, key, body.model_dump(mode="json"), action)
 
     @router.delete("/residents/{resident_id}/personal-data", status_code=204,
-                   summary="Erase a resident's personal data for good (crypto-shredding)")
-    async def erase(resident_id: Id, _: Principal = Depends(staff)) -> Response:
+                   summary="Erase a resident's personal data for good, unless she is owed money")
+    async def erase(
+        resident_id: Id,
+        override_money_owed: Annotated[bool, Query(
+            description="Erase although payout says she is owed money (payable or in transit) or cannot "
+                        "tell; recorded on the `personal-data-erased` event. Her money stays payable until "
+                        "staff pay it another way.")] = False,
+        _: Principal = Depends(staff),
+    ) -> Response:
+        owed = await ledger.owed_idr(resident_id)
         async with runtime.pool.acquire() as conn, conn.transaction():
-            await handlers.erase_personal_data(conn, resident_id)
+            await handlers.erase_personal_data(conn, resident_id, money_owed_idr=owed, override=override_money_owed)
+        await handlers.vault.scrub(runtime.pool)
         return Response(status_code=204)
 
     @router.get("/residents/{resident_id}", summary="A resident's programme record (no personal data)")

@@ -189,6 +189,22 @@ class Withdrawn(EventData):
     data_version: ClassVar[int] = 2
 
 
+class PersonalDataErased(EventData):
+    """A resident's personal data was erased: ids only, so that a database restored from a backup
+    taken before can erase her again (`anyam erasures reapply`)."""
+
+    event_type: ClassVar[str] = "personal-data-erased"
+    topic: ClassVar[Topic] = Topic.ENROLLMENT
+    key_field: ClassVar[str] = "resident_id"
+
+    resident_id: Id
+    erased_at: WibTime
+    #: What payout said she was owed (payable and in transit) when she was erased, if it could tell.
+    money_owed_idr: Rupiah | None = None
+    #: Staff erased her although she was owed money or payout could not tell: the override, recorded.
+    money_owed_override: bool = False
+
+
 # --- production -----------------------------------------------------------------------------
 
 
@@ -379,6 +395,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         Enrolled,
         TrainingCompleted,
         Withdrawn,
+        PersonalDataErased,
         CollaboratorRegistered,
         PieceRateSet,
         MaterialsIssued,

@@ -356,7 +356,8 @@ async def start_stack(
         env[keys.TOKEN_SECRET] = secrets.token_urlsafe(32)
         env[keys.PERSONAL_DATA_KEY] = base64.b64encode(secrets.token_bytes(32)).decode()
         env[keys.TRUST_ANCHORS] = write_signing_keys(workdir)
-        for spec in SERVICES:
+        # Payout first: enrollment asks it what a resident is owed before erasing her (ANYAM_PAYOUT_URL).
+        for spec in sorted(SERVICES, key=lambda spec: spec.name != "payout"):
             if spec.launcher is not None:
                 launched = await spec.launcher(spec, dict(env), workdir)
                 stack.services[spec.name] = launched

@@ -209,7 +209,7 @@ async def test_after_erasure_personal_data_cannot_be_read_back_and_history_is_in
     before = await staff.get(f"/residents/{resident}/personal-data")
     assert before.status_code == 200 and before.json()["nik"] == nik(7)
 
-    erased = await staff.delete(f"/residents/{resident}/personal-data")
+    erased = await staff.delete(f"/residents/{resident}/personal-data", params={"override_money_owed": "true"})
 
     assert erased.status_code == 204
     after = await staff.get(f"/residents/{resident}/personal-data")

@@ -38,6 +38,7 @@ from services.payout.app import PayoutSettings
 from services.payout.app import create_app as payout_app
 from services.production.app import ProductionSettings
 from services.production.app import create_app as production_app
+from shared.contracts import Topic, topic_name
 from shared.contracts.signing import generate_private_key, public_key_b64, signed
 from shared.demo.runner import consumers_of
 from shared.eventstore import wait_until_caught_up, wait_until_published
@@ -47,6 +48,7 @@ from shared.web.access import collaborator_token
 from tests import schemathesis_checks as checks
 from tests.conftest import drop_databases
 from tests.fuzzing import fuzz_hostile
+from tests.kafka_reader import read_topic
 from tests.services import Tokens, client, new_personal_data_key, new_tokens, serve, service_settings
 
 SERVICES = ("enrollment", "production", "payout")
@@ -93,6 +95,7 @@ class Programme:
     a: Collaborator
     b: Collaborator
     payouts: list[str]
+    kafka: KafkaSettings | None = None
 
     def personal_data(self) -> dict[str, str]:
         return {f"personal: resident {i} {name}": person[name]
@@ -201,7 +204,7 @@ async def seed(tokens: Tokens, apps: dict[str, FastAPI], urls: dict[str, str], k
                    {"method": "bank-transfer", "reference": "TRF-0001", "paid_at": scheduled_at})
         await post(staff, f"/payouts/{payouts[1]}/failure", {"reason": "wallet-inactive"})
     await settle(apps, kafka)
-    return Programme(tokens, apps, urls, residents, cohort_id, a, b, payouts)
+    return Programme(tokens, apps, urls, residents, cohort_id, a, b, payouts, kafka)
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +228,65 @@ async def programme(broker, postgres) -> AsyncIterator[Programme]:
             yield await seed(tokens, apps, urls, kafka)
     finally:
         await drop_databases(postgres.server_url, databases)
+
+
+# --- no personal data reaches a topic through any free-text input ------------------------------------------
+
+#: Shaped as what must never reach a topic: a NIK and a phone number, in the words a clerk might type.
+NIK_TEXT, PHONE_TEXT = "NIK 3175099912870042", "hubungi 0813-4455-6677"
+
+
+async def test_nik_or_phone_shaped_text_in_any_free_text_input_never_reaches_a_topic(programme):
+    urls, tokens, a = programme.urls, programme.tokens, programme.a
+    answers: dict[str, int] = {}
+    for n, text in enumerate((NIK_TEXT, PHONE_TEXT)):
+        async with client(urls["enrollment"], tokens.staff) as staff:
+            person = {"full_name": "Ani", "nik": f"31750999128700{n}9", "unit": "C-1"}
+            answers[f"resident.rusunawa {n}"] = (await staff.post("/residents", json={
+                "rusunawa": f"Nagrak {text}", **person})).status_code
+            for field in ("rusunawa", "skill", "product_focus"):
+                answers[f"cohort.{field} {n}"] = (await staff.post("/cohorts", json={
+                    "rusunawa": "Nagrak", "skill": "menganyam", "product_focus": "piring", field: text,
+                    "starts_on": "2024-02-26", "ends_on": "2024-02-29", "capacity": 5})).status_code
+            answers[f"withdrawal.reason {n}"] = (await staff.post(
+                f"/cohorts/{programme.cohort_id}/withdrawals",
+                json={"resident_id": programme.residents[0], "reason": text})).status_code
+        async with client(urls["production"], tokens.staff) as staff:
+            answers[f"collaborator.name {n}"] = (await staff.post("/collaborators", json={
+                "name": f"CV {text}", "public_key": public_key_b64(generate_private_key())})).status_code
+            answers[f"rate.product {n}"] = (await staff.post(f"/collaborators/{a.collaborator_id}/rates", json={
+                "product": text, "rate_idr": 1, "effective_from": "2024-03-01T00:00:00+07:00"})).status_code
+            for field in ("material", "unit"):
+                answers[f"materials.{field} {n}"] = (await staff.post("/material-issues", json={
+                    "artisan_id": programme.residents[0], "collaborator_id": a.collaborator_id,
+                    "material": "rotan", "quantity": 1, "unit": "kg", field: text})).status_code
+            answers[f"piece.product {n}"] = (await staff.post("/pieces", json={
+                "artisan_id": programme.residents[0], "collaborator_id": a.collaborator_id, "product": text,
+                "woven_at": "2024-03-05T10:00:00+07:00"})).status_code
+        async with client(urls["production"], a.token) as http:
+            for field, value in (("inspector", text), ("defects", [text])):
+                data = {"submission_id": f"pii-{field}-{n}", "piece_id": a.pieces[0],
+                        "collaborator_id": a.collaborator_id, "result": "failed", "inspector": "QC-01",
+                        "inspected_at": "2024-03-06T09:00:00+07:00", "defects": ["stain"], field: value}
+                answers[f"submission.{field} {n}"] = (await http.post(
+                    "/qc-submissions", content=json.dumps(data))).status_code
+        async with client(urls["payout"], tokens.staff) as staff:
+            answers[f"failure.reason {n}"] = (await staff.post(
+                f"/payouts/{programme.payouts[1]}/failure", json={"reason": text})).status_code
+            answers[f"confirmation.method {n}"] = (await staff.post(
+                f"/payouts/{programme.payouts[0]}/confirmation",
+                json={"method": text, "reference": "TRF-1", "paid_at": "2024-03-10T10:00:00+07:00"})).status_code
+
+    # Each was refused at the door, naming the field: none was taken and written on somewhere.
+    assert {name: status for name, status in answers.items() if status != 422} == {}
+    await settle(programme.apps, programme.kafka)
+    everything = b""
+    for topic in Topic:
+        for record in await read_topic(programme.kafka, topic_name(topic, programme.kafka.topic_prefix)):
+            everything += (record.value or b"") + (record.key or b"") + b"".join(v for _, v in record.headers)
+    assert everything  # the seeded programme is there to be searched
+    for shaped in ("3175099912870042", "0813-4455-6677", "081344556677"):
+        assert shaped.encode() not in everything
 
 
 # --- the checks can fail ------------------------------------------------------------------------------------

@@ -74,6 +74,7 @@ EXAMPLES: list[ev.EventData] = [
         paid_at=JAKARTA_MORNING,
     ),
     ev.PayoutFailed(payout_id="po_2", artisan_id="res_1", amount_idr=15_000, reason="account-closed"),
+    ev.PersonalDataErased(resident_id="res_1", erased_at=JAKARTA_MORNING, money_owed_idr=0),
 ]
 
 
