@@ -9,7 +9,6 @@ from services.enrollment import personal_data
 from services.enrollment.handlers import EnrollmentHandlers
 from services.enrollment.http import enrollment_router
 from services.enrollment.personal_data import PersonalDataVault
-from shared.contracts import Topic
 from shared.eventstore import EventStore
 from shared.service import ServiceRuntime, ServiceSettings, service_app
 from shared.web.access import Access
@@ -30,5 +29,4 @@ def create_app(settings: EnrollmentSettings | None = None) -> FastAPI:
     access = Access(settings)
     return service_app(
         runtime, title="Anyam enrollment", access=access, routers=[enrollment_router(runtime, handlers, access)],
-        publishes=[Topic.ENROLLMENT],
     )
