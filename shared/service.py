@@ -31,9 +31,10 @@ from shared.kafka import start_producer
 from shared.settings import KafkaSettings
 from shared.web import commands
 from shared.web.access import AUDITOR, STAFF, Access, AccessSettings, Principal
-from shared.web.asyncapi import asyncapi_document
+from shared.web.asyncapi import asyncapi_document, written_topics
 from shared.web.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from shared.web.observability import Metrics, observability_router
+from shared.web.openapi import exact_openapi
 from shared.web.problems import install_problem_handlers
 
 #: How long an idle HTTP connection stays open. Longer than clients keep theirs (httpx and most pools: 5 s),
@@ -145,12 +146,12 @@ def service_app(
     title: str,
     routers: Sequence[APIRouter],
     access: Access,
-    publishes: Sequence[Topic],
-    subscribes: Sequence[Topic] = (),
     body_limits: Mapping[str, int] | None = None,
 ) -> FastAPI:
     """The FastAPI app of a service: its routers plus health, metrics, OpenAPI and AsyncAPI documents.
 
+    The AsyncAPI document says what the runtime really touches: the topic the service owns (its relay
+    writes it), `dead-letters` when it runs consumers (each refuses records there), and what they read.
     Every request body is held to `ANYAM_HTTP_MAX_BODY_BYTES`, or to `body_limits[path template]`."""
 
     @contextlib.asynccontextmanager
@@ -181,13 +182,26 @@ def service_app(
 
     @app.get("/asyncapi.json", tags=["documents"], summary="This service's AsyncAPI document")
     async def asyncapi(_: Principal = Depends(reader)) -> JSONResponse:
-        return JSONResponse(asyncapi_document(
-            runtime.name, bootstrap=runtime.settings.bootstrap_servers, prefix=runtime.settings.topic_prefix,
-            publishes=publishes, subscribes=subscribes,
-        ))
+        return JSONResponse(service_asyncapi(runtime, bootstrap=runtime.settings.bootstrap_servers,
+                                             prefix=runtime.settings.topic_prefix))
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = exact_openapi(app, guard_reads_database=access.reads_database)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     app.state.runtime = runtime
     return app
+
+
+def service_asyncapi(runtime: ServiceRuntime, *, bootstrap: str | None = None, prefix: str = "") -> dict[str, Any]:
+    """The AsyncAPI document of the service `runtime` runs (`bootstrap`: the published placeholder if None)."""
+    reads = {topic for consumer in runtime.consumers for topic in consumer.topics}
+    writes = written_topics(runtime.name, dead_letters=bool(runtime.consumers))
+    where = {"bootstrap": bootstrap} if bootstrap is not None else {}
+    return asyncapi_document(runtime.name, writes=writes, reads=reads, prefix=prefix, **where)
 
 
 def run_service(app: FastAPI, settings: ServiceSettings) -> None:

@@ -15,17 +15,20 @@ from pathlib import Path
 from typing import Any
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+#: Every answer is documented: its status for the operation, its content type and its body's schema.
+CONFORMANCE_CHECKS = ("status_code_conformance", "content_type_conformance", "response_schema_conformance")
 
 
 async def fuzz_openapi(base_url: str, token: str, *, max_examples: int = 25, seed: int = 20240226) -> tuple[int, str]:
     """Fuzz every operation (valid and invalid inputs); returns schemathesis's exit code and output.
 
-    Only `not_a_server_error` is checked: bad input must get a 4xx, never a 5xx.
+    Checked: bad input gets a 4xx, never a 5xx; and every answer is one the document declares for the
+    operation, with its declared content type and schema (`CONFORMANCE_CHECKS`).
     """
     process = await asyncio.create_subprocess_exec(
         str(SCHEMATHESIS), "run", f"{base_url}/openapi.json",
         "--header", f"Authorization: Bearer {token}",
-        "--checks", "not_a_server_error",
+        "--checks", ",".join(("not_a_server_error", *CONFORMANCE_CHECKS)),
         "--max-examples", str(max_examples),
         "--seed", str(seed),
         "--url", base_url,
@@ -37,8 +40,8 @@ async def fuzz_openapi(base_url: str, token: str, *, max_examples: int = 25, see
 
 
 HOOKS = Path(__file__).with_name("schemathesis_checks.py")
-#: The checks of `tests/schemathesis_checks.py`, run with schemathesis's own `not_a_server_error`.
-HOSTILE_CHECKS = ("not_a_server_error", "no_leaked_data", "refused_as_spec_says")
+#: The checks of `tests/schemathesis_checks.py`, run with schemathesis's own `not_a_server_error` and conformance.
+HOSTILE_CHECKS = ("not_a_server_error", "no_leaked_data", "refused_as_spec_says", *CONFORMANCE_CHECKS)
 
 
 @dataclass

@@ -10,7 +10,6 @@ from services.enrollment.handlers import EnrollmentHandlers
 from services.enrollment.http import enrollment_router
 from services.enrollment.money import PayoutLedger
 from services.enrollment.personal_data import PersonalDataVault
-from shared.contracts import Topic
 from shared.eventstore import EventStore
 from shared.service import ServiceRuntime, ServiceSettings, service_app
 from shared.web.access import Access
@@ -37,5 +36,4 @@ def create_app(settings: EnrollmentSettings | None = None) -> FastAPI:
     return service_app(
         runtime, title="Anyam enrollment", access=access, routers=[enrollment_router(
             runtime, handlers, access, PayoutLedger(settings.payout_url, settings.auditor_token.get_secret_value()))],
-        publishes=[Topic.ENROLLMENT],
     )

@@ -19,6 +19,7 @@ from shared.service import ServiceRuntime
 from shared.web.access import AUDITOR, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
 from shared.web.inputs import CommandBody, IdempotencyKey, LookupId, ShortLabel, ShortText, Text
+from shared.web.openapi import also_ok, problems
 
 Name = Text
 Short = ShortText
@@ -122,7 +123,7 @@ def enrollment_router(
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
 
-    @router.post("/cohorts/{cohort_id}/enrolments", status_code=201,
+    @router.post("/cohorts/{cohort_id}/enrolments", status_code=201, responses={**also_ok(), **problems(404)},
                  summary="Enrol a resident (409 when full, or when the cohort is another rusunawa's)")
     async def enrol(
         cohort_id: Id, body: EnrolResident, request: Request, key: IdempotencyKey = None,
@@ -135,7 +136,8 @@ def enrollment_router(
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
 
-    @router.post("/cohorts/{cohort_id}/completions", status_code=201, summary="Record a completed training")
+    @router.post("/cohorts/{cohort_id}/completions", status_code=201, responses={**also_ok(), **problems(404)},
+                 summary="Record a completed training")
     async def complete(
         cohort_id: Id, body: RecordCompletion, request: Request, key: IdempotencyKey = None,
         who: Principal = Depends(staff),
@@ -146,7 +148,8 @@ def enrollment_router(
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
 
-    @router.post("/cohorts/{cohort_id}/withdrawals", status_code=201, summary="Record a withdrawal")
+    @router.post("/cohorts/{cohort_id}/withdrawals", status_code=201, responses={**also_ok(), **problems(404)},
+                 summary="Record a withdrawal")
     async def withdraw(
         cohort_id: Id, body: Withdraw, request: Request, key: IdempotencyKey = None,
         who: Principal = Depends(staff),
@@ -157,7 +160,7 @@ def enrollment_router(
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
 
-    @router.delete("/residents/{resident_id}/personal-data", status_code=204,
+    @router.delete("/residents/{resident_id}/personal-data", status_code=204, responses=problems(404, 409),
                    summary="Erase a resident's personal data for good, unless she is owed money")
     async def erase(
         resident_id: Id,
@@ -173,7 +176,8 @@ def enrollment_router(
         await handlers.vault.scrub(runtime.pool)
         return Response(status_code=204)
 
-    @router.get("/residents/{resident_id}", summary="A resident's programme record (no personal data)")
+    @router.get("/residents/{resident_id}", responses=problems(404),
+                summary="A resident's programme record (no personal data)")
     async def get_resident(resident_id: Id, _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
             resident = await handlers.resident(conn, resident_id)
@@ -181,7 +185,8 @@ def enrollment_router(
         return JSONResponse({"resident_id": resident_id, "rusunawa": resident.rusunawa,
                              "personal_data_erased": erased})
 
-    @router.get("/residents/{resident_id}/personal-data", summary="A resident's personal data (staff only)")
+    @router.get("/residents/{resident_id}/personal-data", responses=problems(404, 410),
+                summary="A resident's personal data (staff only)")
     async def get_personal_data(resident_id: Id, _: Principal = Depends(staff)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
             await handlers.resident(conn, resident_id)
@@ -192,7 +197,7 @@ def enrollment_router(
             raise Problem(410, "personal-data-erased", "This resident's personal data was erased and cannot be read.")
         return JSONResponse({"resident_id": resident_id, **person.__dict__})
 
-    @router.get("/cohorts/{cohort_id}", summary="A cohort: places, enrolments and completions")
+    @router.get("/cohorts/{cohort_id}", responses=problems(404), summary="A cohort: places, enrolments and completions")
     async def get_cohort(cohort_id: Id, _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
             cohort = await handlers.cohort(conn, cohort_id)

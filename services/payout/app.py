@@ -55,5 +55,4 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
     return service_app(
         runtime, title="Anyam payout", access=access,
         routers=[payout_router(runtime, handlers, access), dashboard.dashboard_router(runtime, access)],
-        publishes=[Topic.PAYOUT, Topic.DEAD_LETTERS], subscribes=list(dashboard.DASHBOARD_TOPICS),
     )

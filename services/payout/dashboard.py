@@ -450,8 +450,10 @@ def dashboard_router(runtime: ServiceRuntime, access: Access) -> APIRouter:
     @router.get(
         "/dashboard", response_class=HTMLResponse, summary="The programme dashboard, a web page (staff and auditors)",
         responses={303: {"description": "`?token=` was valid: the cookie is set and the browser sent on"},
-                   401: {"description": "No valid token (an HTML page saying how to open it)"},
-                   403: {"description": "A collaborator's token"}},
+                   401: {"description": "No valid token (an HTML page saying how to open it)",
+                         "content": {"text/html": {"schema": {"type": "string"}}}},
+                   403: {"description": "A collaborator's token (an HTML page)",
+                         "content": {"text/html": {"schema": {"type": "string"}}}}},
     )
     async def dashboard(
         request: Request,

@@ -18,6 +18,7 @@ from shared.timeutil import to_wib
 from shared.web.access import AUDITOR, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
 from shared.web.inputs import CommandBody, Id, IdempotencyKey, LookupId, ShortLabel, Text
+from shared.web.openapi import also_ok, problems
 
 
 def _plausible(moment: datetime) -> datetime:
@@ -63,6 +64,7 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
     run = command_runner(lambda: runtime.pool)
 
     @router.post("/payout-runs", status_code=201,
+                 responses=also_ok("A run with this run_id was already started: its payouts."),
                  summary="Schedule what each artisan earned up to period_end and was not yet scheduled")
     async def start_run(
         body: StartRun, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
@@ -73,7 +75,8 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
 
-    @router.post("/payouts/{payout_id}/confirmation", status_code=201, summary="Record a payout as paid")
+    @router.post("/payouts/{payout_id}/confirmation", status_code=201, responses={**also_ok(), **problems(404)},
+                 summary="Record a payout as paid")
     async def confirm(
         payout_id: PathId, body: ConfirmPayment, request: Request, key: IdempotencyKey = None,
         who: Principal = Depends(staff),
@@ -84,7 +87,7 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
 
-    @router.post("/payouts/{payout_id}/failure", status_code=201,
+    @router.post("/payouts/{payout_id}/failure", status_code=201, responses={**also_ok(), **problems(404)},
                  summary="Record a payout as failed; its money returns to payable")
     async def fail(
         payout_id: PathId, body: FailPayout, request: Request, key: IdempotencyKey = None,
@@ -96,12 +99,13 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
 
-    @router.get("/payouts/{payout_id}", summary="A payout and how it ended")
+    @router.get("/payouts/{payout_id}", responses=problems(404), summary="A payout and how it ended")
     async def get_payout(payout_id: PathId, _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
             return JSONResponse(_payout_body(await handlers.payout(conn, payout_id)))
 
-    @router.get("/artisans/{artisan_id}/statement", summary="An artisan's ledger entries and balances")
+    @router.get("/artisans/{artisan_id}/statement", responses=problems(404),
+                summary="An artisan's ledger entries and balances")
     async def get_statement(artisan_id: PathId, as_of: AsOf = None, _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
             if not await projections.has_entries(conn, artisan_id):

@@ -70,5 +70,4 @@ def create_app(settings: ProductionSettings | None = None) -> FastAPI:
     router = production_router(runtime, handlers, access, rejections_per_minute=settings.qc_rejections_per_minute)
     return service_app(
         runtime, title="Anyam production", access=access, routers=[router],
-        publishes=[Topic.PRODUCTION, Topic.DEAD_LETTERS], subscribes=[Topic.ENROLLMENT, Topic.QC_SUBMISSIONS],
     )

@@ -25,6 +25,7 @@ from shared.timeutil import to_wib
 from shared.web.access import AUDITOR, COLLABORATOR, MAX_CLOCK_SKEW_SECONDS, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
 from shared.web.inputs import CommandBody, Id, IdempotencyKey, Label, Rupiah, label
+from shared.web.openapi import also_ok, problems
 from shared.web.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ def production_router(
 
         return await run(request, who, key, body.model_dump(mode="json"), action, one_statement=True)
 
-    @router.post("/collaborators/{collaborator_id}/keys", status_code=201,
+    @router.post("/collaborators/{collaborator_id}/keys", status_code=201, responses={**also_ok(), **problems(404)},
                  summary="Add a signing key (rotation); results signed with older keys stay verifiable")
     async def add_key(
         collaborator_id: Id, body: AddKey, request: Request, key: IdempotencyKey = None,
@@ -154,6 +155,7 @@ def production_router(
         return await run(request, who, key, body.model_dump(mode="json"), action)
 
     @router.post("/collaborators/{collaborator_id}/key-revocations", status_code=201,
+                 responses={**also_ok(), **problems(404)},
                  summary="Revoke a signing key from a moment on (a stolen or retired key)")
     async def revoke_key(
         collaborator_id: Id, body: RevokeKey, request: Request, key: IdempotencyKey = None,
@@ -167,6 +169,7 @@ def production_router(
         return await run(request, who, key, body.model_dump(mode="json"), action)
 
     @router.post("/collaborators/{collaborator_id}/token-revocations", status_code=201,
+                 responses={**also_ok(), **problems(404)},
                  summary="Revoke a collaborator's HTTP tokens issued before a moment (a leaked token)")
     async def revoke_tokens(
         collaborator_id: Id, request: Request, body: RevokeTokens | None = None, key: IdempotencyKey = None,
@@ -191,7 +194,7 @@ def production_router(
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
 
-    @router.post("/collaborators/{collaborator_id}/rates", status_code=201,
+    @router.post("/collaborators/{collaborator_id}/rates", status_code=201, responses={**also_ok(), **problems(404)},
                  summary="Set a collaborator's piece rate for a product from a moment on")
     async def set_rate(
         collaborator_id: Id, body: SetRate, request: Request, key: IdempotencyKey = None,
@@ -204,7 +207,8 @@ def production_router(
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
 
-    @router.post("/material-issues", status_code=201, summary="Issue raw materials to a trained resident")
+    @router.post("/material-issues", status_code=201, responses=problems(404),
+                 summary="Issue raw materials to a trained resident")
     async def issue_materials(
         body: IssueMaterials, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
     ) -> Response:
@@ -214,7 +218,8 @@ def production_router(
 
         return await run(request, who, key, body.model_dump(mode="json"), action, one_statement=True)
 
-    @router.post("/pieces", status_code=201, summary="Record a woven piece at the rate in force when it was woven")
+    @router.post("/pieces", status_code=201, responses=problems(404),
+                 summary="Record a woven piece at the rate in force when it was woven")
     async def weave(
         body: WeavePiece, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
     ) -> Response:
@@ -226,6 +231,7 @@ def production_router(
         return await run(request, who, key, body.model_dump(mode="json"), action, one_statement=True)
 
     @router.post("/qc-submissions", status_code=201, openapi_extra=SUBMISSION_BODY,
+                 responses={**also_ok("Already recorded: the piece's result, as it stands."), **problems(404, 429)},
                  summary="Submit a signed QC result (the `data` of a `qc-submitted` event)")
     async def submit(request: Request, key: IdempotencyKey = None, who: Principal = Depends(submitter)) -> Response:
         if who.role == COLLABORATOR:
@@ -287,7 +293,8 @@ def production_router(
         except Exception as exc:  # noqa: BLE001 - the caller has its answer and the row is kept: don't fail it
             log.warning("a rejected HTTP submission could not be dead-lettered (%s)", type(exc).__name__)
 
-    @router.get("/collaborators/{collaborator_id}", summary="A collaborator: its keys and piece rates")
+    @router.get("/collaborators/{collaborator_id}", responses=problems(404),
+                summary="A collaborator: its keys and piece rates")
     async def get_collaborator(collaborator_id: Id, _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
             state = await handlers.collaborator_state(conn, collaborator_id)
@@ -314,7 +321,8 @@ def production_router(
         return JSONResponse({"collaborator_id": collaborator_id,
                              "rejections": [rejection.as_json() for rejection in rejections]})
 
-    @router.get("/pieces/{piece_id}", summary="A piece: how it was woven and its final QC result, if any")
+    @router.get("/pieces/{piece_id}", responses=problems(404),
+                summary="A piece: how it was woven and its final QC result, if any")
     async def get_piece(piece_id: Id, _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
             piece = await handlers.piece_state(conn, piece_id)

@@ -117,6 +117,11 @@ class Access:
         self._collaborator_check = collaborator_check
         self._clock = clock
 
+    @property
+    def reads_database(self) -> bool:
+        """Whether admitting a caller may ask the database (a collaborator's token is checked there)."""
+        return self._collaborator_check is not None
+
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal a header's token names; `Problem(401)` for a missing or unknown token."""
         scheme, _, token = (authorization or "").partition(" ")

@@ -76,13 +76,23 @@ def observability_router(
     """`GET /health` (no token: load balancers call it) and `GET /metrics` (any reader's token)."""
     router = APIRouter(tags=["operations"])
 
-    @router.get("/health", summary="Whether the service and its database answer")
+    health_body = {"application/json": {"schema": {
+        "type": "object", "required": ["status"], "additionalProperties": {"type": "string"},
+        "properties": {"status": {"enum": ["ok", "degraded"]}},
+        "description": "`status`, and `ok` or why not for each component (database, relay, consumers).",
+    }}}
+
+    @router.get("/health", summary="Whether the service and its database answer",
+                responses={200: {"description": "Every component is ok.", "content": health_body},
+                           503: {"description": "A component is not ok.", "content": health_body}})
     async def get_health() -> JSONResponse:
         checks = await health()
         healthy = all(value == "ok" for value in checks.values())
         return JSONResponse({"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+                responses={200: {"description": "The Prometheus text format.",
+                                 "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}})
     async def get_metrics(_: Principal = Depends(reader)) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

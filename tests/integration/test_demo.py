@@ -11,8 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared.contracts import ALL_TOPICS, EVENT_TOPICS, topic_name
+from shared.contracts.provenance import TOPIC_OWNERS
 from shared.demo.scenario import nagrak, rupiah
 from shared.stack import read_stack_env
+from shared.stack.stackfile import stack_kafka_settings
+from tests.asyncapi_records import record_problems
+from tests.kafka_reader import read_topic
 
 ANYAM = [sys.executable, "-m", "shared.cli"]
 
@@ -65,6 +70,26 @@ async def test_the_demo_runs_to_the_end_and_its_printed_totals_equal_the_ledgers
     # The demo ends with the auditor's verify, which passed (a failure would have exited non-zero).
     assert "the live ledger equals the replay and every invariant holds" in result.stdout
     assert f"Replayed ledger digest: {digest}" in result.stdout
+
+    # Every record the demo wrote is declared by the AsyncAPI document of the service that wrote it, and
+    # by those of the services that read it, on that channel: its type, its value's schema, its headers.
+    async with httpx.AsyncClient(headers=headers) as http:
+        documents = {service: (await http.get(f"{env[f'ANYAM_{service.upper()}_URL']}/asyncapi.json")).json()
+                     for service in ("enrollment", "production", "payout")}
+    kafka = stack_kafka_settings(env)
+    counts = {}
+    for topic in ALL_TOPICS:
+        if topic in TOPIC_OWNERS:
+            assert f"send-{topic.value}" in documents[TOPIC_OWNERS[topic]]["operations"]
+        declaring = {service: document for service, document in documents.items()
+                     if topic.value in document["channels"]}
+        records = await read_topic(kafka, topic_name(topic, kafka.topic_prefix))
+        counts[topic.value] = len(records)
+        for record in records:
+            for service, document in declaring.items():
+                problems = record_problems(document, topic.value, record.value, record.headers)
+                assert not problems, f"{topic.value}[{record.partition}]@{record.offset} per {service}: {problems}"
+    assert all(counts[topic.value] > 0 for topic in EVENT_TOPICS), counts
 
     # No personal data in any log of the run: the services' logs, the broker's, and what the demo printed.
     logs = result.stdout + result.stderr + "".join(p.read_text(errors="replace") for p in workdir.glob("*.log"))

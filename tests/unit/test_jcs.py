@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -29,8 +28,7 @@ from shared.contracts.signing import (
     verify,
     verifying_key,
 )
-
-NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+from tests.node_tools import node_tools
 
 
 def old_rule(data: dict) -> bytes:
@@ -242,31 +240,11 @@ def test_the_signature_field_itself_is_never_covered():
 # --- a signature made in JavaScript ----------------------------------------------------------
 
 
-def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-
-
 @pytest.fixture(scope="session")
 def node_signer() -> Path:
-    """tests/node/sign.mjs with its locked dependencies installed (`npm ci`, once)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail(
-            "Node.js 20 and npm must be on PATH: test_jcs.py checks that a signature made by a JavaScript "
-            "RFC 8785 implementation (tests/node/sign.mjs) verifies here.",
-            pytrace=False,
-        )
-    version = _run([node, "--version"], timeout=30).stdout.strip()
-    if int(version.lstrip("v").split(".")[0]) < 20:
-        pytest.fail(f"tests/node/sign.mjs needs Node.js 20 or later; found {version}.", pytrace=False)
-    lock = json.loads((NODE_DIR / "package-lock.json").read_text())
-    wanted = lock["packages"]["node_modules/canonicalize"]["version"]
-    installed = NODE_DIR / "node_modules" / "canonicalize" / "package.json"
-    if not installed.exists() or json.loads(installed.read_text())["version"] != wanted:
-        done = _run([npm, "ci", "--prefix", str(NODE_DIR), "--ignore-scripts", "--no-audit", "--no-fund"], 240)
-        if done.returncode != 0:
-            pytest.fail(f"npm ci --prefix tests/node failed:\n{done.stdout}\n{done.stderr}", pytrace=False)
-    return NODE_DIR / "sign.mjs"
+    """tests/node/sign.mjs with its locked dependencies installed."""
+    return node_tools("test_jcs.py checks that a signature made by a JavaScript RFC 8785 implementation "
+                      "(tests/node/sign.mjs) verifies here.") / "sign.mjs"
 
 
 def test_a_signature_made_by_javascripts_canonicalize_and_node_crypto_verifies(node_signer, tmp_path):
