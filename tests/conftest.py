@@ -36,13 +36,13 @@ import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from anyam.stack import EmbeddedBroker, EmbeddedPostgres, create_database, ensure_topics
+from anyam.stack import database_url as url_of_database
+from anyam.stack.kafka_cluster import KafkaCluster
+from anyam.stack.kafka_dist import java_available
+from anyam.stack.lifecycle import ENGINE_VARIABLE, new_broker
 from shared.contracts.topics import ALL_TOPICS, topic_name
 from shared.settings import KafkaSettings
-from shared.stack import EmbeddedBroker, EmbeddedPostgres, create_database, ensure_topics
-from shared.stack import database_url as url_of_database
-from shared.stack.kafka_cluster import KafkaCluster
-from shared.stack.kafka_dist import java_available
-from shared.stack.lifecycle import ENGINE_VARIABLE, new_broker
 from tests.services import TRUST
 
 EXPLICIT, TESTCONTAINERS, EMBEDDED = "explicit", "testcontainers", "embedded"

@@ -18,7 +18,7 @@ from datetime import date, datetime
 from html import escape
 from typing import TYPE_CHECKING
 
-from shared.demo.scenario import rupiah
+from shared.money import rupiah
 from shared.timeutil import to_wib
 
 if TYPE_CHECKING:

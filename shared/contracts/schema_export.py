@@ -109,7 +109,7 @@ def _code_lists_table() -> str:
 
 def _acls_table() -> str:
     """What each Kafka principal may do, from the one table the brokers and deploy/ apply."""
-    from shared.stack.acls import COLLABORATOR_GRANTS, COLLABORATOR_PREFIX, GRANTS, GROUP, PREFIX
+    from shared.contracts.acls import COLLABORATOR_GRANTS, COLLABORATOR_PREFIX, GRANTS, GROUP, PREFIX
 
     rows = ["| principal | topics | consumer groups |", "|---|---|---|"]
     for principal, grants in [*GRANTS.items(), (f"{COLLABORATOR_PREFIX}<collaborator_id>", COLLABORATOR_GRANTS)]:

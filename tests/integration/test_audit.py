@@ -1,6 +1,6 @@
 """`anyam replay` and `anyam verify` on the real broker and PostgreSQL, after a realistic history.
 
-The history is the Nagrak programme (`shared.demo`) driven through the three
+The history is the Nagrak programme (`anyam.demo`) driven through the three
 services, served in this process on the session's broker and PostgreSQL:
 residents trained, pieces woven, signed QC submissions published onto Kafka,
 weekly payout runs with payments and one bounced transfer. It is built once
@@ -33,6 +33,15 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from anyam.audit.lanes import read_history_in_processes
+from anyam.audit.replay import AuditError, ReplayResult, replay, sorted_order
+from anyam.audit.verify import verify
+from anyam.demo.runner import DemoResult, run_demo
+from anyam.demo.scenario import Scenario, nagrak
+from anyam.stack import ensure_topics
+from anyam.stack import stackfile as keys
+from anyam.stack.principals import write_credentials
+from anyam.stack.stackfile import kafka_environment
 from services.enrollment.app import EnrollmentSettings
 from services.enrollment.app import create_app as enrollment_app
 from services.payout import domain, projections
@@ -40,22 +49,13 @@ from services.payout.app import PayoutSettings
 from services.payout.app import create_app as payout_app
 from services.production.app import ProductionSettings
 from services.production.app import create_app as production_app
-from shared.audit.lanes import read_history_in_processes
-from shared.audit.replay import AuditError, ReplayResult, replay, sorted_order
-from shared.audit.verify import verify
 from shared.contracts import ALL_TOPICS, EVENT_TOPICS, Envelope, Topic, base_topic, decode, encode, topic_name
+from shared.contracts.acls import ADMIN
 from shared.contracts.events import Paid, PayoutFailed, PayoutScheduled, QcPassed
 from shared.contracts.provenance import signed_result
 from shared.contracts.signing import generate_private_key
-from shared.demo.runner import DemoResult, run_demo
-from shared.demo.scenario import Scenario, nagrak
 from shared.kafka import end_offsets, start_producer
 from shared.settings import KafkaSettings
-from shared.stack import ensure_topics
-from shared.stack import stackfile as keys
-from shared.stack.acls import ADMIN
-from shared.stack.principals import write_credentials
-from shared.stack.stackfile import kafka_environment
 from shared.timeutil import WIB
 from shared.web.access import collaborator_token
 from tests.kafka_reader import read_topic
@@ -205,7 +205,7 @@ def per_artisan(result: ReplayResult) -> dict[str, tuple[int, int, int, int]]:
 async def anyam(programme: Programme, *args: str, cwd: Path, timeout: float = 120) -> tuple[int, str, str]:
     """Run the `anyam` command as an auditor would, without blocking this loop (the services run in it)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli", *args, cwd=cwd, env=programme.cli_env(),
+        sys.executable, "-m", "anyam.cli", *args, cwd=cwd, env=programme.cli_env(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)

@@ -15,12 +15,12 @@ from dataclasses import replace
 import psutil
 import pytest
 
-from shared.bench.environment import BenchEnvironment
-from shared.bench.history import produce_history, trust_anchors
-from shared.bench.raw_chain import ChainStage
-from shared.bench.replay import APPLY_EVENT, APPLY_EVENTS, Phase, job_for, run_in_child, stop_offsets
-from shared.bench.report import write_json
-from shared.bench.runner import BenchConfig, run_bench
+from anyam.bench.environment import BenchEnvironment
+from anyam.bench.history import produce_history, trust_anchors
+from anyam.bench.raw_chain import ChainStage
+from anyam.bench.replay import APPLY_EVENT, APPLY_EVENTS, Phase, job_for, run_in_child, stop_offsets
+from anyam.bench.report import write_json
+from anyam.bench.runner import BenchConfig, run_bench
 from shared.contracts.provenance import TrustAnchors, new_service_keys
 from shared.settings import KafkaSettings
 
@@ -78,7 +78,7 @@ async def test_quick_bench_measures_everything_and_loses_nothing(broker, postgre
     assert 0 < raw.p50_ms <= raw.p95_ms <= raw.p99_ms <= raw.max_ms
     assert latency.p99_to_raw_chain == latency.p99_ms / raw.p99_ms
     # Its stages ran in processes of their own, as the services do, and none is left running.
-    assert not _running_children("shared.bench.raw_chain")
+    assert not _running_children("anyam.bench.raw_chain")
 
     assert results.commands is not None
     assert [step.concurrency for step in results.commands] == list(TINY.command_concurrency)

@@ -24,12 +24,12 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
+from anyam.audit.replay import replay
+from anyam.audit.verify import verify
 from services.enrollment.app import EnrollmentSettings
 from services.enrollment.app import create_app as enrollment_app
 from services.enrollment.domain import today_in_wib
 from services.payout import dashboard, domain, projections
-from shared.audit.replay import replay
-from shared.audit.verify import verify
 from shared.contracts import Envelope, Topic, encode, service_source, topic_name
 from shared.contracts.events import MAX_RUPIAH, QcPassed
 from shared.eventstore import wait_until_caught_up, wait_until_published

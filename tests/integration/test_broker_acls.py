@@ -1,5 +1,5 @@
 """The broker is the first defence (SPEC §11): on Apache Kafka every client signs in, and each principal may do
-only what shared/stack/acls.py grants it. An attacker's plain producer, a collaborator writing `production`, a
+only what shared/contracts/acls.py grants it. An attacker's plain producer, a collaborator writing `production`, a
 service writing another's topic and an auditor writing anything are refused by the broker itself.
 
 Runs on the session's local Apache Kafka cluster (tests/conftest.py), or on a one-node cluster of its own when
@@ -34,18 +34,18 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
+from anyam.stack import stackfile as keys
+from anyam.stack.kafka_admin import as_principal, describe_acls, new_password, upsert_scram_users
+from anyam.stack.kafka_cluster import KafkaCluster
+from anyam.stack.kafka_dist import java_available
+from anyam.stack.lifecycle import RunningStack, start_stack
+from anyam.stack.principals import credentials_folder, onboard_collaborator, secure_stack
+from anyam.stack.provisioning import ensure_topics
+from anyam.stack.services import SERVICES
+from shared.contracts.acls import ADMIN, AUDITOR, SERVICE_PRINCIPALS, collaborator_bindings, stack_bindings
 from shared.contracts.topics import ALL_TOPICS, EVENT_TOPICS, Topic, topic_name
 from shared.kafka import end_offsets
 from shared.settings import KafkaSettings
-from shared.stack import stackfile as keys
-from shared.stack.acls import ADMIN, AUDITOR, SERVICE_PRINCIPALS, collaborator_bindings, stack_bindings
-from shared.stack.kafka_admin import as_principal, describe_acls, new_password, upsert_scram_users
-from shared.stack.kafka_cluster import KafkaCluster
-from shared.stack.kafka_dist import java_available
-from shared.stack.lifecycle import RunningStack, start_stack
-from shared.stack.principals import credentials_folder, onboard_collaborator, secure_stack
-from shared.stack.provisioning import ensure_topics
-from shared.stack.services import SERVICES
 from shared.web.access import read_collaborator_token
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ async def cluster(broker) -> AsyncIterator[KafkaCluster]:
 
 @pytest.fixture(scope="module")
 async def secured(cluster: KafkaCluster, tmp_path_factory) -> Secured:
-    """What `anyam up` applies (shared.stack.principals.secure_stack), on fresh topics under a prefix."""
+    """What `anyam up` applies (anyam.stack.principals.secure_stack), on fresh topics under a prefix."""
     admin = cluster.settings_for(topic_prefix=f"acl{uuid.uuid4().hex[:8]}-")
     await ensure_topics(admin, partitions=3)
     users = {principal: new_password() for principal in (*SERVICE_PRINCIPALS, AUDITOR)}
@@ -227,7 +227,7 @@ async def test_every_broker_enforces_exactly_the_tables_acls(secured: Secured):
 def anyam(*args: str, workdir: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     # The session's broker and sign-in (its admin) must not reach the command: it reads the files it is given.
     base = {k: v for k, v in os.environ.items() if not k.startswith(("ANYAM_KAFKA_", "ANYAM_TOPIC_PREFIX"))}
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "anyam.cli", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=180, env={**base, "COLUMNS": "200", **(env or {}), "ANYAM_WORKDIR": str(workdir)})
 
 

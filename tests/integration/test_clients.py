@@ -28,13 +28,13 @@ from typing import Any
 import httpx
 import pytest
 
+from anyam.stack import stackfile as keys
+from anyam.stack.principals import COLLABORATOR_TOKEN, onboard_collaborator, write_credentials
 from services.production.messaging import QC_CONSUMER
 from shared.contracts import Topic, topic_name
+from shared.contracts.acls import ADMIN
 from shared.contracts.signing import generate_private_key, private_key_pem, public_key_b64
 from shared.eventstore.deadletters import DeadLetter
-from shared.stack import stackfile as keys
-from shared.stack.acls import ADMIN
-from shared.stack.principals import COLLABORATOR_TOKEN, onboard_collaborator, write_credentials
 from tests.integration.test_audit import Programme, programme  # noqa: F401 - the fixture
 from tests.kafka_reader import read_topic
 from tests.unit.test_collaborators_doc import example as worked_example

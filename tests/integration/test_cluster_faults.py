@@ -15,18 +15,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.payout.app import ledger_consumer
-from shared.contracts import Topic, topic_name
-from shared.reliability.faults import (
+from anyam.reliability.faults import (
     broker_node_frozen,
     broker_node_killed,
     broker_node_partitioned,
     broker_nodes_stopped,
     cluster_of,
 )
-from shared.stack import netns
-from shared.stack.kafka_dist import java_available
-from shared.stack.lifecycle import RunningStack, start_stack
+from anyam.stack import netns
+from anyam.stack.kafka_dist import java_available
+from anyam.stack.lifecycle import RunningStack, start_stack
+from services.payout.app import ledger_consumer
+from shared.contracts import Topic, topic_name
 from tests.integration.test_faults import RATE, accepted_more, assert_reconciles, steady_load
 
 

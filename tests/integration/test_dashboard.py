@@ -24,6 +24,9 @@ import asyncpg
 import httpx
 import pytest
 
+from anyam.demo.scenario import OVOP_PRODUCT, RUSUNAWA, Scenario, nagrak
+from anyam.stack import read_stack_env
+from anyam.stack import stackfile as keys
 from services.payout import dashboard, projections
 from services.payout.dashboard import DASHBOARD_TOPICS, dashboard_consumer
 from services.payout.dashboard_view import render_dashboard
@@ -40,10 +43,8 @@ from shared.contracts.events import (
     TrainingCompleted,
     Withdrawn,
 )
-from shared.demo.scenario import OVOP_PRODUCT, RUSUNAWA, Scenario, nagrak, rupiah
 from shared.eventstore import wait_until_caught_up
-from shared.stack import read_stack_env
-from shared.stack import stackfile as keys
+from shared.money import rupiah
 from shared.timeutil import WIB
 from shared.web.access import collaborator_token
 from tests.integration.test_demo import anyam

@@ -11,15 +11,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from anyam.demo.scenario import nagrak
+from anyam.stack import read_stack_env
+from anyam.stack.stackfile import stack_kafka_settings
 from shared.contracts import ALL_TOPICS, EVENT_TOPICS, topic_name
 from shared.contracts.provenance import TOPIC_OWNERS
-from shared.demo.scenario import nagrak, rupiah
-from shared.stack import read_stack_env
-from shared.stack.stackfile import stack_kafka_settings
+from shared.money import rupiah
 from tests.asyncapi_records import record_problems
 from tests.kafka_reader import read_topic
 
-ANYAM = [sys.executable, "-m", "shared.cli"]
+ANYAM = [sys.executable, "-m", "anyam.cli"]
 
 
 def anyam(*args: str, workdir: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -11,12 +11,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from anyam.stack.erasures import reapply_erasures
 from services.enrollment.app import EnrollmentSettings
 from services.enrollment.app import create_app as enrollment_app
 from shared.contracts import Topic, topic_name
 from shared.eventstore import wait_until_published
 from shared.kafka import start_producer
-from shared.stack.erasures import reapply_erasures
 from tests.integration.test_enrollment import NAMES, nik, phone, register
 from tests.integration.test_payout import payout_service, piece_events, publish
 from tests.kafka_reader import read_topic

@@ -16,16 +16,16 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from anyam.demo.runner import StackClients, consumers_of
+from anyam.reliability.faults import broker_outage, postgres_restart, service_killed
+from anyam.reliability.load import SteadyLoad
+from anyam.stack import stackfile as keys
+from anyam.stack.lifecycle import RunningStack, start_stack
+from anyam.stack.services import SERVICES
 from shared.contracts import EVENT_TYPES, Topic, base_topic, topic_name
-from shared.demo.runner import StackClients, consumers_of
+from shared.contracts.acls import ADMIN
 from shared.eventstore.deadletters import DeadLetter
 from shared.kafka import start_producer
-from shared.reliability.faults import broker_outage, postgres_restart, service_killed
-from shared.reliability.load import SteadyLoad
-from shared.stack import stackfile as keys
-from shared.stack.acls import ADMIN
-from shared.stack.lifecycle import RunningStack, start_stack
-from shared.stack.services import SERVICES
 from tests.kafka_reader import read_topic
 
 RATE = 10.0  # pieces per second, each followed by its QC result; an enrolment every tenth tick

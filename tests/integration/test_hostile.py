@@ -32,6 +32,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from anyam.demo.runner import consumers_of
+from anyam.stack import ensure_topics
 from services.enrollment.app import EnrollmentSettings
 from services.enrollment.app import create_app as enrollment_app
 from services.payout.app import PayoutSettings
@@ -40,10 +42,8 @@ from services.production.app import ProductionSettings
 from services.production.app import create_app as production_app
 from shared.contracts import Topic, topic_name
 from shared.contracts.signing import generate_private_key, public_key_b64, signed
-from shared.demo.runner import consumers_of
 from shared.eventstore import wait_until_caught_up, wait_until_published
 from shared.settings import KafkaSettings
-from shared.stack import ensure_topics
 from shared.web.access import collaborator_token
 from tests import schemathesis_checks as checks
 from tests.conftest import drop_databases

@@ -26,16 +26,16 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from anyam.bench.history import generate_history
+from anyam.stack.processes import free_port
 from services.payout import domain, projections
 from services.payout.app import PayoutSettings, create_app, ledger_consumer
-from shared.bench.history import generate_history
 from shared.contracts import Envelope, Topic, decode, encode, service_source, topic_name
 from shared.contracts.events import Paid, PayoutFailed, PieceWoven, QcPassed
 from shared.contracts.provenance import TOPIC_OWNERS, signed_result, signing_key_text
 from shared.contracts.signing import generate_private_key
 from shared.eventstore import Reject, stored_offsets, wait_until_caught_up, wait_until_published
 from shared.kafka import start_producer
-from shared.stack.processes import free_port
 from shared.timeutil import WIB
 from tests.fuzzing import fuzz_openapi
 from tests.kafka_reader import read_topic

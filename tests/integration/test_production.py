@@ -22,8 +22,8 @@ import pytest
 from confluent_kafka import Producer
 from typer.testing import CliRunner
 
+from anyam.collaborator import collaborator_app
 from services.production.app import ProductionSettings, create_app
-from services.production.cli import collaborator_app
 from services.production.domain import SetRate, SubmissionRejected
 from services.production.handlers import ProductionHandlers, validate_submission
 from services.production.messaging import QC_CONSUMER

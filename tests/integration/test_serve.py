@@ -34,10 +34,10 @@ import psutil
 import pytest
 from pydantic import SecretStr
 
+from anyam.stack.processes import POLL_INTERVAL, free_port
+from anyam.stack.services import SERVICES, service_is_built
 from shared.contracts.provenance import signing_key_text
 from shared.settings import KafkaSettings
-from shared.stack.processes import POLL_INTERVAL, free_port
-from shared.stack.services import SERVICES, service_is_built
 from tests.services import SERVICE_KEYS, TRUST
 from tests.unit.test_deploy import settings_classes_of
 

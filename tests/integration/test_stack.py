@@ -22,13 +22,13 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from anyam.stack import SERVICES, broker_answers, read_stack_env
+from anyam.stack.lifecycle import orphan_services
+from anyam.stack.processes import free_port, is_alive
+from anyam.stack.provisioning import OWN_PARTITIONS
+from anyam.stack.stackfile import principal_kafka_settings, stack_kafka_settings
 from shared.contracts.provenance import TrustAnchors, load_signing_key
 from shared.contracts.topics import ALL_TOPICS, Topic, topic_name
-from shared.stack import SERVICES, broker_answers, read_stack_env
-from shared.stack.lifecycle import orphan_services
-from shared.stack.processes import free_port, is_alive
-from shared.stack.provisioning import OWN_PARTITIONS
-from shared.stack.stackfile import principal_kafka_settings, stack_kafka_settings
 
 REPO = Path(__file__).resolve().parents[2]
 #: The session's broker (tests/conftest.py exports it); `anyam up` below starts one of the same kind.
@@ -88,7 +88,7 @@ def _child_env() -> dict[str, str]:
 
 
 def anyam_command(*args: str, workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "shared.cli", *args, "--workdir", str(workdir)]
+    return [sys.executable, "-m", "anyam.cli", *args, "--workdir", str(workdir)]
 
 
 def anyam(*args: str, workdir: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:

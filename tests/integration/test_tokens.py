@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from anyam.collaborator import collaborator_app
 from services.production.app import ProductionSettings, create_app
-from services.production.cli import collaborator_app
 from shared.contracts.signing import generate_private_key, public_key_b64
 from shared.web.access import collaborator_token
 from tests.integration.test_production import Production, runner

@@ -9,12 +9,12 @@ import pytest
 import typer
 from aiokafka import TopicPartition
 
+from anyam.audit import invariants as inv
+from anyam.audit.cli import Connection, parse_as_of
+from anyam.audit.invariants import HistoryFacts, LedgerRow, Position
+from anyam.audit.lanes import balanced_shares
+from anyam.audit.replay import Refused
 from services.payout import domain
-from shared.audit import invariants as inv
-from shared.audit.cli import Connection, parse_as_of
-from shared.audit.invariants import HistoryFacts, LedgerRow, Position
-from shared.audit.lanes import balanced_shares
-from shared.audit.replay import Refused
 from shared.contracts import Envelope, Topic, decode, encode, service_source
 from shared.contracts.events import (
     CollaboratorRegistered,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared.bench.commands import CommandStep
-from shared.bench.runner import BenchConfig, BenchResults, targets
+from anyam.bench.commands import CommandStep
+from anyam.bench.runner import BenchConfig, BenchResults, targets
 
 
 def _step(concurrency: int, per_second: float, p99_ms: float) -> CommandStep:
@@ -35,8 +35,8 @@ def test_with_no_step_meeting_it_the_fastest_is_shown_as_the_best():
 
 
 def test_a_figure_just_short_of_its_target_never_shows_as_the_target():
-    from shared.bench.appends import AppendFigures
-    from shared.bench.replay import PhaseFigures, ReplayResults
+    from anyam.bench.appends import AppendFigures
+    from anyam.bench.replay import PhaseFigures, ReplayResults
 
     def phase(kind: str, per_second: float) -> PhaseFigures:
         return PhaseFigures(kind, 1_000_000, 1_000_000 / per_second, per_second, 200.0, 70.0)
@@ -54,7 +54,7 @@ def test_a_figure_just_short_of_its_target_never_shows_as_the_target():
 
 
 def test_a_figure_just_over_an_at_most_target_shows_over_it():
-    from shared.bench.runner import _verdict_figure
+    from anyam.bench.runner import _verdict_figure
 
     assert _verdict_figure(100.2, 0, at_least=False) == "101"  # a p99 of 100.2 ms misses "<= 100 ms"
     assert _verdict_figure(100.0, 0, at_least=False) == "100"
@@ -62,7 +62,7 @@ def test_a_figure_just_over_an_at_most_target_shows_over_it():
 
 
 def test_the_end_to_end_verdict_shows_the_raw_chain_beside_anyams_p99():
-    from shared.bench.latency import LatencyFigures, RawChainFigures
+    from anyam.bench.latency import LatencyFigures, RawChainFigures
 
     def latency(raw: RawChainFigures | None) -> LatencyFigures:
         return LatencyFigures(rate_per_second=1_000, seconds=60.0, published=60_000, achieved_rate=1_000.0,

@@ -19,9 +19,9 @@ import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, Field, ValidationError
 
+from anyam.audit.invariants import HistoryFacts, Position
 from services.payout import domain as payout
 from services.production.http import SetRate
-from shared.audit.invariants import HistoryFacts, Position
 from shared.contracts import Envelope, SchemaInvalid, Topic, decode, encode, service_source
 from shared.contracts import events as ev
 from shared.contracts.events import MAX_RUPIAH

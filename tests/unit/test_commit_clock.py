@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.bench.latency import CommitClock
+from anyam.bench.latency import CommitClock
 
 
 def test_a_record_read_before_its_commit_is_stamped_by_the_poll_that_sees_the_commit():

@@ -2,7 +2,7 @@
 
 Reads deploy/compose.yaml, every manifest in deploy/k8s/, deploy/Dockerfile and the files beside them,
 and compares them with the code: `shared.contracts.topics` (the topics), the settings classes of every
-service (the `ANYAM_*` names), `shared.stack.services.SERVICES` and the `anyam` typer app (the
+service (the `ANYAM_*` names), `anyam.stack.services.SERVICES` and the `anyam` typer app (the
 commands). No Docker engine or cluster is needed; what only one can check is listed in
 deploy/README.md.
 """
@@ -26,9 +26,18 @@ import typer.main
 import yaml
 from pydantic_settings import BaseSettings
 
-from shared.contracts.topics import ALL_TOPICS, EVENT_TOPICS, Topic
-from shared.service import ServiceSettings
-from shared.stack.acls import (
+from anyam.stack.kafka_cluster import (
+    AUTHORIZATION_SETTINGS,
+    BROKER_PROPERTIES,
+    EMBEDDED_SETTINGS,
+    SECURITY,
+    cluster_settings,
+    read_properties,
+)
+from anyam.stack.kafka_dist import pinned_version
+from anyam.stack.provisioning import KAFKA_EVENT_TOPIC_CONFIG
+from anyam.stack.services import PRIVATE_SETTINGS, SERVICES, service_is_built
+from shared.contracts.acls import (
     ADMIN,
     COLLABORATOR_GRANTS,
     GRANTS,
@@ -39,17 +48,8 @@ from shared.stack.acls import (
     bindings_of,
     stack_bindings,
 )
-from shared.stack.kafka_cluster import (
-    AUTHORIZATION_SETTINGS,
-    BROKER_PROPERTIES,
-    EMBEDDED_SETTINGS,
-    SECURITY,
-    cluster_settings,
-    read_properties,
-)
-from shared.stack.kafka_dist import pinned_version
-from shared.stack.provisioning import KAFKA_EVENT_TOPIC_CONFIG
-from shared.stack.services import PRIVATE_SETTINGS, SERVICES, service_is_built
+from shared.contracts.topics import ALL_TOPICS, EVENT_TOPICS, Topic
+from shared.service import ServiceSettings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -404,7 +404,7 @@ def test_an_auditor_reads_the_event_topics_and_writes_nothing() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Who may do what on Kafka: deploy/ says what the embedded cluster applies (shared/stack/acls.py)
+# Who may do what on Kafka: deploy/ says what the embedded cluster applies (shared/contracts/acls.py)
 
 #: What compose writes for the topic prefix in the ACLs' names (`$${ANYAM_TOPIC_PREFIX}`, unescaped).
 COMPOSE_PREFIX = "${ANYAM_TOPIC_PREFIX}"
@@ -621,7 +621,7 @@ def test_the_secret_template_is_never_applied_by_kustomize() -> None:
 
 
 def serve_command() -> Any:
-    from shared.cli import app
+    from anyam.cli import app
 
     group = typer.main.get_command(app)
     assert "serve" in group.commands, "the anyam CLI has no `serve` command"
@@ -630,7 +630,7 @@ def serve_command() -> Any:
 
 def test_the_image_entry_point_is_the_installed_anyam_serve_command() -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["anyam"] == "shared.cli:app"
+    assert scripts["anyam"] == "anyam.cli:app"
     serve = serve_command()
     assert [p.name for p in serve.params] == ["service"]
 

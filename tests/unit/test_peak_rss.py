@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from shared import peak_rss
-from shared.bench import memory
-from shared.bench.memory import PeakRss
+from anyam import peak_rss
+from anyam.bench import memory
+from anyam.bench.memory import PeakRss
 
 BLOCK_MB = 120
 

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
+from anyam.published import DOCS, REGENERATE, SERVICES, documents, stale
 from shared.contracts import CONTENT_TYPE, EVENT_TYPES, Envelope, Topic, encode
 from shared.contracts.events import QcSubmitted, TrainingCompleted
 from shared.contracts.provenance import Attester, new_service_keys
@@ -18,7 +19,6 @@ from shared.web.access import Access, AccessSettings
 from shared.web.asyncapi import event_types_on
 from shared.web.limits import BodyTooLarge
 from shared.web.problems import Problem, _validation_problem
-from shared.web.published import DOCS, REGENERATE, SERVICES, documents, stale
 from tests.asyncapi_records import record_problems
 from tests.node_tools import node_tools, run
 

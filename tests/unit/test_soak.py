@@ -2,8 +2,8 @@
 
 import pytest
 
-from shared.bench.soak import parse_duration
-from shared.stack.errors import StackError
+from anyam.bench.soak import parse_duration
+from anyam.stack.errors import StackError
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("10m", 600), ("90s", 90), ("1h", 3600), ("2.5m", 150), ("45", 45)])

@@ -1,0 +1,40 @@
+"""Printing the demo's outcome for people: a table per artisan, rupiah as Jakarta writes them."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from anyam.demo.runner import DemoResult
+from anyam.demo.scenario import RUSUNAWA
+from shared.money import rupiah
+
+
+def summary_table(result: DemoResult) -> Table:
+    """Per artisan: pieces woven and passed, earned, paid and still owed; totals in the footer.
+
+    Residents appear by their opaque id only: a console is a log, and logs hold no personal data.
+    """
+    table = Table(title=f"Rusunawa {RUSUNAWA}: the programme so far", show_footer=True, title_justify="left")
+    totals = result.totals
+    table.add_column("artisan", footer="total", no_wrap=True, min_width=30)
+    for header, field in (("woven", "pieces_woven"), ("passed", "pieces_passed")):
+        table.add_column(header, justify="right", footer=str(getattr(totals, field)))
+    for header, field in (("earned", "earned_idr"), ("paid", "paid_idr"), ("owed", "owed_idr")):
+        table.add_column(header, justify="right", footer=rupiah(getattr(totals, field)))
+    for artisan in result.artisans:
+        table.add_row(artisan.resident_id, str(artisan.pieces_woven), str(artisan.pieces_passed),
+                      rupiah(artisan.earned_idr), rupiah(artisan.paid_idr), rupiah(artisan.owed_idr))
+    return table
+
+
+def print_result(console: Console, result: DemoResult) -> None:
+    """The table, then the run's facts in a few lines."""
+    console.print(summary_table(result))
+    totals = result.totals
+    console.print(
+        f"{totals.pieces_passed} of {totals.pieces_woven} pieces passed QC; "
+        f"{result.payouts_paid} payouts paid, {result.payouts_failed} failed and returned to payable."
+    )
+    console.print(f"Ledger digest: {result.ledger_digest}")
+    console.print(f"Demo ran in {result.seconds:.1f} s.")

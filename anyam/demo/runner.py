@@ -1,0 +1,349 @@
+"""`anyam demo`: the Nagrak programme driven end to end through the services' public doors.
+
+Staff work over HTTP; the collaborator publishes signed QC results onto
+Kafka, as a collaborator's IT would. Between steps the demo waits on real
+positions (each outbox relay's checkpoint, each consumer's stored offsets),
+never on time. What it prints comes from the services: pieces from
+production's answers, money from the payout ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaProducer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from anyam.demo.scenario import (
+    COHORT_ENDS,
+    COHORT_STARTS,
+    COLLABORATOR,
+    MATERIALS,
+    OPENING_RATES,
+    OVOP_PRODUCT,
+    RAISE,
+    RATES_FROM,
+    RUSUNAWA,
+    SKILL,
+    PayoutRun,
+    Scenario,
+    Weaving,
+)
+from anyam.stack import stackfile as keys
+from anyam.stack.errors import StackError
+from anyam.stack.principals import onboard_collaborator
+from shared.contracts import CONTENT_TYPE, Topic, topic_name
+from shared.contracts.codec import CONTENT_TYPE_HEADER
+from shared.contracts.signing import public_key_b64, signed, submission_event
+from shared.eventstore import wait_until_caught_up, wait_until_published
+from shared.kafka import start_producer
+from shared.settings import KafkaSettings
+
+Progress = Callable[[str], None]
+
+
+class DemoFailed(StackError):
+    """The demo could not finish; the message says which step and which service refused."""
+
+
+@dataclass(frozen=True)
+class ArtisanSummary:
+    """One woman's programme at the end of the demo; money from the ledger, pieces from production."""
+
+    resident_id: str
+    pieces_woven: int
+    pieces_passed: int
+    earned_idr: int
+    paid_idr: int
+    owed_idr: int
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    artisans: tuple[ArtisanSummary, ...]
+    collaborator_id: str
+    cohort_id: str
+    ledger_digest: str
+    payouts_paid: int
+    payouts_failed: int
+    seconds: float
+
+    @property
+    def totals(self) -> ArtisanSummary:
+        return ArtisanSummary(
+            "total", *(sum(getattr(a, f) for a in self.artisans)
+                       for f in ("pieces_woven", "pieces_passed", "earned_idr", "paid_idr", "owed_idr")),
+        )
+
+
+@dataclass
+class StackClients:
+    """The running stack as `.anyam/stack.env` describes it, plus the demo's clients."""
+
+    env: Mapping[str, str]
+    http: dict[str, httpx.AsyncClient] = field(default_factory=dict)
+    pools: dict[str, asyncpg.Pool] = field(default_factory=dict)
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return keys.stack_kafka_settings(self.env)
+
+    async def open(self) -> None:
+        token = self.env[keys.STAFF_TOKEN]
+        for service in ("enrollment", "production", "payout"):
+            url = self.env.get(f"ANYAM_{service.upper()}_URL")
+            if url is None:
+                raise DemoFailed(f"the stack runs no {service} service; the demo needs all three")
+            self.http[service] = httpx.AsyncClient(
+                base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60,
+                limits=httpx.Limits(max_connections=16),
+            )
+            self.pools[service] = await asyncpg.create_pool(
+                self.env[f"ANYAM_{service.upper()}_DATABASE_URL"], min_size=1, max_size=2
+            )
+
+    async def close(self) -> None:
+        for client in self.http.values():
+            await client.aclose()
+        for pool in self.pools.values():
+            await pool.close()
+
+    async def post(self, service: str, path: str, body: dict, *, key: str) -> dict:
+        """POST with an Idempotency-Key: a demo re-run after a crash repeats nothing."""
+        response = await self.http[service].post(path, json=body, headers={"Idempotency-Key": key})
+        if response.status_code >= 400:
+            raise DemoFailed(f"{service} refused {path}: {response.status_code}", detail=response.text[:500])
+        return response.json()
+
+    async def get(self, service: str, path: str) -> dict:
+        response = await self.http[service].get(path)
+        response.raise_for_status()
+        return response.json()
+
+    async def settle(self, consumers: Iterable[tuple[str, str, Iterable[Topic]]], timeout: float = 120) -> None:
+        """Wait until every relay published everything and every consumer applied it, on real positions.
+
+        Consuming makes new events (a QC submission becomes `qc-passed`, which the ledger
+        consumes), so the check repeats until one round finds nothing new anywhere.
+        """
+        consumers = list(consumers)
+        previous: tuple[int, ...] | None = None
+        while True:
+            positions = []
+            for pool in self.pools.values():
+                await wait_until_published(pool, timeout=timeout)
+                async with pool.acquire() as conn:
+                    positions.append(await conn.fetchval("SELECT coalesce(max(position), 0) FROM event_store"))
+            for service, name, topics in consumers:
+                await wait_until_caught_up(self.pools[service], name, self.kafka, list(topics), timeout=timeout)
+            if tuple(positions) == previous:
+                return
+            previous = tuple(positions)
+
+
+def consumers_of(prefix: str) -> list[tuple[str, str, tuple[Topic, ...]]]:
+    """(service, consumer group, topics) of every transactional consumer of the stack."""
+    from services.payout.app import LEDGER_TOPICS, ledger_consumer
+    from services.payout.dashboard import DASHBOARD_TOPICS, dashboard_consumer
+    from services.production.app import QC_CONSUMER
+    from services.production.projections import TRAINING_CONSUMER
+
+    return [
+        ("production", TRAINING_CONSUMER, (Topic.ENROLLMENT,)),
+        ("production", QC_CONSUMER, (Topic.QC_SUBMISSIONS,)),
+        ("payout", ledger_consumer(prefix), tuple(LEDGER_TOPICS)),
+        ("payout", dashboard_consumer(prefix), tuple(DASHBOARD_TOPICS)),
+    ]
+
+
+async def run_demo(env: Mapping[str, str], scenario: Scenario, progress: Progress = lambda _: None) -> DemoResult:
+    """Run `scenario` on the stack `env` describes; returns what the services say happened."""
+    started = time.monotonic()
+    stack = StackClients(env)
+    await stack.open()
+    producer: AIOKafkaProducer | None = None
+    consumers = consumers_of(stack.kafka.topic_prefix)
+    tag = f"demo-{scenario.seed}"
+    try:
+        progress(f"Bimtek {SKILL.capitalize()} at Rusunawa {RUSUNAWA}: {len(scenario.participants)} residents")
+        residents = await _train(stack, scenario, tag)
+        cohort_id = residents.pop("_cohort")
+        await stack.settle(consumers)
+
+        progress(f"Collaborator {COLLABORATOR}: key, piece rates, materials")
+        key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"{tag}-collaborator".encode()).digest())
+        collaborator_id = await _collaborate(stack, scenario, residents, key, tag)
+        # The collaborator publishes its QC results as itself: a principal that may write qc-submissions only.
+        producer = await start_producer((await onboard_collaborator(env, collaborator_id)).kafka)
+
+        paid = failed = 0
+        woven: dict[int, int] = {}  # pieces production accepted, per participant
+        for week, run in enumerate(scenario.runs, start=1):
+            this_week = [w for w in scenario.weavings if w.woven_at <= run.period_end
+                         and w.woven_at > run.period_end - timedelta(weeks=1)]
+            progress(f"Week {week}: {len(this_week)} pieces woven and inspected; payout run {run.run_id}")
+            pieces = await _weave(stack, scenario, this_week, residents, collaborator_id, tag)
+            for weaving in this_week:
+                woven[weaving.participant] = woven.get(weaving.participant, 0) + 1
+            await _inspect(stack, producer, this_week, pieces, collaborator_id, key, tag)
+            await stack.settle(consumers)
+            week_paid, week_failed = await _pay(stack, run, residents, tag)
+            paid, failed = paid + week_paid, failed + week_failed
+            await stack.settle(consumers)
+
+        progress("Reading the ledger")
+        artisans = await _summaries(stack, scenario, residents, woven)
+        digest = (await stack.get("payout", "/ledger/digest"))["digest"]
+        return DemoResult(tuple(artisans), collaborator_id, cohort_id, digest, paid, failed,
+                          time.monotonic() - started)
+    finally:
+        if producer is not None:
+            await producer.stop()
+        await stack.close()
+
+
+async def gather_bounded(jobs: Iterable[Awaitable], limit: int = 8) -> list:
+    gate = asyncio.Semaphore(limit)
+
+    async def bounded(job: Awaitable):
+        async with gate:
+            return await job
+
+    return await asyncio.gather(*(bounded(job) for job in jobs))
+
+
+async def _train(stack: StackClients, scenario: Scenario, tag: str) -> dict[int | str, str]:
+    people = scenario.participants
+    registered = await gather_bounded(
+        stack.post("enrollment", "/residents", {
+            "rusunawa": RUSUNAWA, "unit": p.unit, "full_name": p.full_name, "nik": p.nik, "phone": p.phone,
+            "payout_account": p.payout_account,
+        }, key=f"{tag}-resident-{p.index}")
+        for p in people
+    )
+    residents: dict[int | str, str] = {p.index: r["resident_id"] for p, r in zip(people, registered, strict=True)}
+    cohort = await stack.post("enrollment", "/cohorts", {
+        "rusunawa": RUSUNAWA, "skill": SKILL, "product_focus": OVOP_PRODUCT, "starts_on": COHORT_STARTS.isoformat(),
+        "ends_on": COHORT_ENDS.isoformat(), "capacity": len(people),
+    }, key=f"{tag}-cohort")
+    cohort_id = cohort["cohort_id"]
+    await gather_bounded(stack.post("enrollment", f"/cohorts/{cohort_id}/enrolments",
+                                    {"resident_id": residents[p.index]}, key=f"{tag}-enrol-{p.index}")
+                         for p in people)
+    await gather_bounded(stack.post("enrollment", f"/cohorts/{cohort_id}/completions",
+                                    {"resident_id": residents[p.index], "completed_on": COHORT_ENDS.isoformat()},
+                                    key=f"{tag}-complete-{p.index}") for p in people)
+    residents["_cohort"] = cohort_id
+    return residents
+
+
+async def _collaborate(
+    stack: StackClients, scenario: Scenario, residents: Mapping[int | str, str], key: Ed25519PrivateKey, tag: str
+) -> str:
+    # The key signs for the programme from its first day (the demo records March 2024 today).
+    collaborator = await stack.post("production", "/collaborators",
+                                    {"name": COLLABORATOR, "public_key": public_key_b64(key),
+                                     "valid_from": RATES_FROM.isoformat()}, key=f"{tag}-collab")
+    collaborator_id = collaborator["collaborator_id"]
+    raised_product, raised_rate, raised_from = RAISE
+    rates = [(product, rate, RATES_FROM) for product, rate in OPENING_RATES.items()]
+    rates.append((raised_product, raised_rate, raised_from))
+    for product, rate, effective_from in rates:
+        await stack.post("production", f"/collaborators/{collaborator_id}/rates",
+                         {"product": product, "rate_idr": rate, "effective_from": effective_from.isoformat()},
+                         key=f"{tag}-rate-{product}-{effective_from.date()}")
+    await gather_bounded(
+        stack.post("production", "/material-issues", {
+            "artisan_id": residents[p.index], "collaborator_id": collaborator_id, "material": material,
+            "quantity": quantity, "unit": unit,
+        }, key=f"{tag}-materials-{p.index}-{material}")
+        for p in scenario.participants for material, quantity, unit in MATERIALS
+    )
+    return collaborator_id
+
+
+async def _weave(
+    stack: StackClients, scenario: Scenario, weavings: list[Weaving], residents: Mapping[int | str, str],
+    collaborator_id: str, tag: str,
+) -> list[dict]:
+    pieces = await gather_bounded(
+        stack.post("production", "/pieces", {
+            "artisan_id": residents[w.participant], "collaborator_id": collaborator_id, "product": w.product,
+            "woven_at": w.woven_at.isoformat(),
+        }, key=f"{tag}-piece-{w.participant}-{w.woven_at.isoformat()}-{i}")
+        for i, w in enumerate(weavings)
+    )
+    for weaving, piece in zip(weavings, pieces, strict=True):
+        expected = scenario.rate_at(weaving.product, weaving.woven_at)
+        if piece["rate_idr"] != expected:
+            raise DemoFailed(f"piece {piece['piece_id']} got rate {piece['rate_idr']}, expected {expected}")
+    return pieces
+
+
+async def _inspect(
+    stack: StackClients, producer: AIOKafkaProducer, weavings: list[Weaving], pieces: list[dict], collaborator_id: str,
+    key: Ed25519PrivateKey, tag: str,
+) -> None:
+    """The collaborator's QC, signed with its own key and published straight onto `qc-submissions`."""
+    topic = topic_name(Topic.QC_SUBMISSIONS, stack.kafka.topic_prefix)
+    deliveries = []
+    for weaving, piece in zip(weavings, pieces, strict=True):
+        data = signed(key, {
+            "submission_id": f"qc-{piece['piece_id']}", "piece_id": piece["piece_id"],
+            "collaborator_id": collaborator_id, "result": "passed" if weaving.passes else "failed",
+            "inspector": "qc-nusantara-02", "inspected_at": weaving.inspected_at.isoformat(),
+            "defects": list(weaving.defects),
+        })
+        value = submission_event(data, time=weaving.inspected_at)
+        deliveries.append(await producer.send(topic, value, key=piece["piece_id"].encode(),
+                                              headers=[(CONTENT_TYPE_HEADER, CONTENT_TYPE.encode())]))
+    await asyncio.gather(*deliveries)
+
+
+async def _pay(stack: StackClients, run: PayoutRun, residents: Mapping[int | str, str], tag: str) -> tuple[int, int]:
+    body = {"run_id": run.run_id, "period_end": run.period_end.isoformat()}
+    result = await stack.post("payout", "/payout-runs", body, key=f"{tag}-{run.run_id}")
+    failing = {residents[i] for i in run.failing_participants}
+    paid = failed = 0
+    for payout in result["payouts"]:
+        # Paid the moment it was scheduled: scheduling is today's act even for 2024's earnings, a
+        # payout cannot be paid before it, and a re-run of the demo must send the very same request.
+        paid_at = (await stack.get("payout", f"/payouts/{payout['payout_id']}"))["scheduled_at"]
+        if payout["artisan_id"] in failing:
+            await stack.post("payout", f"/payouts/{payout['payout_id']}/failure",
+                             {"reason": "account-closed"}, key=f"{tag}-fail-{payout['payout_id']}")
+            failed += 1
+        else:
+            await stack.post("payout", f"/payouts/{payout['payout_id']}/confirmation", {
+                "method": "bank-transfer", "reference": f"TRF-{payout['payout_id'][-12:]}",
+                "paid_at": paid_at,
+            }, key=f"{tag}-pay-{payout['payout_id']}")
+            paid += 1
+    return paid, failed
+
+
+async def _summaries(
+    stack: StackClients, scenario: Scenario, residents: Mapping[int | str, str], woven: Mapping[int, int]
+) -> list[ArtisanSummary]:
+    summaries = []
+    for person in scenario.participants:
+        resident_id = residents[person.index]
+        statement = await stack.http["payout"].get(f"/artisans/{resident_id}/statement")
+        balances = statement.json()["balances"] if statement.status_code == 200 else {}
+        entries = statement.json()["entries"] if statement.status_code == 200 else []
+        summaries.append(ArtisanSummary(
+            resident_id=resident_id,
+            pieces_woven=woven.get(person.index, 0),
+            pieces_passed=len({e["piece_id"] for e in entries if e["kind"] == "earned"}),
+            earned_idr=balances.get("earned_idr", 0),
+            paid_idr=balances.get("paid_idr", 0),
+            owed_idr=balances.get("payable_idr", 0) + balances.get("in_transit_idr", 0),
+        ))
+    return summaries
