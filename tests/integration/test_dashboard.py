@@ -29,7 +29,7 @@ from anyam.stack import read_stack_env
 from anyam.stack import stackfile as keys
 from services.payout import dashboard, projections
 from services.payout.dashboard import DASHBOARD_TOPICS, dashboard_consumer
-from services.payout.dashboard_view import render_dashboard
+from services.payout.dashboard.view import render_dashboard
 from shared.contracts import Envelope, service_source
 from shared.contracts.events import (
     CohortScheduled,

@@ -22,7 +22,7 @@ from shared.money import rupiah
 from shared.timeutil import to_wib
 
 if TYPE_CHECKING:
-    from services.payout.dashboard import CohortRow, Dashboard, RunRow, WeekProduct
+    from services.payout.dashboard.queries import CohortRow, Dashboard, RunRow, WeekProduct
 
 # --- words ------------------------------------------------------------------------------------------
 
