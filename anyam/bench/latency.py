@@ -58,7 +58,7 @@ from anyam.bench.environment import BenchEnvironment
 from anyam.bench.raw_chain import run_raw_chain
 from anyam.bench.schedule import publish_on_schedule
 from anyam.bench.services import BenchServices, bench_services
-from services.payout.app import LEDGER_TOPICS, ledger_consumer
+from services.payout.messaging import LEDGER_TOPICS, ledger_consumer
 from shared.contracts import Envelope, Topic, service_source, topic_name
 from shared.contracts.events import PieceWoven
 from shared.contracts.signing import public_key_b64, signed, submission_event

@@ -46,8 +46,8 @@ from anyam.bench.environment import BenchEnvironment
 from anyam.bench.memory import PeakRss
 from anyam.gc_tuning import collections_for_batches
 from services.payout import projections
-from services.payout.app import LEDGER_TOPICS
 from services.payout.domain import MONEY_EVENT_TYPES
+from services.payout.messaging import LEDGER_TOPICS
 from services.payout.projections import Source
 from shared.contracts import DecodeError, Envelope, base_topic, decode, provenance, topic_name
 from shared.contracts.provenance import TrustAnchors

@@ -150,8 +150,8 @@ class StackClients:
 
 def consumers_of(prefix: str) -> list[tuple[str, str, tuple[Topic, ...]]]:
     """(service, consumer group, topics) of every transactional consumer of the stack."""
-    from services.payout.app import LEDGER_TOPICS, ledger_consumer
     from services.payout.dashboard import DASHBOARD_TOPICS, dashboard_consumer
+    from services.payout.messaging import LEDGER_TOPICS, ledger_consumer
     from services.production.app import QC_CONSUMER
     from services.production.projections import TRAINING_CONSUMER
 

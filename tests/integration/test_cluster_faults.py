@@ -25,7 +25,7 @@ from anyam.reliability.faults import (
 from anyam.stack import netns
 from anyam.stack.kafka_dist import java_available
 from anyam.stack.lifecycle import RunningStack, start_stack
-from services.payout.app import ledger_consumer
+from services.payout.messaging import ledger_consumer
 from shared.contracts import Topic, topic_name
 from tests.integration.test_faults import RATE, accepted_more, assert_reconciles, steady_load
 

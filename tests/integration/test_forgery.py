@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
-from services.payout.app import ledger_consumer
+from services.payout.messaging import ledger_consumer
 from shared.contracts import Envelope, Topic, encode, service_source, topic_name
 from shared.contracts.events import (
     CollaboratorRegistered,

@@ -29,7 +29,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from anyam.bench.history import generate_history
 from anyam.stack.processes import free_port
 from services.payout import domain, projections
-from services.payout.app import PayoutSettings, create_app, ledger_consumer
+from services.payout.app import PayoutSettings, create_app
+from services.payout.messaging import ledger_consumer
 from shared.contracts import Envelope, Topic, decode, encode, service_source, topic_name
 from shared.contracts.events import Paid, PayoutFailed, PieceWoven, QcPassed
 from shared.contracts.provenance import TOPIC_OWNERS, signed_result, signing_key_text
