@@ -19,7 +19,7 @@ def collections_for_batches() -> Iterator[None]:
 
     Each event leaves a dozen short-lived objects (pydantic models, dicts, datetimes) and no
     cycles; with CPython's defaults the collector ran every 700 allocations and, every so often,
-    walked every object alive (measured: a quarter of a replay's Python time). Objects alive on
+    walked every object alive, a large share of a replay's Python time. Objects alive on
     entry (modules, settings, the client) are frozen out of the walks; the young generation is
     collected every 50,000 allocations, which bounds what cyclic garbage can pile up. Restored on
     exit, so that a process running a replay in passing (a test, `anyam verify`) keeps its settings.

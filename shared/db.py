@@ -41,8 +41,8 @@ async def keep_session(_connection: asyncpg.Connection) -> None:
     """What a pooled connection needs on release beyond asyncpg's own rollback: nothing.
 
     asyncpg's default reset sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`
-    on every release: a round trip as dear as the work of a short command (on `EventStore.append`
-    alone, a quarter of its time). Pooled connections here keep no session state: locks are
+    on every release: a round trip as dear as the work of a short command (such as
+    `EventStore.append`, which is one round trip itself). Pooled connections here keep no session state: locks are
     transaction-scoped (`pg_advisory_xact_lock`), cursors live inside transactions, nothing is
     `SET` for the session. The one exception, the relay leader's session lock and `LISTEN`,
     ends by closing its connection (`OutboxRelay`). An open transaction is still rolled back by

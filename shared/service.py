@@ -215,10 +215,9 @@ def run_service(app: FastAPI, settings: ServiceSettings) -> None:
     # graceful stop would look like a crash to Docker and Kubernetes. The handler it finds exits 0.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _exit_after_graceful_stop)
-    # uvloop: the process is CPU-bound under load, and a fifth of it was asyncio's own transport
-    # and selector code. Back to back on the embedded stack: POST /pieces at concurrency 16 / 64
-    # 480–599 / 429–591 req/s on asyncio's loop, 596–742 / 708–769 on uvloop; the pipeline's
-    # end-to-end p99 the same within its spread (README, "Fourth round").
+    # uvloop: the process is CPU-bound under load, and asyncio's own transport and selector code
+    # was a large share of it; on uvloop the service takes more commands a second, and the
+    # pipeline's end-to-end latency is no worse (docs/performance.md).
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="info", access_log=False,
                 loop="uvloop", timeout_keep_alive=KEEP_ALIVE_SECONDS)
 

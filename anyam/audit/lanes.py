@@ -1,8 +1,8 @@
 """A replay's lanes in processes of their own, so that its Python runs on more than one core.
 
 Decoding and posting a million events is mostly Python, and one process's Python runs on one
-core: on two cores the replay's process was the bound at 85 % of its core while PostgreSQL and
-the broker used what was left of the machine. So `replayed_ledger(processes=n)` plans the read
+core: in one process the replay's Python is the bound while PostgreSQL and the broker leave
+the other cores partly idle. So `replayed_ledger(processes=n)` plans the read
 here (`replay.plan_read`: the partitions, their offsets, the reading order) and deals the
 partitions out to `n` shares of about equal records: this process reads the first, and a child
 process (`python -m anyam.audit.lanes`) each other one, exactly as a replay in one process

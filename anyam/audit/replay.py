@@ -62,13 +62,12 @@ _END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 BATCH_SIZE = 1000
 #: Processes a rebuild's lanes are spread over by default (`anyam.audit.lanes`): one per core, at
 #: most four. A process's Python runs on one core, and decoding and posting a million events is
-#: mostly Python (measured on two cores: two lanes in two processes rebuild about 1.25 times as fast
-#: as two lanes in one).
+#: mostly Python (lanes in processes of their own put that Python on every core, where lanes in one
+#: process share one).
 DEFAULT_PROCESSES = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
                                (os.cpu_count() or 1), 4))
 #: Connections applying partitions side by side by default: at least two, so that one lane posts while
-#: another decodes (measured: on two cores, two lanes in one process rebuild about 1.4 times as fast
-#: as one), and one per process.
+#: another decodes (so the database's work and the Python's overlap), and one per process.
 DEFAULT_WORKERS = max(2, DEFAULT_PROCESSES)
 #: How many problems of each sort a report lists by id; beyond it they are only counted.
 LISTED = 1000

@@ -14,8 +14,8 @@ database of its own), in the same run:
   it runs in production: ours on uvloop, as the services run their event stores
   (`shared.service`), the peer in plain threads. Not in the bench's own process, whose
   loop and heap carry whatever the measurements before it left, and which stays on
-  asyncio's loop (on uvloop the end-to-end run's p99 was 546 / 427 / 295 ms against
-  215 / 207 / 243 on asyncio's, eleventh round).
+  asyncio's loop (on uvloop the bench's own end-to-end run came out slower, for reasons not
+  understood).
 
 The peer is `eventsourcing.postgres.PostgresApplicationRecorder` (9.x), the recorder
 behind its `Application` when persistence is PostgreSQL: like ours it gives every event

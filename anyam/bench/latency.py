@@ -17,9 +17,9 @@ tails `production` to learn each piece's offset, and stamps the piece with the f
 poll that saw the stored offset pass it, whether the tail read the record before that
 poll or after. Each latency is thus late by at most one poll cycle, whose mean is
 reported as the resolution, and the tail can let the broker wait as long as Kafka's
-default: it adds two fetches a second to the broker's load, not two hundred (until
-2026-11-29 it fetched every 5 ms and stamped what it read late with the moment it read
-it, which both loaded the embedded broker and overstated those latencies).
+default: it adds two fetches a second to the broker's load, not two hundred (fetching
+every few milliseconds and stamping what it read late with the moment it read it would
+both load the embedded broker and overstate those latencies).
 (`recorded_at` cannot serve: it is `now()`, the *start* of the consumer's transaction,
 not its commit; and asking the ledger for thousands of outstanding pieces every few
 milliseconds loaded PostgreSQL enough to distort what it measured.)

@@ -6,9 +6,8 @@ own allocations, not asyncpg's or aiokafka's buffers.
 
 On Linux the kernel keeps the peak itself (`anyam.peak_rss`), reset when a measurement
 starts: exact, and nothing runs beside the code measured. Elsewhere a sampler thread
-reads RSS every 10 ms, and a peak shorter than that can slip by. (The sampler was all
-there was until 2026-11-29: in a replay its hundred wake-ups a second, each taking the
-GIL from the replay, were 2–6 % of the replay process's samples.)
+reads RSS every 10 ms, and a peak shorter than that can slip by (and its hundred wake-ups
+a second, each taking the GIL from a replay, slow what it measures).
 """
 
 from __future__ import annotations

@@ -15,10 +15,9 @@ the latency: the hand-on runs in a child process of its own, as production's QC 
 does in the production service; the two readers of `production` share another, as
 payout's two consumers share the payout service (both children on uvloop, as the
 services run); the publisher and the tail stay in the bench's process, as in Anyam's
-run. (Until the eleventh round every stage shared the bench's event loop. Four pairs of
-a scratch chain over 60 s, back to back: p99 190, 293, 216 and 145 ms in one process,
-162, 95, 245 and 163 with its stages apart: within the spread, the broker sets it either
-way; the layout now matches Anyam's so that the comparison need not be taken on trust.)
+run. (With every stage on the bench's event loop the figures were the same within their
+spread, the broker sets them either way; the layout matches Anyam's so that the comparison
+need not be taken on trust.)
 
 So it is the latency the broker itself sets for this path on this machine, and the
 ratio of Anyam's figures to it says how much Anyam adds (as the raw-consumption

@@ -14,14 +14,22 @@ def summary_table(result: DemoResult) -> Table:
     """Per artisan: pieces woven and passed, earned, paid and still owed; totals in the footer.
 
     Residents appear by their opaque id only: a console is a log, and logs hold no personal data.
+    Numbers are never cut: their columns do not wrap and are as wide as their widest figure, so on a
+    narrow terminal (80 columns) it is the ids that fold onto a second line; no outer edge, to leave
+    the ids as much room as there is.
     """
-    table = Table(title=f"Rusunawa {RUSUNAWA}: the programme so far", show_footer=True, title_justify="left")
+    table = Table(title=f"Rusunawa {RUSUNAWA}: the programme so far", show_footer=True, title_justify="left",
+                  show_edge=False, pad_edge=False)
     totals = result.totals
-    table.add_column("artisan", footer="total", no_wrap=True, min_width=30)
+    table.add_column("artisan", footer="total", overflow="fold")
     for header, field in (("woven", "pieces_woven"), ("passed", "pieces_passed")):
-        table.add_column(header, justify="right", footer=str(getattr(totals, field)))
+        column = [str(getattr(row, field)) for row in (*result.artisans, totals)]
+        table.add_column(header, justify="right", footer=column[-1], no_wrap=True,
+                         min_width=max(len(header), *map(len, column)))
     for header, field in (("earned", "earned_idr"), ("paid", "paid_idr"), ("owed", "owed_idr")):
-        table.add_column(header, justify="right", footer=rupiah(getattr(totals, field)))
+        column = [rupiah(getattr(row, field)) for row in (*result.artisans, totals)]
+        table.add_column(header, justify="right", footer=column[-1], no_wrap=True,
+                         min_width=max(len(header), *map(len, column)))
     for artisan in result.artisans:
         table.add_row(artisan.resident_id, str(artisan.pieces_woven), str(artisan.pieces_passed),
                       rupiah(artisan.earned_idr), rupiah(artisan.paid_idr), rupiah(artisan.owed_idr))

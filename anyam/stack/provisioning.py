@@ -30,8 +30,8 @@ MIN_INSYNC_REPLICAS = 2
 #: Topics with a partition count of their own on tansu, whatever the stack's. `qc-submissions` is written by
 #: collaborators a submission or a few at a time (each produce request brings a record batch per
 #: partition it touches) and read by one consumer group, production's; the embedded broker lists
-#: every batch a partition stores for each fetch that returns records from it (`README`, tenth
-#: round), so three partitions hold about three times the batches one does for the same records,
+#: every batch a partition stores for each fetch that returns records from it (docs/operations.md,
+#: its known limits), so three partitions hold about three times the batches one does for the same records,
 #: and the tail of the end-to-end latency grew with that cost. Order per piece holds with any
 #: count; Apache Kafka has no such cost, and there every topic gets the stack's count.
 OWN_PARTITIONS: dict[Topic, int] = {Topic.QC_SUBMISSIONS: 1}

@@ -7,7 +7,7 @@ idempotent requests, and then *scrubs* the vault: `VACUUM FULL` rewrites its
 tables into new files, so no deleted row (nor one of a registration that was
 rolled back) stays readable in the database's files, where the master key, which
 the service keeps, would open it. The events only ever held the opaque
-resident_id and stay intact. What this does not reach (WAL, backups) README says.
+resident_id and stay intact. What this does not reach (WAL, backups) docs/operations.md says.
 
 A blind index (HMAC of the NIK under a key derived from the master key) finds a
 NIK registered twice without storing the NIK itself; it is erased with the rest.

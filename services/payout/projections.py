@@ -334,10 +334,10 @@ async def _insert_batch(conn: asyncpg.Connection, rows: list[tuple]) -> set[str]
 
     Each try is a savepoint, so a failed one leaves nothing behind. Nearly every batch is new (all
     of a replay's, but for redeliveries), so it is first copied in (`COPY`): every row inserted as
-    it comes, with no speculative insertion probing the three unique indexes first (a quarter of
-    PostgreSQL's CPU per ledger transaction with `ON CONFLICT`), and rows that asyncpg encodes
+    it comes, with no speculative insertion probing the three unique indexes first (what makes
+    `ON CONFLICT` dear for PostgreSQL), and rows that asyncpg encodes
     field by field in its binary COPY format, where array parameters cost it two abstract-class
-    checks per element (both measured: `README`, seventh and ninth rounds). A batch that collides
+    checks per element. A batch that collides
     with a row already there is undone and inserted again skipping what is there, with the very
     outcome that second statement alone would have had."""
     try:

@@ -50,8 +50,8 @@ def storable_text(value: str) -> str:
 
 
 # Text in an event is storable (see `storable_text`), by pattern: pydantic-core checks a pattern
-# itself, where a Python validator was a call out of it for every text field of every event, a
-# fifth of decoding (`README`, ninth round). The patterns are in the published JSON schemas too.
+# itself, where a Python validator was a call out of it for every text field of every event, and
+# those calls dominated decoding. The patterns are in the published JSON schemas too.
 # Lone surrogates need no pattern: pydantic-core refuses them in any text it checks a pattern on
 # ("unable to parse raw data as a unicode string"), and JSON parsing refuses their escapes.
 #: Any text but control characters (tab and newline are text).
@@ -98,8 +98,8 @@ InspectorCode = Annotated[str, StringConstraints(min_length=1, max_length=64, pa
 
 
 def _in_wib(moment: datetime) -> datetime:
-    # `AwareDatetime` has refused naive times already; `to_wib` checking again was a third of the
-    # conversion's cost, on every event a replay reads.
+    # `AwareDatetime` has refused naive times already; `to_wib` would check again, a cost paid on
+    # every event a replay reads.
     try:
         return moment.astimezone(WIB)
     except OverflowError:  # at the calendar's edge (year 9999 and a negative offset): not a business time

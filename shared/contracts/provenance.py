@@ -129,8 +129,8 @@ class TrustAnchors:
     """The public keys each service's attestations must verify against (several during a rotation)."""
 
     keys: Mapping[str, tuple[Ed25519PublicKey, ...]]
-    #: The same keys as libsodium's (PyNaCl), which verifies faster than OpenSSL (README, "Replay with
-    #: the provenance checks on"): a replay checks a collaborator's signature per QC result.
+    #: The same keys as libsodium's (PyNaCl), which verifies faster than OpenSSL (docs/performance.md):
+    #: a replay checks a collaborator's signature per QC result.
     _verifiers: Mapping[str, tuple[VerifyKey, ...]] = field(init=False, repr=False, compare=False)
     #: (service, tree size, root, signature header) of the tree heads verified lately, least recent first.
     _verified_heads: OrderedDict[tuple[str, int, bytes, bytes], None] = field(init=False, repr=False,

@@ -121,8 +121,8 @@ def verify(public_key: str, data: Mapping[str, Any], signature: str | None = Non
     Any malformed input (a key or signature that is not base64 of the right
     length, data that is not valid Unicode) is simply "does not verify".
 
-    Verified by libsodium (PyNaCl), faster than OpenSSL (README, "Replay with the provenance checks
-    on"): a replay of the log checks one per QC result.
+    Verified by libsodium (PyNaCl), faster than OpenSSL (docs/performance.md): a replay of the log
+    checks one per QC result.
     """
     signature = data.get(SIGNATURE_FIELD) if signature is None else signature
     if not isinstance(signature, str) or not isinstance(public_key, str):

@@ -156,7 +156,7 @@ class Access:
         """A dependency admitting only `roles`: 401 without a valid token, 403 for another role."""
 
         # async (staff and auditor tokens await nothing): FastAPI runs a plain `def` dependency in a worker
-        # thread, a thread hand-off on every request (py-spy: its lock waits were a visible share of POST /pieces).
+        # thread, a thread hand-off (and its lock waits) on every request.
         # A revoked or unknown collaborator is refused (401) before its role is: on every route alike.
         async def dependency(request: Request) -> Principal:
             principal = await self.admit(request.headers.get("authorization"))

@@ -39,8 +39,8 @@ class _MeasureRequests:
     """`Metrics` as a plain ASGI middleware.
 
     Not `@app.middleware("http")`: Starlette's BaseHTTPMiddleware runs every request in a task
-    group of its own and streams the response through memory channels, which py-spy showed as
-    a quarter of `POST /pieces`' time in the service process.
+    group of its own and streams the response through memory channels: work on every request
+    that a plain ASGI middleware does not do.
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
