@@ -130,7 +130,7 @@ def publish(
 ) -> None:
     """Sign a QC result and publish it to `qc-submissions` as a `qc-submitted` CloudEvent (key: piece_id)."""
     data = _signed_submission(data_file, key_file)
-    engine: dict[str, str] = {}
+    engine: dict[str, Any] = {}  # raw settings, which KafkaSettings validates
     if bootstrap_servers is None:
         settings_file = _read_stack_env(stack_env)
         bootstrap_servers = settings_file.get(stackfile.KAFKA_BOOTSTRAP)

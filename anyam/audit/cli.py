@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -101,7 +101,7 @@ class Connection:
     def kafka(self, bootstrap: str | None, prefix: str | None) -> KafkaSettings:
         """Kafka settings: bootstrap, prefix and who signs in (`ANYAM_KAFKA_SECURITY_PROTOCOL`, `…_SASL_*`:
         the stack file gives the auditor's) resolved here; other settings (TLS) from `ANYAM_KAFKA_*`."""
-        overrides: dict[str, str] = {"topic_prefix": self.get(keys.TOPIC_PREFIX, prefix) or ""}
+        overrides: dict[str, Any] = {"topic_prefix": self.get(keys.TOPIC_PREFIX, prefix) or ""}
         if (servers := self.get(keys.KAFKA_BOOTSTRAP, bootstrap)) is not None:
             overrides["kafka_bootstrap"] = servers
         if (engine := self.get(keys.KAFKA_ENGINE)) is not None:

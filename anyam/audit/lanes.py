@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import sys
 import time
@@ -98,7 +99,7 @@ async def read_history_in_processes(
         async with asyncio.TaskGroup() as group:
             group.create_task(read_share(database_url, kafka, shares[0], read, lanes[0],
                                          lambda step: told(0, step.done), total, idle_timeout, trust))
-            children = [group.create_task(_run_child(job, lambda records, i=i: told(i, records)))
+            children = [group.create_task(_run_child(job, functools.partial(told, i)))
                         for i, job in enumerate(jobs, start=1)]
     except BaseExceptionGroup as failed:
         # The first failure says what went wrong (an `AuditError` the command line words in one line);

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.status import Status
 
 from anyam.stack import StackError
 
@@ -25,6 +27,14 @@ def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
     if not values or min(values) < 1:
         raise StackError(f"{option} takes positive whole numbers")
     return values
+
+
+def _shown(console: Console, spinner: Status) -> Callable[[str], None]:
+    """A progress line: on the spinner, and logged above it."""
+    def show(line: str) -> None:
+        spinner.update(line)
+        console.log(line)
+    return show
 
 
 def bench(
@@ -85,8 +95,7 @@ def bench(
         raise StackError("--broker is kafka or tansu, --brokers 1 or 3")
     command = "anyam " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     with console.status("benchmarking…") as spinner:
-        results = run(config, endpoints=endpoints, progress=lambda line: (spinner.update(line), console.log(line)),
-                      command=command)
+        results = run(config, endpoints=endpoints, progress=_shown(console, spinner), command=command)
     print_results(console, results)
     write_json(results, json_path)
     console.print(f"Figures written to [bold]{json_path}[/].")
@@ -106,7 +115,7 @@ def _soak(duration: str, rate: float, json_path: Path, endpoints: bool) -> None:
         raise StackError("--soak injects faults into processes it starts itself; it cannot run on --endpoints")
     with console.status("soaking…") as spinner:
         result = asyncio.run(run_soak(parse_duration(duration), rate=rate,
-                                      progress=lambda line: (spinner.update(line), console.log(line))))
+                                      progress=_shown(console, spinner)))
     print_soak(console, result)
     json_path.write_text(json.dumps({"soak": result.as_json()}, indent=2) + "\n")
     console.print(f"Figures written to [bold]{json_path}[/].")

@@ -44,7 +44,7 @@ from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shared.contracts import Envelope, Topic, encode, service_source, topic_name
-from shared.contracts.events import Paid, PayoutFailed, PayoutScheduled, PieceWoven
+from shared.contracts.events import EventData, Paid, PayoutFailed, PayoutScheduled, PieceWoven
 from shared.contracts.provenance import SERVICES, TOPIC_OWNERS, Attester, TrustAnchors, signed_result
 from shared.eventstore.relay import RELAY_BATCH_SIZE
 from shared.ids import event_id_at, new_id_at
@@ -118,6 +118,7 @@ _DATA = {cls.__name__: cls for cls in (PieceWoven, PayoutScheduled, Paid, Payout
 
 def _event(plan: _Plan, keys: _Keys) -> Envelope:
     kind, fields, source, time, event_id = plan
+    data: EventData
     if kind == _RESULT:
         data = signed_result(keys.collaborators[fields["collaborator_id"]], **fields)
     else:

@@ -44,7 +44,7 @@ async def wait_until_healthy(stack: RunningStack, timeout: float = 120.0) -> flo
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=5) as http:
         while True:
-            answers = []
+            answers: list[int | None] = []
             for service in stack.services.values():
                 try:
                     answers.append((await http.get(f"{service.url}/health")).status_code)

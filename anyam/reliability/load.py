@@ -19,8 +19,10 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from anyam.demo.runner import StackClients, consumers_of
@@ -103,9 +105,9 @@ class SteadyLoad:
         self._key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"{tag}-collaborator".encode()).digest())
         self._collaborator_id = ""
         self._collaborator: httpx.AsyncClient | None = None
-        self._producer = None
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._cohorts: dict[int, asyncio.Task[str]] = {}
+        self._producer: AIOKafkaProducer | None = None
+        self._in_flight: set[asyncio.Future[Any]] = set()
+        self._cohorts: dict[int, asyncio.Future[dict]] = {}
         self._ticks = 0
         self._stop = asyncio.Event()
         self._pacing: asyncio.Future[None] | None = None
@@ -155,6 +157,7 @@ class SteadyLoad:
     async def stop(self) -> None:
         """Start no more commands, and wait until every one started was accepted."""
         self._stop.set()
+        assert self._pacing is not None, "stop() before start()"
         await self._pacing
         await self.drain()
 
@@ -182,7 +185,7 @@ class SteadyLoad:
                 if isinstance(failure, BaseException):
                     raise failure
 
-    def _spawn(self, job: Awaitable[None]) -> None:
+    def _spawn(self, job: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(job)
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
@@ -218,10 +221,12 @@ class SteadyLoad:
         # The same bytes on every attempt: one event id, so a record sent twice is applied once.
         value = submission_event(data, event_id=f"qc-event-{data['submission_id']}")
         topic = topic_name(Topic.QC_SUBMISSIONS, self.clients.kafka.topic_prefix)
+        producer = self._producer
+        assert producer is not None, "publishing before prepare()"
         started = time.monotonic()
         while True:
             try:
-                await asyncio.wait_for(self._producer.send_and_wait(  # type: ignore[union-attr]
+                await asyncio.wait_for(producer.send_and_wait(
                     topic, value, key=piece_id.encode(), headers=[(CONTENT_TYPE_HEADER, CONTENT_TYPE.encode())],
                 ), 10)
                 self._accepted(started, "publish to qc-submissions")

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -127,7 +128,7 @@ class EmbeddedBroker:
         return f"tansu (embedded, memory only, one node, no authentication) at {self.bootstrap}"
 
     def settings_for(self, principal: str | None = None, *, bootstrap: str | None = None,
-                     **fields: object) -> KafkaSettings:
+                     **fields: Any) -> KafkaSettings:
         """Client settings for this broker. tansu has no SASL and no ACLs: every client is anonymous and may
         do anything, whatever `principal` it stands for; only Apache Kafka enforces SPEC §11's defence 1."""
         return KafkaSettings(kafka_bootstrap=bootstrap or self.bootstrap, kafka_engine="tansu",

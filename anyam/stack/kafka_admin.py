@@ -137,7 +137,7 @@ async def _admin(kafka: KafkaSettings, timeout: float):
 
 async def upsert_scram_users(kafka: KafkaSettings, users: Mapping[str, str], *, timeout: float = 30.0) -> None:
     """Create (or give a new password to) each SCRAM-SHA-512 user of `users` (name → password)."""
-    upsertions = []
+    upsertions: list[tuple[str, int, int, bytes, bytes, dict[int, bytes]]] = []  # the last: tagged fields
     for name, password in users.items():
         salt = secrets.token_bytes(32)
         upsertions.append((name, _SCRAM_SHA_512, SCRAM_ITERATIONS, salt, salted_password(password, salt), {}))

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import psutil
 from aiokafka.admin import AIOKafkaAdminClient
@@ -237,7 +238,7 @@ class KafkaCluster:
         """One line: what this cluster is, for logs and test headers."""
         return f"Apache Kafka {self.version}, {self.brokers} KRaft node(s) at {self.bootstrap} (SASL/SCRAM, ACLs)"
 
-    def settings_for(self, principal: str = ADMIN, *, bootstrap: str | None = None, **fields: object) -> KafkaSettings:
+    def settings_for(self, principal: str = ADMIN, *, bootstrap: str | None = None, **fields: Any) -> KafkaSettings:
         """Client settings of one of the cluster's starting users (default: admin), every field explicit:
         whatever `ANYAM_KAFKA_*` the environment holds is not for this cluster."""
         return KafkaSettings(

@@ -123,7 +123,8 @@ def inspect_stack(workdir: Path | str = keys.DEFAULT_WORKDIR) -> StackInspection
     env = read_stack_env(path)
     # A live process created after the file was written is a stranger that reused a pid.
     written = path.stat().st_mtime
-    alive, dead = {}, {}
+    alive: dict[str, int] = {}
+    dead: dict[str, int] = {}
     for role, pid in _tracked(env).items():
         (alive if is_alive(pid, started_before=written) else dead)[role] = pid
     if not alive:
@@ -446,6 +447,6 @@ async def stack_status(workdir: Path | str = keys.DEFAULT_WORKDIR) -> StackStatu
     inspection = inspect_stack(workdir)
     bootstrap = inspection.env.get(keys.KAFKA_BOOTSTRAP)
     broker_alive = any(role.startswith("broker") for role in inspection.alive)
-    answers = bool(bootstrap) and broker_alive and await broker_answers(
-        bootstrap, timeout=3.0, kafka=keys.stack_kafka_settings(inspection.env))
+    answers = bool(bootstrap and broker_alive and await broker_answers(
+        bootstrap, timeout=3.0, kafka=keys.stack_kafka_settings(inspection.env)))
     return StackStatus(inspection, answers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import cast
 
 import asyncpg
 
@@ -70,7 +71,7 @@ class EnrollmentHandlers:
                                rusunawa_override=rusunawa_override)
         events = await handle(conn, self.store, COHORT, cohort_id, command, source=SOURCE, time=_business_time)
         if events:
-            return True, events[0].data
+            return True, cast(Enrolled, events[0].data)
         return False, await self._enrolment(conn, cohort_id, resident_id)
 
     async def record_completion(

@@ -201,6 +201,7 @@ def enrollment_router(
     async def get_cohort(cohort_id: Id, _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
             cohort = await handlers.cohort(conn, cohort_id)
+        assert cohort.starts_on is not None and cohort.ends_on is not None  # a cohort is scheduled with both
         return JSONResponse({
             "cohort_id": cohort.cohort_id, "rusunawa": cohort.rusunawa, "skill": cohort.skill,
             "product_focus": cohort.product_focus, "starts_on": cohort.starts_on.isoformat(),

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from shared.contracts import Envelope
 from shared.contracts.events import MAX_RUPIAH, EventData, Paid, PayoutFailed, PayoutScheduled, QcPassed
@@ -164,10 +164,10 @@ def transaction_for(event: Envelope) -> LedgerTransaction | None:
     Pure and order-free: the result depends on this one event alone. Raises `Unpostable` for an
     event that moves money but cannot be a ledger row.
     """
-    data = event.data
-    rule = _POSTING_RULES.get(type(data))
+    rule = _POSTING_RULES.get(type(event.data))
     if rule is None:
         return None
+    data = cast("QcPassed | PayoutScheduled | Paid | PayoutFailed", event.data)  # the types with a rule
     kind, key, subject, source, destination = rule(data)
     try:
         moment = to_wib(event.time)
@@ -420,7 +420,7 @@ def _confirm(state: Payout, command: ConfirmPayment) -> list[EventData]:
             f"Payout {state.payout_id} failed and its money went back to payable; the next payout run "
             "schedules it again. Confirm that new payout instead.",
         )
-    assert state.scheduled_at is not None
+    assert state.payout_id is not None and state.scheduled_at is not None
     if command.paid_at < state.scheduled_at:
         raise Refused(
             "paid-before-scheduled",

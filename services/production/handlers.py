@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from pydantic import ValidationError
@@ -106,7 +106,7 @@ class ProductionHandlers:
             material=material, quantity=quantity, unit=unit,
         )
         events = await handle(conn, self.store, ISSUE, issue_id, command, source=SOURCE, fresh_id=True)
-        return events[0].data
+        return cast(MaterialsIssued, events[0].data)
 
     async def weave(
         self, conn: asyncpg.Connection, *, artisan_id: str, collaborator_id: str, product: str, woven_at: datetime
@@ -121,7 +121,7 @@ class ProductionHandlers:
         )
         events = await handle(conn, self.store, PIECE, piece_id, command, source=SOURCE, time=_business_time,
                               fresh_id=True)
-        return events[0].data
+        return cast(PieceWoven, events[0].data)
 
     async def judge(self, conn: asyncpg.Connection, submission: QcSubmitted, raw: Mapping[str, Any]) -> QcOutcome:
         """Accept a QC submission as the piece's final result, or raise `SubmissionRejected` with the reason.
@@ -171,7 +171,7 @@ class ProductionHandlers:
             events = [Envelope.wrap(data, source=SOURCE, time=_business_time(data)) for data in decided]
             appends.setdefault(submission.piece_id, (version, []))[1].extend(events)
             pieces[submission.piece_id] = (fold(domain.evolve_piece, piece, decided), version)
-            outcomes.append(QcOutcome(recorded_now=True, result=events[0].data))
+            outcomes.append(QcOutcome(recorded_now=True, result=cast("QcPassed | QcFailed", events[0].data)))
         await self.store.append_streams(appends, connection=conn)
         return outcomes
 

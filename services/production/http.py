@@ -24,7 +24,7 @@ from shared.service import ServiceRuntime
 from shared.timeutil import to_wib
 from shared.web.access import AUDITOR, COLLABORATOR, MAX_CLOCK_SKEW_SECONDS, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
-from shared.web.inputs import CommandBody, Id, IdempotencyKey, Label, Rupiah, label
+from shared.web.inputs import NAMES_A_THING, STORABLE, CommandBody, Id, IdempotencyKey, Label, Rupiah, line
 from shared.web.openapi import also_ok, problems
 from shared.web.problems import Problem
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 #: Our ids (`col_…`, `pc_…`, enrollment's `res_…`) are short and printable; anything else cannot
 #: name a record, and refusing it up front keeps NULs and control characters out of every query.
-Short = label(50)  # products and units of measure
+Short = Annotated[str, line(50), STORABLE, NAMES_A_THING]  # a label: products and units of measure
 
 
 def _ed25519_public_key(value: str) -> str:
@@ -257,6 +257,7 @@ def production_router(
     async def _refuse_while_rejected_too_often(who: Principal) -> None:
         """429 while the collaborator's submissions were refused too often lately: each refusal costs a
         row of feedback and a dead letter, so a client sending garbage in a loop must not grow them."""
+        assert who.collaborator_id is not None  # a collaborator's principal names it
         async with runtime.pool.acquire() as conn:
             wait = await projections.seconds_until_rejections_allowed(
                 conn, who.collaborator_id, per_minute=rejections_per_minute)

@@ -134,7 +134,9 @@ async def revoke_tokens(conn: asyncpg.Connection, collaborator_id: str, before: 
     )
     if moved is not None:
         return moved, True
-    return await tokens_revoked_before(conn, collaborator_id), False
+    in_force = await tokens_revoked_before(conn, collaborator_id)
+    assert in_force is not None  # the row that kept the INSERT from moving it (rows are never deleted)
+    return in_force, False
 
 
 # --- QC rejections ------------------------------------------------------------------------

@@ -159,21 +159,22 @@ def _decode_step_by_step(value: bytes | None, topic: Topic | None) -> Envelope:
 def _typed_envelope(model: type[EventData]) -> type[Envelope]:
     """The envelope of one event type at its current version: `type` is that type's name, `data` its
     model. An older version is left to the step-by-step way, which upcasts it."""
-    return create_model(
-        f"{model.__name__}Envelope", __base__=Envelope,
-        specversion=(Literal[SPEC_VERSION], ...), type=(Literal[model.event_type], ...), data=(model, ...),
-        dataversion=(Annotated[int, Strict(), Field(ge=model.data_version, le=model.data_version)], ...),
-    )
+    # Types made from run-time values, which a static checker cannot read: the fields are typed `Any`.
+    fields: dict[str, Any] = {
+        "specversion": (Literal[SPEC_VERSION], ...), "type": (Literal[model.event_type], ...), "data": (model, ...),
+        "dataversion": (Annotated[int, Strict(), Field(ge=model.data_version, le=model.data_version)], ...),
+    }
+    return create_model(f"{model.__name__}Envelope", __base__=Envelope, **fields)
 
 
 #: Any event of the catalog, validated straight from the record's bytes, its `type` choosing its model.
 #: Only the keys' strings are cached by the parser: values are mostly ids seen once, and caching
 #: them costs more than it saves.
-_ONE_PASS: TypeAdapter[Envelope] = TypeAdapter(
-    Annotated[Union[tuple(_typed_envelope(model) for model in EVENT_TYPES.values())],  # noqa: UP007 - built at run time
-              Field(discriminator="type")],
-    config=ConfigDict(cache_strings="keys"),
-)
+_ANY_TYPED_ENVELOPE: Any = Annotated[  # a union built at run time: `Any` to a static checker
+    Union[tuple(_typed_envelope(model) for model in EVENT_TYPES.values())],  # noqa: UP007 - built at run time
+    Field(discriminator="type"),
+]
+_ONE_PASS: TypeAdapter[Envelope] = TypeAdapter(_ANY_TYPED_ENVELOPE, config=ConfigDict(cache_strings="keys"))
 
 
 def _decoded_in_one_pass(value: bytes | None, topic: Topic | None) -> Envelope | None:
@@ -181,7 +182,8 @@ def _decoded_in_one_pass(value: bytes | None, topic: Topic | None) -> Envelope |
     if value is None or len(value) > MAX_VALUE_BYTES:
         return None
     try:
-        typed = _ONE_PASS.validator.validate_json(value)  # its validator itself: the adapter's wrapper only adds work
+        # Its validator itself: the adapter's wrapper only adds work.
+        typed: Envelope = _ONE_PASS.validator.validate_json(value)
     except ValidationError:
         return None
     if topic is not None and typed.data.topic != topic:
@@ -233,7 +235,7 @@ def _schema_invalid(exc: ValidationError, *, under: str | None) -> SchemaInvalid
     else:
         # A pattern is worded as the rule it stands for, not as the regular expression.
         pattern = first.get("ctx", {}).get("pattern") if first["type"] == "string_pattern_mismatch" else None
-        rule = PATTERN_RULES.get(pattern)
+        rule = PATTERN_RULES.get(pattern) if pattern is not None else None
         problem = f"is invalid: {rule or first['msg']}"
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, SerializeAsAny, Strict, StringConstraints, model_validator
 
@@ -12,7 +12,7 @@ from shared.ids import new_event_id
 from shared.timeutil import to_wib, wib_now
 
 CONTENT_TYPE = "application/cloudevents+json"
-SPEC_VERSION = "1.0"
+SPEC_VERSION: Final = "1.0"
 
 Attribute = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=STORABLE_TEXT_PATTERN)]
 

@@ -16,7 +16,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import create_model
 
@@ -33,13 +33,13 @@ REGENERATE = "python -m shared.contracts.schema_export"
 def typed_envelope(event_type: str) -> type[Envelope]:
     """The envelope model of one event type: `type` fixed, `data` that type's model (for documents)."""
     data_model = EVENT_TYPES[event_type]
-    return create_model(
-        f"{data_model.__name__}Event",
-        __base__=Envelope,
-        type=(Literal[event_type], ...),  # type: ignore[valid-type]
-        dataversion=(Literal[data_model.data_version], ...),  # type: ignore[valid-type]
-        data=(data_model, ...),
-    )
+    # Types made from run-time values, which a static checker cannot read: the fields are typed `Any`.
+    fields: dict[str, Any] = {
+        "type": (Literal[event_type], ...),
+        "dataversion": (Literal[data_model.data_version], ...),
+        "data": (data_model, ...),
+    }
+    return create_model(f"{data_model.__name__}Event", __base__=Envelope, **fields)
 
 
 def event_schemas() -> dict[str, str]:
@@ -134,7 +134,10 @@ def _block(name: str) -> re.Pattern[str]:
 def with_tables(document: str) -> str:
     """`document` with every generated table rewritten; `ValueError` if one has no place in it."""
     for name, table in generated_tables().items():
-        document, found = _block(name).subn(lambda m, table=table: m.group(1) + table + "\n" + m.group(3), document)
+        def with_table(m: re.Match[str], table: str = table) -> str:
+            return m.group(1) + table + "\n" + m.group(3)
+
+        document, found = _block(name).subn(with_table, document)
         if found != 1:
             raise ValueError(f"{CONTRACT_DOC.name} has {found} places for the generated table {name!r}, not one")
     return document

@@ -199,6 +199,7 @@ async def _execute_in_one_statement(
         raise
     if written:
         return _respond(outcome)
+    assert idempotency_key is not None  # nothing written: the key already had an answer
     return _respond(await _stored_answer(conn, scope, idempotency_key, request_fingerprint))
 
 

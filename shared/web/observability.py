@@ -71,7 +71,7 @@ class _MeasureRequests:
 
 
 def observability_router(
-    metrics: Metrics, health: HealthCheck, reader: Callable[..., Principal]
+    metrics: Metrics, health: HealthCheck, reader: Callable[..., Awaitable[Principal]]
 ) -> APIRouter:
     """`GET /health` (no token: load balancers call it) and `GET /metrics` (any reader's token)."""
     router = APIRouter(tags=["operations"])

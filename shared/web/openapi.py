@@ -149,7 +149,7 @@ def exact_openapi(app: FastAPI, *, guard_reads_database: bool) -> dict[str, Any]
                  "description": "A staff, auditor or collaborator token (SPEC §10, docs/tokens.md)."},
     }
     for path, route in _routes(app.routes):
-        for method in sorted(route.methods):
+        for method in sorted(route.methods or ()):  # an APIRoute's are never None (GET when not given)
             operation = document["paths"][path][method.lower()]
             responses = operation["responses"]
             declared = {int(status) for status in route.responses if str(status).isdigit()}
@@ -167,7 +167,7 @@ def _routes(routes: Iterable[Any]) -> list[tuple[str, APIRoute]]:
     """Every documented route with its path, those of included routers too."""
     found = []
     for context in iter_route_contexts(list(routes)):
-        route = context.original_route
-        if isinstance(route, APIRoute) and route.include_in_schema:
-            found.append((context.path_format, route))
+        route, path = context.original_route, context.path_format
+        if isinstance(route, APIRoute) and route.include_in_schema and path is not None:
+            found.append((path, route))
     return found

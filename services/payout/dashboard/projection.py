@@ -155,7 +155,9 @@ def _upsert(data: EventData) -> tuple[str, tuple[Any, ...]] | None:
                 data.capacity),
             )
         case Enrolled() | TrainingCompleted() | Withdrawn():
-            flag = {Enrolled: "enrolled", TrainingCompleted: "completed", Withdrawn: "withdrawn"}[type(data)]
+            flags: dict[type[EventData], str] = {
+                Enrolled: "enrolled", TrainingCompleted: "completed", Withdrawn: "withdrawn"}
+            flag = flags[type(data)]
             return (
                 f"""INSERT INTO dashboard_enrolments (cohort_id, resident_id, {flag}) VALUES ($1, $2, true)
                     ON CONFLICT (cohort_id, resident_id) DO UPDATE SET {flag} = true""",
