@@ -111,7 +111,7 @@ def enrollment_router(
         finally:
             if answer is None or answer.status_code >= 400:
                 # Whatever it stored was rolled back (a NIK race, a failure): dead rows, readable until scrubbed.
-                await handlers.vault.scrub(runtime.pool)
+                handlers.vault.scrub_soon(runtime.pool)
 
     @router.post("/cohorts", status_code=201, summary="Schedule a Bimtek cohort")
     async def schedule_cohort(

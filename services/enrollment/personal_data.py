@@ -15,15 +15,19 @@ NIK registered twice without storing the NIK itself; it is erased with the rest.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 
 import asyncpg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+log = logging.getLogger(__name__)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS person_keys (
@@ -62,6 +66,8 @@ class PersonalDataVault:
         self._master = AESGCM(master_key)
         self._index_key = hashlib.sha256(b"anyam-nik-index:" + master_key).digest()
         self._request_key = hashlib.sha256(b"anyam-request-digest:" + master_key).digest()
+        self._scrub_pending = False
+        self._scrubbing: asyncio.Task[None] | None = None
 
     @staticmethod
     def master_key_from_setting(value: str) -> bytes:
@@ -114,7 +120,33 @@ class PersonalDataVault:
 
     async def scrub(self, pool: asyncpg.Pool) -> None:
         """Rewrite the vault's tables so that nothing deleted or rolled back stays in the database files."""
-        await scrub(pool)
+        try:
+            await scrub(pool)
+        except Exception:
+            self.scrub_soon(pool)  # the caller hears of the failure; the rewrite is still owed
+            raise
+
+    def scrub_soon(self, pool: asyncpg.Pool) -> None:
+        """`scrub` in the background: one at a time, once for however many ask while one runs, and
+        retried until it succeeds. For a registration that failed: its caller has its answer already,
+        and a flood of failures must not become a flood of table rewrites."""
+        self._scrub_pending = True
+        if self._scrubbing is None or self._scrubbing.done():
+            self._scrubbing = asyncio.get_running_loop().create_task(self._scrub_while_pending(pool))
+
+    async def _scrub_while_pending(self, pool: asyncpg.Pool) -> None:
+        delay = 1.0
+        while self._scrub_pending:
+            self._scrub_pending = False
+            try:
+                await scrub(pool)
+                delay = 1.0
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("the personal-data vault could not be scrubbed (%s); retrying in %.0f s",
+                            type(exc).__name__, delay)
+                self._scrub_pending = True
+                await asyncio.sleep(delay)  # the database is away: back off, as the consumers do
+                delay = min(2 * delay, 60.0)
 
     async def was_erased(self, conn: asyncpg.Connection, resident_id: str) -> bool:
         """Whether this resident's personal data was erased."""
