@@ -36,10 +36,15 @@ class PayoutLedger:
         except httpx.HTTPError as exc:
             log.warning("payout could not be asked what a resident is owed (%s)", type(exc).__name__)
             return None
-        if response.status_code == 404 and response.json().get("code") == "artisan-not-in-ledger":
-            return 0
-        if response.status_code != 200:
-            log.warning("payout answered %d when asked what a resident is owed", response.status_code)
-            return None
-        balances = response.json()["balances"]
-        return int(balances["payable_idr"]) + int(balances["in_transit_idr"])
+        try:
+            answer = response.json()
+            if response.status_code == 404 and answer.get("code") == "artisan-not-in-ledger":
+                return 0
+            if response.status_code == 200:
+                owed = answer["balances"]["payable_idr"] + answer["balances"]["in_transit_idr"]
+                if type(owed) is int and owed >= 0:  # noqa: E721 - an amount, not a bool or a float
+                    return owed
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass  # not the answer payout gives: unknown, as below
+        log.warning("payout answered %d, not a balance, when asked what a resident is owed", response.status_code)
+        return None

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic_settings import BaseSettings
 
 from services.enrollment.app import EnrollmentSettings
+from services.payout.app import PayoutSettings
+from services.production.app import ProductionSettings
 from shared.service import ServiceSettings
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
@@ -18,7 +20,8 @@ def setting_names(settings: type[BaseSettings]) -> set[str]:
 
 
 def test_every_setting_of_every_service_is_in_the_readme():
-    names = setting_names(ServiceSettings) | setting_names(EnrollmentSettings)
+    names = set().union(*(setting_names(settings) for settings in (
+        ServiceSettings, EnrollmentSettings, ProductionSettings, PayoutSettings)))
     missing = sorted(name for name in names if name not in README)
     assert not missing, f"README.md does not mention {missing}"
 
