@@ -376,12 +376,14 @@ def reapply_erasures(workdir: WorkdirOption = keys.DEFAULT_WORKDIR) -> None:
     """After restoring enrollment's database from a backup: erase again everyone the enrollment topic
     records as erased (`personal-data-erased`), and rewrite the vault's tables."""
     from anyam.stack.erasures import enrollment_database_url, reapply_erasures
+    from shared.contracts.provenance import TrustAnchors
 
     inspection = inspect_stack(workdir)
     if inspection.state is not StackState.RUNNING:
         raise StackError(f"no stack runs in {inspection.workdir}: start one with `anyam up` first")
     env = inspection.env
-    done = asyncio.run(reapply_erasures(keys.stack_kafka_settings(env), enrollment_database_url(env)))
+    trust = TrustAnchors.parse(env[keys.TRUST_ANCHORS])
+    done = asyncio.run(reapply_erasures(keys.stack_kafka_settings(env), trust, enrollment_database_url(env)))
     console.print(f"{done.erased_in_log} erasure(s) in the log; {len(done.erased_again)} resident(s) whose "
                   "personal data was back in the database erased again.")
 

@@ -9,16 +9,17 @@ and rewrites the vault's tables, as an erasure does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer
 
+from anyam.audit.replay import history_consumer
 from services.enrollment.personal_data import erase_rows, scrub
-from shared.contracts import Topic, topic_name
+from shared.contracts import Topic, provenance, topic_name
 from shared.contracts.codec import DecodeError, decode
 from shared.contracts.events import PersonalDataErased
+from shared.contracts.provenance import TrustAnchors
 from shared.kafka import KafkaSettings, partitions_of
 
 
@@ -30,11 +31,11 @@ class Reapplied:
     erased_again: tuple[str, ...]
 
 
-async def erased_residents(kafka: KafkaSettings) -> list[str]:
-    """Every resident the enrollment topic records as erased, in the order they were, once each."""
+async def erased_residents(kafka: KafkaSettings, trust: TrustAnchors) -> list[str]:
+    """Every resident the enrollment topic records as erased, in the order they were, once each.
+    Only erasures enrollment attested count: a forged one must not delete anyone's data."""
     topic = topic_name(Topic.ENROLLMENT, kafka.topic_prefix)
-    consumer = AIOKafkaConsumer(**kafka.client_options(), group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = history_consumer(kafka)
     await consumer.start()
     try:
         partitions = await partitions_of(consumer, [topic])
@@ -48,7 +49,7 @@ async def erased_residents(kafka: KafkaSettings) -> list[str]:
             for tp, records in batches.items():
                 for record in records:
                     if record.offset < ends[tp]:
-                        _note(erased, record.value)
+                        _note(erased, record.value, record.headers, trust)
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
         return list(erased)
@@ -56,18 +57,21 @@ async def erased_residents(kafka: KafkaSettings) -> list[str]:
         await consumer.stop()
 
 
-def _note(erased: dict[str, None], value: bytes | None) -> None:
+def _note(erased: dict[str, None], value: bytes | None, headers: Sequence[tuple[str, bytes | None]],
+          trust: TrustAnchors) -> None:
     try:
         event = decode(value, topic=Topic.ENROLLMENT)
+        if isinstance(event.data, PersonalDataErased):
+            assert value is not None  # decoded, so there was one
+            provenance.check(Topic.ENROLLMENT, value, headers, event, trust)
+            erased.setdefault(event.data.resident_id)
     except DecodeError:
-        return  # what cannot be read erased nobody; the consumers dead-lettered it
-    if isinstance(event.data, PersonalDataErased):
-        erased.setdefault(event.data.resident_id)
+        return  # unreadable or unattested: it erased nobody (the auditor's `verify` names it)
 
 
-async def reapply_erasures(kafka: KafkaSettings, enrollment_database_url: str) -> Reapplied:
+async def reapply_erasures(kafka: KafkaSettings, trust: TrustAnchors, enrollment_database_url: str) -> Reapplied:
     """Erase again, in enrollment's database, everyone the log says was erased; then scrub the vault."""
-    residents = await erased_residents(kafka)
+    residents = await erased_residents(kafka, trust)
     pool = await asyncpg.create_pool(enrollment_database_url, min_size=1, max_size=2)
     try:
         again: list[str] = []

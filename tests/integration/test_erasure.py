@@ -14,13 +14,15 @@ import pytest
 from anyam.stack.erasures import reapply_erasures
 from services.enrollment.app import EnrollmentSettings
 from services.enrollment.app import create_app as enrollment_app
-from shared.contracts import Topic, topic_name
+from shared.contracts import Envelope, Topic, encode, service_source, topic_name
+from shared.contracts.events import PersonalDataErased
 from shared.eventstore import wait_until_published
 from shared.kafka import start_producer
+from shared.timeutil import wib_now
 from tests.integration.test_enrollment import NAMES, nik, phone, register
 from tests.integration.test_payout import payout_service, piece_events, publish
 from tests.kafka_reader import read_topic
-from tests.services import client, new_personal_data_key, new_tokens, serve, service_settings
+from tests.services import TRUST, client, new_personal_data_key, new_tokens, serve, service_settings
 from tests.waiting import until
 
 
@@ -196,8 +198,17 @@ async def test_a_restored_backup_is_erased_again_from_the_log(enrollment, kafka_
                         f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608
                         f"({', '.join(f'${n + 1}' for n in range(len(columns)))})", *row.values())
         assert (await staff.get(f"/residents/{erased_later}/personal-data")).json()["nik"] == nik(71)
+        # Someone able to write the topic forges her neighbour's erasure: enrollment never attested it.
+        forged = encode(Envelope.wrap(PersonalDataErased(resident_id=kept, erased_at=wib_now()),
+                                      source=service_source("enrollment")))
+        producer = await start_producer(kafka_settings)
+        try:
+            await producer.send_and_wait(topic_name(Topic.ENROLLMENT, kafka_settings.topic_prefix), forged.value,
+                                         key=forged.key, headers=list(forged.headers))
+        finally:
+            await producer.stop()
 
-        done = await reapply_erasures(kafka_settings, database_url)
+        done = await reapply_erasures(kafka_settings, TRUST, database_url)
 
         assert erased_later in done.erased_again and kept not in done.erased_again
         assert (await staff.get(f"/residents/{erased_later}/personal-data")).status_code == 410
@@ -205,7 +216,7 @@ async def test_a_restored_backup_is_erased_again_from_the_log(enrollment, kafka_
         files = await database_files(conn)
         assert bytes(backup["person_keys"][0]["sealed_key"]) not in files
         assert bytes(backup["personal_data"][0]["sealed_data"]) not in files
-        again = await reapply_erasures(kafka_settings, database_url)
+        again = await reapply_erasures(kafka_settings, TRUST, database_url)
         assert again.erased_again == ()  # nothing was back a second time
     finally:
         await conn.close()
