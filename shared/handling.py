@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-import asyncpg
 from cachetools import LRUCache
 
 from shared.contracts import Envelope, EventData
 from shared.domain import fold
-from shared.eventstore import NO_STREAM, EventStore, StreamHistory, held_appends
+from shared.eventstore import NO_STREAM, PostgresUnitOfWork, StreamHistory, UnitOfWork
 
 S = TypeVar("S")
 
@@ -32,8 +31,8 @@ class RememberedStates(Generic[S]):
 
     Sound because a stream's history up to a version never changes (appends only, versions
     unique), so a state is exact for its version, and because a command that decides on one
-    commits only if the stream is still at that version (`HeldAppends.read_at`, checked by its
-    one statement under the append lock); if not, or if it was refused, it is decided again on
+    commits only if the stream is still at that version (`PostgresUnitOfWork.read_at`, checked by
+    its one statement under the append lock); if not, or if it was refused, it is decided again on
     states read afresh, which are remembered in turn. Only states read outside any transaction
     are kept: those are committed, never a transaction's own uncommitted appends. The least
     recently used are forgotten beyond `capacity`.
@@ -45,35 +44,31 @@ class RememberedStates(Generic[S]):
     def __len__(self) -> int:
         return len(self._states)
 
-    async def load(
-        self, conn: asyncpg.Connection, store: EventStore, aggregate: Aggregate[S], stream_id: str
-    ) -> tuple[S, int]:
-        """`load_state`, from memory when it may be; outside a command written in one statement, read afresh."""
-        held = held_appends(conn)
-        if held is None or not held.one_statement or conn.is_in_transaction():
-            return await load_state(conn, store, aggregate, stream_id)
-        # A command that appended already reads its store to raise: it cannot read back its own appends.
-        if held.may_remember and not held.pending and (remembered := self._states.get(stream_id)) is not None:
-            held.remembered = True
+    async def load(self, uow: UnitOfWork, aggregate: Aggregate[S], stream_id: str) -> tuple[S, int]:
+        """`load_state`, from memory when it may be; outside a unit written in one statement, read afresh."""
+        if not (isinstance(uow, PostgresUnitOfWork) and uow.one_statement):
+            return await load_state(uow, aggregate, stream_id)
+        # A unit that appended already reads its store to raise: it cannot read back its own appends.
+        if uow.may_remember and not uow.pending and (remembered := self._states.get(stream_id)) is not None:
+            uow.remembered = True
         else:
-            remembered = self._states[stream_id] = await load_state(conn, store, aggregate, stream_id)
-        held.read_at(stream_id, remembered[1])
+            remembered = self._states[stream_id] = await load_state(uow, aggregate, stream_id)
+        uow.read_at(stream_id, remembered[1])
         return remembered
 
 
 async def load_state(
-    conn: asyncpg.Connection, store: EventStore, aggregate: Aggregate[S], stream_id: str, *, lock: bool = False
+    uow: UnitOfWork, aggregate: Aggregate[S], stream_id: str, *, lock: bool = False
 ) -> tuple[S, int]:
-    """The aggregate's current state and version; with `lock`, other deciders on it wait for this transaction."""
-    return _state(aggregate, await store.load(stream_id, connection=conn, lock=lock))
+    """The aggregate's current state and version; with `lock`, other deciders on it wait for this unit."""
+    return _state(aggregate, await uow.load(stream_id, lock=lock))
 
 
 async def load_states(
-    conn: asyncpg.Connection, store: EventStore, aggregate: Aggregate[S], stream_ids: Iterable[str], *,
-    lock: bool = False,
+    uow: UnitOfWork, aggregate: Aggregate[S], stream_ids: Iterable[str], *, lock: bool = False,
 ) -> dict[str, tuple[S, int]]:
     """`load_state` for many streams of one aggregate in one round trip: `{stream_id: (state, version)}`."""
-    histories = await store.load_streams(stream_ids, connection=conn, lock=lock)
+    histories = await uow.load_streams(stream_ids, lock=lock)
     return {stream_id: _state(aggregate, history) for stream_id, history in histories.items()}
 
 
@@ -82,8 +77,7 @@ def _state(aggregate: Aggregate[S], history: StreamHistory) -> tuple[S, int]:
 
 
 async def handle(
-    conn: asyncpg.Connection,
-    store: EventStore,
+    uow: UnitOfWork,
     aggregate: Aggregate[S],
     stream_id: str,
     command: Any,
@@ -92,7 +86,7 @@ async def handle(
     time: Callable[[EventData], datetime | None] = lambda _: None,
     fresh_id: bool = False,
 ) -> list[Envelope]:
-    """Decide `command` on the stream's current state and append the events, inside `conn`'s transaction.
+    """Decide `command` on the stream's current state and append the events to `uow`.
 
     `time` picks each event's CloudEvents `time` (its business time; now when it returns None).
     `fresh_id`: the stream's id was made for this command (`new_id`), so nobody else can know it
@@ -102,9 +96,9 @@ async def handle(
     if fresh_id:
         state, version = aggregate.initial, NO_STREAM
     else:
-        state, version = await load_state(conn, store, aggregate, stream_id, lock=True)
+        state, version = await load_state(uow, aggregate, stream_id, lock=True)
     decided = aggregate.decide(state, command)
     events = [Envelope.wrap(data, source=source, time=time(data)) for data in decided]
     if events:
-        await store.append(stream_id, version, events, connection=conn)
+        uow.append(stream_id, version, events)
     return events

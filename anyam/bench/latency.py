@@ -202,19 +202,19 @@ async def _measure_raw_chain(
 
 async def _weave(services: BenchServices, total: int, artisans: int, collaborator_id: str) -> list[str]:
     """`total` pieces woven (appended to production's store), published and read by payout."""
-    store = EventStore()
     source = service_source("production")
     woven_at = wib_now() - timedelta(hours=1)
     pieces = []
     pool = services.pools["production"]
+    store = EventStore(pool)
     for start in range(0, total, 1000):
-        async with pool.acquire() as conn, conn.transaction():
+        async with store.unit() as uow:
             for n in range(start, min(total, start + 1000)):
                 piece = f"pc_bench_{n:07d}"
                 event = Envelope.wrap(PieceWoven(piece_id=piece, artisan_id=f"res_{n % artisans:06d}",
                                                  collaborator_id=collaborator_id, product=PRODUCT, rate_idr=RATE,
                                                  woven_at=woven_at), source=source, time=woven_at)
-                await store.append(piece, 0, [event], connection=conn)
+                uow.append(piece, 0, [event])
                 pieces.append(piece)
     await wait_until_published(pool, timeout=600)
     await wait_until_caught_up(services.pools["payout"], ledger_consumer(services.kafka.topic_prefix),

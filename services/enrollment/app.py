@@ -10,7 +10,6 @@ from services.enrollment.handlers import EnrollmentHandlers
 from services.enrollment.http import enrollment_router
 from services.enrollment.money import PayoutLedger
 from services.enrollment.personal_data import PersonalDataVault
-from shared.eventstore import EventStore
 from shared.service import ServiceRuntime, ServiceSettings, service_app
 from shared.web.access import Access
 
@@ -31,7 +30,7 @@ def create_app(settings: EnrollmentSettings | None = None) -> FastAPI:
     settings = settings or EnrollmentSettings()
     runtime = ServiceRuntime(name="enrollment", settings=settings, schema=[personal_data.install])
     vault = PersonalDataVault(PersonalDataVault.master_key_from_setting(settings.personal_data_key.get_secret_value()))
-    handlers = EnrollmentHandlers(store=EventStore(), vault=vault)
+    handlers = EnrollmentHandlers(vault=vault)
     access = Access(settings)
     return service_app(
         runtime, title="Anyam enrollment", access=access, routers=[enrollment_router(

@@ -14,6 +14,7 @@ from services.enrollment.handlers import EnrollmentHandlers
 from services.enrollment.money import PayoutLedger
 from services.enrollment.personal_data import PersonalData
 from shared.contracts.codes import WithdrawalReason
+from shared.eventstore import EventStore, PostgresUnitOfWork
 from shared.ids import NIK_NUMBER, PHONE_NUMBER, new_id
 from shared.service import ServiceRuntime
 from shared.web.access import AUDITOR, STAFF, Access, Principal
@@ -98,8 +99,8 @@ def enrollment_router(
         person = PersonalData(full_name=body.full_name, nik=body.nik, unit=body.unit, phone=body.phone,
                               payout_account=body.payout_account)
 
-        async def action(conn) -> Outcome:
-            resident_id = await handlers.register_resident(conn, body.rusunawa, person)
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
+            resident_id = await handlers.register_resident(uow, body.rusunawa, person)
             return Outcome(201, {"resident_id": resident_id})
 
         answer: Response | None = None
@@ -117,9 +118,9 @@ def enrollment_router(
     async def schedule_cohort(
         body: ScheduleCohort, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
     ) -> Response:
-        async def action(conn) -> Outcome:
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
             command = domain.ScheduleCohort(cohort_id=new_id("coh"), **body.model_dump())
-            return Outcome(201, {"cohort_id": await handlers.schedule_cohort(conn, command)})
+            return Outcome(201, {"cohort_id": await handlers.schedule_cohort(uow, command)})
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
 
@@ -129,9 +130,9 @@ def enrollment_router(
         cohort_id: Id, body: EnrolResident, request: Request, key: IdempotencyKey = None,
         who: Principal = Depends(staff),
     ) -> Response:
-        async def action(conn) -> Outcome:
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
             override = body.override_reason if body.override_rusunawa else None
-            new, enrolment = await handlers.enrol(conn, cohort_id, body.resident_id, rusunawa_override=override)
+            new, enrolment = await handlers.enrol(uow, cohort_id, body.resident_id, rusunawa_override=override)
             return Outcome(201 if new else 200, enrolment.model_dump(mode="json"))
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
@@ -142,8 +143,8 @@ def enrollment_router(
         cohort_id: Id, body: RecordCompletion, request: Request, key: IdempotencyKey = None,
         who: Principal = Depends(staff),
     ) -> Response:
-        async def action(conn) -> Outcome:
-            new = await handlers.record_completion(conn, cohort_id, body.resident_id, body.completed_on)
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
+            new = await handlers.record_completion(uow, cohort_id, body.resident_id, body.completed_on)
             return Outcome(201 if new else 200, {"cohort_id": cohort_id, **body.model_dump(mode="json")})
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
@@ -154,8 +155,8 @@ def enrollment_router(
         cohort_id: Id, body: Withdraw, request: Request, key: IdempotencyKey = None,
         who: Principal = Depends(staff),
     ) -> Response:
-        async def action(conn) -> Outcome:
-            new = await handlers.withdraw(conn, cohort_id, body.resident_id, body.reason)
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
+            new = await handlers.withdraw(uow, cohort_id, body.resident_id, body.reason)
             return Outcome(201 if new else 200, {"cohort_id": cohort_id, "resident_id": body.resident_id})
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
@@ -171,8 +172,8 @@ def enrollment_router(
         _: Principal = Depends(staff),
     ) -> Response:
         owed = await ledger.owed_idr(resident_id)
-        async with runtime.pool.acquire() as conn, conn.transaction():
-            await handlers.erase_personal_data(conn, resident_id, money_owed_idr=owed, override=override_money_owed)
+        async with EventStore(runtime.pool).unit() as uow:
+            await handlers.erase_personal_data(uow, resident_id, money_owed_idr=owed, override=override_money_owed)
         await handlers.vault.scrub(runtime.pool)
         return Response(status_code=204)
 
@@ -180,7 +181,7 @@ def enrollment_router(
                 summary="A resident's programme record (no personal data)")
     async def get_resident(resident_id: Id, _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
-            resident = await handlers.resident(conn, resident_id)
+            resident = await handlers.resident(PostgresUnitOfWork(conn), resident_id)
             erased = await handlers.vault.was_erased(conn, resident_id)
         return JSONResponse({"resident_id": resident_id, "rusunawa": resident.rusunawa,
                              "personal_data_erased": erased})
@@ -189,7 +190,7 @@ def enrollment_router(
                 summary="A resident's personal data (staff only)")
     async def get_personal_data(resident_id: Id, _: Principal = Depends(staff)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
-            await handlers.resident(conn, resident_id)
+            await handlers.resident(PostgresUnitOfWork(conn), resident_id)
             person = await handlers.vault.read(conn, resident_id)
         if person is None:
             from shared.web.problems import Problem
@@ -200,7 +201,7 @@ def enrollment_router(
     @router.get("/cohorts/{cohort_id}", responses=problems(404), summary="A cohort: places, enrolments and completions")
     async def get_cohort(cohort_id: Id, _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
-            cohort = await handlers.cohort(conn, cohort_id)
+            cohort = await handlers.cohort(PostgresUnitOfWork(conn), cohort_id)
         assert cohort.starts_on is not None and cohort.ends_on is not None  # a cohort is scheduled with both
         return JSONResponse({
             "cohort_id": cohort.cohort_id, "rusunawa": cohort.rusunawa, "skill": cohort.skill,

@@ -8,7 +8,6 @@ from services.payout import dashboard, messaging, projections
 from services.payout import handlers as command_side
 from services.payout.handlers import PayoutHandlers
 from services.payout.http import payout_router
-from shared.eventstore import EventStore
 from shared.service import ServiceRuntime, ServiceSettings, service_app
 from shared.web.access import Access
 
@@ -24,7 +23,7 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
         name="payout", settings=settings, schema=[projections.install, command_side.install, dashboard.install],
         consumers=messaging.consumers(settings.topic_prefix),
     )
-    handlers = PayoutHandlers(store=EventStore())
+    handlers = PayoutHandlers()
     access = Access(settings)
     return service_app(
         runtime, title="Anyam payout", access=access,

@@ -34,7 +34,7 @@ from services.payout import domain, projections
 from shared.contracts import Envelope, service_source
 from shared.contracts.events import MAX_RUPIAH, EventData, Paid
 from shared.domain import Conflict, NotFound, fold
-from shared.eventstore import NO_STREAM, EventStore
+from shared.eventstore import NO_STREAM, UnitOfWork
 from shared.timeutil import to_wib, wib_now
 
 SOURCE = service_source("payout")
@@ -98,15 +98,14 @@ class RunResult:
 
 @dataclass(frozen=True)
 class PayoutHandlers:
-    """Runs payout's commands against the event store and its `payouts` record."""
+    """Runs payout's commands in a unit of work: its event streams and its `payouts` record."""
 
-    store: EventStore
-
-    async def run_payouts(self, conn: asyncpg.Connection, run_id: str, period_end: datetime) -> tuple[bool, RunResult]:
+    async def run_payouts(self, uow: UnitOfWork, run_id: str, period_end: datetime) -> tuple[bool, RunResult]:
         """Schedule what each artisan earned up to `period_end` and is not yet committed.
 
         Returns (whether this call ran it, the run); a `run_id` already run answers its payouts.
         """
+        conn = uow.connection
         await conn.execute("SELECT pg_advisory_xact_lock($1)", RUN_LOCK_KEY)
         earlier = await conn.fetchval("SELECT period_end FROM payout_runs WHERE run_id = $1", run_id)
         if earlier is not None:
@@ -136,34 +135,33 @@ class PayoutHandlers:
                VALUES ($1, $2, $3, $4, 'scheduled', $5)""",
             [(p.payout_id, run_id, p.artisan_id, p.amount_idr, now) for p in decided],
         )
-        for data in decided:  # appended last: the append lock is held until commit
-            await self.store.append(data.payout_id, NO_STREAM, [Envelope.wrap(data, source=SOURCE, time=now)],
-                                    connection=conn)
+        for data in decided:
+            uow.append(data.payout_id, NO_STREAM, [Envelope.wrap(data, source=SOURCE, time=now)])
         return True, RunResult(run_id, period_end, tuple(
             ScheduledPayout(p.payout_id, p.artisan_id, p.amount_idr) for p in decided))
 
     async def confirm(
-        self, conn: asyncpg.Connection, payout_id: str, method: str, reference: str, paid_at: datetime
+        self, uow: UnitOfWork, payout_id: str, method: str, reference: str, paid_at: datetime
     ) -> tuple[bool, domain.Payout]:
         """Record that a payout was paid; (False, payout) when this same confirmation was recorded before."""
         command = domain.ConfirmPayment(payout_id, method, reference, paid_at, wib_now())
-        return await self._decide(conn, payout_id, command)
+        return await self._decide(uow, payout_id, command)
 
-    async def fail(self, conn: asyncpg.Connection, payout_id: str, reason: str) -> tuple[bool, domain.Payout]:
+    async def fail(self, uow: UnitOfWork, payout_id: str, reason: str) -> tuple[bool, domain.Payout]:
         """Record that a payout failed, returning its money to payable for the next run."""
-        return await self._decide(conn, payout_id, domain.FailPayout(payout_id, reason))
+        return await self._decide(uow, payout_id, domain.FailPayout(payout_id, reason))
 
-    async def payout(self, conn: asyncpg.Connection, payout_id: str) -> domain.Payout:
-        state, _ = await self._load(conn, payout_id)
+    async def payout(self, uow: UnitOfWork, payout_id: str) -> domain.Payout:
+        state, _ = await self._load(uow, payout_id)
         if not state.exists:
             raise NotFound("payout-not-found", f"There is no payout {payout_id}.")
         return state
 
     async def _decide(
-        self, conn: asyncpg.Connection, payout_id: str, command: domain.ConfirmPayment | domain.FailPayout
+        self, uow: UnitOfWork, payout_id: str, command: domain.ConfirmPayment | domain.FailPayout
     ) -> tuple[bool, domain.Payout]:
-        await self.store.lock_stream(conn, payout_id)
-        state, version = await self._load(conn, payout_id)
+        await uow.lock_stream(payout_id)
+        state, version = await self._load(uow, payout_id)
         decided = domain.decide_payout(state, command)
         if not decided:
             return False, state
@@ -171,19 +169,20 @@ class PayoutHandlers:
         state = fold(domain.evolve_payout, state, events)
         # In the same transaction as the event: a failed payout stops counting as committed
         # exactly when its `payout-failed` exists, so the next run pays it again, once.
-        await conn.execute("UPDATE payouts SET status = $2 WHERE payout_id = $1", payout_id, state.status.value)
+        await uow.connection.execute("UPDATE payouts SET status = $2 WHERE payout_id = $1", payout_id,
+                                     state.status.value)
         if isinstance(command, domain.ConfirmPayment):
-            await conn.execute("INSERT INTO bank_references (payout_id, bank_reference) VALUES ($1, $2)",
+            await uow.connection.execute("INSERT INTO bank_references (payout_id, bank_reference) VALUES ($1, $2)",
                                payout_id, command.reference)
             state = replace(state, bank_reference=command.reference)
-        await self.store.append(payout_id, version, events, connection=conn)
+        uow.append(payout_id, version, events)
         return True, state
 
-    async def _load(self, conn: asyncpg.Connection, payout_id: str) -> tuple[domain.Payout, int]:
-        history = await self.store.load(payout_id, connection=conn)
+    async def _load(self, uow: UnitOfWork, payout_id: str) -> tuple[domain.Payout, int]:
+        history = await uow.load(payout_id)
         state = fold(domain.evolve_payout, domain.Payout(), history.events)
         if state.status is domain.Status.PAID:
-            bank_reference = await conn.fetchval(
+            bank_reference = await uow.connection.fetchval(
                 "SELECT bank_reference FROM bank_references WHERE payout_id = $1", payout_id)
             state = replace(state, bank_reference=bank_reference)
         return state, history.version

@@ -13,6 +13,7 @@ from services.payout import domain, projections
 from services.payout.handlers import PayoutHandlers, RunResult
 from shared.contracts.codes import PayoutFailure
 from shared.domain import NotFound
+from shared.eventstore import PostgresUnitOfWork
 from shared.service import ServiceRuntime
 from shared.timeutil import to_wib
 from shared.web.access import AUDITOR, STAFF, Access, Principal
@@ -69,8 +70,8 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
     async def start_run(
         body: StartRun, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
     ) -> Response:
-        async def action(conn) -> Outcome:
-            new, result = await handlers.run_payouts(conn, body.run_id, body.period_end)
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
+            new, result = await handlers.run_payouts(uow, body.run_id, body.period_end)
             return Outcome(201 if new else 200, _run_body(result))
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
@@ -81,8 +82,8 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
         payout_id: PathId, body: ConfirmPayment, request: Request, key: IdempotencyKey = None,
         who: Principal = Depends(staff),
     ) -> Response:
-        async def action(conn) -> Outcome:
-            new, payout = await handlers.confirm(conn, payout_id, body.method, body.reference, body.paid_at)
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
+            new, payout = await handlers.confirm(uow, payout_id, body.method, body.reference, body.paid_at)
             return Outcome(201 if new else 200, _payout_body(payout))
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
@@ -93,8 +94,8 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
         payout_id: PathId, body: FailPayout, request: Request, key: IdempotencyKey = None,
         who: Principal = Depends(staff),
     ) -> Response:
-        async def action(conn) -> Outcome:
-            new, payout = await handlers.fail(conn, payout_id, body.reason)
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
+            new, payout = await handlers.fail(uow, payout_id, body.reason)
             return Outcome(201 if new else 200, _payout_body(payout))
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
@@ -102,7 +103,7 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
     @router.get("/payouts/{payout_id}", responses=problems(404), summary="A payout and how it ended")
     async def get_payout(payout_id: PathId, _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
-            return JSONResponse(_payout_body(await handlers.payout(conn, payout_id)))
+            return JSONResponse(_payout_body(await handlers.payout(PostgresUnitOfWork(conn), payout_id)))
 
     @router.get("/artisans/{artisan_id}/statement", responses=problems(404),
                 summary="An artisan's ledger entries and balances")

@@ -39,7 +39,7 @@ from services.payout import domain
 from shared.contracts import Envelope
 from shared.contracts.events import MAX_RUPIAH
 from shared.db import DATABASE_UNAVAILABLE
-from shared.eventstore import BatchHandler, Reject
+from shared.eventstore import BatchHandler, Reject, UnitOfWork
 
 #: Serialises installs of these tables by several instances starting at once.
 INSTALL_LOCK_KEY = 0x616E79616D01
@@ -373,17 +373,17 @@ async def _apply_one(
         outcome.failed.append((index, exc))
 
 
-async def project(conn: asyncpg.Connection, event: Envelope, record: ConsumerRecord) -> None:
+async def project(uow: UnitOfWork, event: Envelope, record: ConsumerRecord) -> None:
     """Post one event, with where it was read: the ledger consumer's handler for a single event."""
-    await apply_event(conn, event, source=Source(record.topic, record.partition, record.offset))
+    await apply_event(uow.connection, event, source=Source(record.topic, record.partition, record.offset))
 
 
 async def project_batch(
-    conn: asyncpg.Connection, items: Sequence[tuple[Envelope, ConsumerRecord]]
+    uow: UnitOfWork, items: Sequence[tuple[Envelope, ConsumerRecord]]
 ) -> list[tuple[int, Reject]]:
     """Post a consumer batch with `apply_events`; its refusals go back to be dead-lettered."""
-    outcome = await apply_events(conn, [(event, Source(record.topic, record.partition, record.offset))
-                                        for event, record in items])
+    outcome = await apply_events(uow.connection, [(event, Source(record.topic, record.partition, record.offset))
+                                                  for event, record in items])
     if outcome.failed:
         # The consumer undoes the batch and applies it event by event with `project`, so that
         # the failing event gets its bounded retries and its dead letter, as a single event would.

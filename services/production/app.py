@@ -13,7 +13,7 @@ from services.production.handlers import ProductionHandlers
 from services.production.http import production_router
 from services.production.messaging import QC_CONSUMER, qc_submission_handler
 from shared.contracts import Topic
-from shared.eventstore import EventStore
+from shared.eventstore import PostgresUnitOfWork
 from shared.service import ConsumerSpec, ServiceRuntime, ServiceSettings, service_app
 from shared.web.access import Access
 
@@ -45,7 +45,7 @@ class CollaboratorTokens:
     async def admits(self, collaborator_id: str, issued_at: datetime) -> bool:
         async with self._runtime.pool.acquire() as conn:
             if collaborator_id not in self._registered:
-                if not (await self._handlers.collaborator_state(conn, collaborator_id)).exists:
+                if not (await self._handlers.collaborator_state(PostgresUnitOfWork(conn), collaborator_id)).exists:
                     return False
                 self._registered[collaborator_id] = True
             revoked_before = await projections.tokens_revoked_before(conn, collaborator_id)
@@ -55,7 +55,7 @@ class CollaboratorTokens:
 def create_app(settings: ProductionSettings | None = None) -> FastAPI:
     """The production service, wired from `settings` (read from `ANYAM_*` when not given)."""
     settings = settings or ProductionSettings()
-    handlers = ProductionHandlers(store=EventStore())
+    handlers = ProductionHandlers()
     runtime = ServiceRuntime(
         name="production",
         settings=settings,

@@ -1,4 +1,4 @@
-"""Production's command handlers: load → decide → append, inside the caller's transaction.
+"""Production's command handlers: load → decide → append, in the caller's unit of work.
 
 QC submissions arrive on two entrypoints (the `qc-submissions` consumer and
 `POST /qc-submissions`); both end in `judge`, so the rules are the same.
@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-import asyncpg
 from pydantic import ValidationError
 
 from services.production import domain, projections
@@ -28,7 +27,7 @@ from shared.contracts.events import (
     QcSubmitted,
 )
 from shared.domain import fold
-from shared.eventstore import NO_STREAM, EventStore
+from shared.eventstore import NO_STREAM, UnitOfWork
 from shared.handling import Aggregate, RememberedStates, handle, load_state, load_states
 from shared.ids import new_id
 from shared.timeutil import wib_now
@@ -54,9 +53,8 @@ class QcOutcome:
 
 @dataclass(frozen=True)
 class ProductionHandlers:
-    """Runs production's commands against the event store and the read models."""
+    """Runs production's commands in a unit of work: its event streams and read models."""
 
-    store: EventStore
     #: Collaborators as the last command written in one statement read them (rates, keys), and who
     #: is known to be trained: most commands then read nothing before their one statement.
     collaborators: RememberedStates[domain.Collaborator] = field(default_factory=RememberedStates)
@@ -66,75 +64,75 @@ class ProductionHandlers:
     clock: Callable[[], datetime] = wib_now
 
     async def register_collaborator(
-        self, conn: asyncpg.Connection, name: str, public_key: str, valid_from: datetime | None = None
+        self, uow: UnitOfWork, name: str, public_key: str, valid_from: datetime | None = None
     ) -> str:
         """Register a collaborator whose key signs for submissions inspected from `valid_from` (default: now)."""
         collaborator_id = new_id("col")
         command = domain.RegisterCollaborator(collaborator_id=collaborator_id, name=name, public_key=public_key,
                                               valid_from=valid_from or self.clock())
-        await handle(conn, self.store, COLLABORATOR, collaborator_id, command, source=SOURCE, fresh_id=True)
+        await handle(uow, COLLABORATOR, collaborator_id, command, source=SOURCE, fresh_id=True)
         return collaborator_id
 
     async def add_key(
-        self, conn: asyncpg.Connection, collaborator_id: str, public_key: str, valid_from: datetime | None = None
+        self, uow: UnitOfWork, collaborator_id: str, public_key: str, valid_from: datetime | None = None
     ) -> bool:
         """Add a signing key (rotation) valid from `valid_from` (default: now); False when it was there already."""
         command = domain.AddKey(collaborator_id=collaborator_id, public_key=public_key,
                                 valid_from=valid_from or self.clock())
-        return bool(await handle(conn, self.store, COLLABORATOR, collaborator_id, command, source=SOURCE))
+        return bool(await handle(uow, COLLABORATOR, collaborator_id, command, source=SOURCE))
 
     async def revoke_key(
-        self, conn: asyncpg.Connection, collaborator_id: str, public_key: str, revoked_from: datetime | None = None
+        self, uow: UnitOfWork, collaborator_id: str, public_key: str, revoked_from: datetime | None = None
     ) -> bool:
         """Revoke a signing key from `revoked_from` (default: now); False when it was revoked by then already."""
         command = domain.RevokeKey(collaborator_id=collaborator_id, public_key=public_key,
                                    revoked_from=revoked_from or self.clock())
-        return bool(await handle(conn, self.store, COLLABORATOR, collaborator_id, command, source=SOURCE))
+        return bool(await handle(uow, COLLABORATOR, collaborator_id, command, source=SOURCE))
 
-    async def set_rate(self, conn: asyncpg.Connection, command: domain.SetRate) -> bool:
+    async def set_rate(self, uow: UnitOfWork, command: domain.SetRate) -> bool:
         """Set a piece rate from `effective_from` on; False when exactly this rate was already set."""
-        return bool(await handle(conn, self.store, COLLABORATOR, command.collaborator_id, command, source=SOURCE))
+        return bool(await handle(uow, COLLABORATOR, command.collaborator_id, command, source=SOURCE))
 
     async def issue_materials(
-        self, conn: asyncpg.Connection, *, artisan_id: str, collaborator_id: str, material: str, quantity: int,
+        self, uow: UnitOfWork, *, artisan_id: str, collaborator_id: str, material: str, quantity: int,
         unit: str,
     ) -> MaterialsIssued:
         issue_id = new_id("iss")
         command = domain.IssueMaterials(
-            issue_id=issue_id, artisan_id=artisan_id, artisan_trained=await self.trained.is_trained(conn, artisan_id),
-            collaborator_id=collaborator_id, collaborator=await self.collaborator_state(conn, collaborator_id),
+            issue_id=issue_id, artisan_id=artisan_id, artisan_trained=await self.trained.is_trained(uow, artisan_id),
+            collaborator_id=collaborator_id, collaborator=await self.collaborator_state(uow, collaborator_id),
             material=material, quantity=quantity, unit=unit,
         )
-        events = await handle(conn, self.store, ISSUE, issue_id, command, source=SOURCE, fresh_id=True)
+        events = await handle(uow, ISSUE, issue_id, command, source=SOURCE, fresh_id=True)
         return cast(MaterialsIssued, events[0].data)
 
     async def weave(
-        self, conn: asyncpg.Connection, *, artisan_id: str, collaborator_id: str, product: str, woven_at: datetime
+        self, uow: UnitOfWork, *, artisan_id: str, collaborator_id: str, product: str, woven_at: datetime
     ) -> PieceWoven:
         """Record a woven piece at the rate in force for its collaborator and product at `woven_at`."""
         piece_id = new_id("pc")
-        trained_on = await self.trained.completed_on(conn, artisan_id)
+        trained_on = await self.trained.completed_on(uow, artisan_id)
         command = domain.WeavePiece(
             piece_id=piece_id, artisan_id=artisan_id, artisan_trained=trained_on is not None, trained_on=trained_on,
-            collaborator_id=collaborator_id, collaborator=await self.collaborator_state(conn, collaborator_id),
+            collaborator_id=collaborator_id, collaborator=await self.collaborator_state(uow, collaborator_id),
             product=product, woven_at=woven_at, recorded_at=self.clock(),
         )
-        events = await handle(conn, self.store, PIECE, piece_id, command, source=SOURCE, time=_business_time,
+        events = await handle(uow, PIECE, piece_id, command, source=SOURCE, time=_business_time,
                               fresh_id=True)
         return cast(PieceWoven, events[0].data)
 
-    async def judge(self, conn: asyncpg.Connection, submission: QcSubmitted, raw: Mapping[str, Any]) -> QcOutcome:
+    async def judge(self, uow: UnitOfWork, submission: QcSubmitted, raw: Mapping[str, Any]) -> QcOutcome:
         """Accept a QC submission as the piece's final result, or raise `SubmissionRejected` with the reason.
 
         `raw` is the submission's data exactly as sent, over which the signature is checked.
         """
-        (outcome,) = await self.judge_many(conn, [(submission, raw)])
+        (outcome,) = await self.judge_many(uow, [(submission, raw)])
         if isinstance(outcome, SubmissionRejected):
             raise outcome
         return outcome
 
     async def judge_many(
-        self, conn: asyncpg.Connection, submissions: Sequence[tuple[QcSubmitted, Mapping[str, Any]]]
+        self, uow: UnitOfWork, submissions: Sequence[tuple[QcSubmitted, Mapping[str, Any]]]
     ) -> list[QcOutcome | SubmissionRejected]:
         """`judge` for each of `submissions` in turn, in three round trips however many there are.
 
@@ -143,11 +141,11 @@ class ProductionHandlers:
         """
         collaborator_ids = {submission.collaborator_id for submission, _ in submissions}
         collaborators = await load_states(
-            conn, self.store, COLLABORATOR, filter(projections.storable, collaborator_ids))
+            uow, COLLABORATOR, filter(projections.storable, collaborator_ids))
         # No stream can have an unstorable id: deciding on "no piece" gives the right reason
         # (a bad signature still comes before an unknown piece).
         piece_ids = {submission.piece_id for submission, _ in submissions}
-        pieces = await load_states(conn, self.store, PIECE, filter(projections.storable, piece_ids), lock=True)
+        pieces = await load_states(uow, PIECE, filter(projections.storable, piece_ids), lock=True)
         outcomes: list[QcOutcome | SubmissionRejected] = []
         appends: dict[str, tuple[int, list[Envelope]]] = {}
         received_at = self.clock()
@@ -172,20 +170,20 @@ class ProductionHandlers:
             appends.setdefault(submission.piece_id, (version, []))[1].extend(events)
             pieces[submission.piece_id] = (fold(domain.evolve_piece, piece, decided), version)
             outcomes.append(QcOutcome(recorded_now=True, result=cast("QcPassed | QcFailed", events[0].data)))
-        await self.store.append_streams(appends, connection=conn)
+        uow.append_streams(appends)
         return outcomes
 
-    async def collaborator_state(self, conn: asyncpg.Connection, collaborator_id: str) -> domain.Collaborator:
+    async def collaborator_state(self, uow: UnitOfWork, collaborator_id: str) -> domain.Collaborator:
         """The collaborator's state (empty when there is none, or the id cannot name one)."""
         if not projections.storable(collaborator_id):
             return domain.Collaborator()
-        state, _ = await self.collaborators.load(conn, self.store, COLLABORATOR, collaborator_id)
+        state, _ = await self.collaborators.load(uow, COLLABORATOR, collaborator_id)
         return state
 
-    async def piece_state(self, conn: asyncpg.Connection, piece_id: str) -> domain.Piece:
+    async def piece_state(self, uow: UnitOfWork, piece_id: str) -> domain.Piece:
         if not projections.storable(piece_id):
             return domain.Piece()
-        state, _ = await load_state(conn, self.store, PIECE, piece_id)
+        state, _ = await load_state(uow, PIECE, piece_id)
         return state
 
 

@@ -18,7 +18,7 @@ from services.production import domain, projections
 from services.production.domain import WRONG_COLLABORATOR, SubmissionRejected
 from services.production.handlers import EARLIEST_YEAR, LATEST_YEAR, ProductionHandlers, parse_submission
 from shared.contracts.events import QcPassed, QcSubmitted
-from shared.eventstore import DeadLetterPublisher
+from shared.eventstore import DeadLetterPublisher, PostgresUnitOfWork
 from shared.ids import new_event_id
 from shared.service import ServiceRuntime
 from shared.timeutil import to_wib
@@ -135,8 +135,8 @@ def production_router(
     async def register_collaborator(
         body: RegisterCollaborator, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
     ) -> Response:
-        async def action(conn) -> Outcome:
-            collaborator_id = await handlers.register_collaborator(conn, body.name, body.public_key, body.valid_from)
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
+            collaborator_id = await handlers.register_collaborator(uow, body.name, body.public_key, body.valid_from)
             return Outcome(201, {"collaborator_id": collaborator_id})
 
         return await run(request, who, key, body.model_dump(mode="json"), action, one_statement=True)
@@ -147,9 +147,9 @@ def production_router(
         collaborator_id: Id, body: AddKey, request: Request, key: IdempotencyKey = None,
         who: Principal = Depends(staff),
     ) -> Response:
-        async def action(conn) -> Outcome:
-            added = await handlers.add_key(conn, collaborator_id, body.public_key, body.valid_from)
-            state = await handlers.collaborator_state(conn, collaborator_id)
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
+            added = await handlers.add_key(uow, collaborator_id, body.public_key, body.valid_from)
+            state = await handlers.collaborator_state(uow, collaborator_id)
             return Outcome(201 if added else 200, _collaborator_json(state))
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
@@ -161,9 +161,9 @@ def production_router(
         collaborator_id: Id, body: RevokeKey, request: Request, key: IdempotencyKey = None,
         who: Principal = Depends(staff),
     ) -> Response:
-        async def action(conn) -> Outcome:
-            revoked = await handlers.revoke_key(conn, collaborator_id, body.public_key, body.revoked_from)
-            state = await handlers.collaborator_state(conn, collaborator_id)
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
+            revoked = await handlers.revoke_key(uow, collaborator_id, body.public_key, body.revoked_from)
+            state = await handlers.collaborator_state(uow, collaborator_id)
             return Outcome(201 if revoked else 200, _collaborator_json(state))
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
@@ -177,9 +177,9 @@ def production_router(
     ) -> Response:
         body = body or RevokeTokens()
 
-        async def action(conn) -> Outcome:
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
             # Access control, not business history: a row of production's, no event (docs/tokens.md).
-            if not (await handlers.collaborator_state(conn, collaborator_id)).exists:
+            if not (await handlers.collaborator_state(uow, collaborator_id)).exists:
                 raise Problem(404, "collaborator-not-found", f"There is no collaborator {collaborator_id}.")
             now = handlers.clock()
             before = body.revoked_before or now
@@ -188,7 +188,8 @@ def production_router(
                 # until then, with no way back.
                 raise Problem(422, "revocation-in-the-future",
                               "revoked_before may not lie in the future; leave it out to revoke from now.")
-            moment, moved = await projections.revoke_tokens(conn, collaborator_id, before.replace(microsecond=0))
+            moment, moved = await projections.revoke_tokens(
+                uow.connection, collaborator_id, before.replace(microsecond=0))
             return Outcome(201 if moved else 200,
                            {"collaborator_id": collaborator_id, "revoked_before": to_wib(moment).isoformat()})
 
@@ -200,9 +201,9 @@ def production_router(
         collaborator_id: Id, body: SetRate, request: Request, key: IdempotencyKey = None,
         who: Principal = Depends(staff),
     ) -> Response:
-        async def action(conn) -> Outcome:
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
             command = domain.SetRate(collaborator_id=collaborator_id, **body.model_dump())
-            new = await handlers.set_rate(conn, command)
+            new = await handlers.set_rate(uow, command)
             return Outcome(201 if new else 200, {"collaborator_id": collaborator_id, **body.model_dump(mode="json")})
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
@@ -212,8 +213,8 @@ def production_router(
     async def issue_materials(
         body: IssueMaterials, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
     ) -> Response:
-        async def action(conn) -> Outcome:
-            issued = await handlers.issue_materials(conn, **body.model_dump())
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
+            issued = await handlers.issue_materials(uow, **body.model_dump())
             return Outcome(201, issued.model_dump(mode="json"))
 
         return await run(request, who, key, body.model_dump(mode="json"), action, one_statement=True)
@@ -223,8 +224,8 @@ def production_router(
     async def weave(
         body: WeavePiece, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
     ) -> Response:
-        async def action(conn) -> Outcome:
-            woven = await handlers.weave(conn, **body.model_dump())
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
+            woven = await handlers.weave(uow, **body.model_dump())
             return Outcome(201, woven.model_dump(mode="json"))
 
         # Reads, then appends to a stream it just named: nothing to lock, nothing else written.
@@ -238,7 +239,7 @@ def production_router(
             await _refuse_while_rejected_too_often(who)
         body = await request.body()
 
-        async def action(conn) -> Outcome:
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
             try:
                 submission, raw = parse_submission(body)
                 if who.role == COLLABORATOR and submission.collaborator_id != who.collaborator_id:
@@ -246,9 +247,9 @@ def production_router(
                         WRONG_COLLABORATOR,
                         f"This token is {who.name}'s; it may only submit results for {who.collaborator_id}.",
                     )
-                outcome = await handlers.judge(conn, submission, raw)
+                outcome = await handlers.judge(uow, submission, raw)
             except SubmissionRejected as rejected:
-                await _note_rejection(conn, who, body, rejected)
+                await _note_rejection(uow.connection, who, body, rejected)
                 return Outcome(rejected.status, Problem(rejected.status, rejected.code, rejected.message).body())
             return Outcome(201 if outcome.recorded_now else 200, _result_json(outcome.result))
 
@@ -298,7 +299,7 @@ def production_router(
                 summary="A collaborator: its keys and piece rates")
     async def get_collaborator(collaborator_id: Id, _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
-            state = await handlers.collaborator_state(conn, collaborator_id)
+            state = await handlers.collaborator_state(PostgresUnitOfWork(conn), collaborator_id)
         if not state.exists:
             raise Problem(404, "collaborator-not-found", f"There is no collaborator {collaborator_id}.")
         return JSONResponse({
@@ -326,7 +327,7 @@ def production_router(
                 summary="A piece: how it was woven and its final QC result, if any")
     async def get_piece(piece_id: Id, _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
-            piece = await handlers.piece_state(conn, piece_id)
+            piece = await handlers.piece_state(PostgresUnitOfWork(conn), piece_id)
         if piece.woven is None:
             raise Problem(404, "piece-not-found", f"There is no piece {piece_id}.")
         return JSONResponse({**piece.woven.model_dump(mode="json"),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import asyncpg
 from aiokafka import ConsumerRecord
 
 from services.production import projections
@@ -23,7 +22,7 @@ from services.production.domain import SCHEMA_INVALID, SubmissionRejected
 from services.production.handlers import ProductionHandlers
 from shared.contracts import Envelope, collaborator_source
 from shared.contracts.events import QcSubmitted
-from shared.eventstore import BatchHandler, Reject
+from shared.eventstore import BatchHandler, Reject, UnitOfWork
 from shared.eventstore.consumer import BatchItems
 
 QC_CONSUMER = "production-qc-submissions"
@@ -37,15 +36,15 @@ def qc_submission_handler(handlers: ProductionHandlers) -> BatchHandler:
     the consumer judges it submission by submission.
     """
 
-    async def on_submission(conn: asyncpg.Connection, event: Envelope, record: ConsumerRecord) -> None:
+    async def on_submission(uow: UnitOfWork, event: Envelope, record: ConsumerRecord) -> None:
         submission = _submission(event)
         try:
             _check_source(event, submission)
-            await handlers.judge(conn, submission, _raw_data(record))
+            await handlers.judge(uow, submission, _raw_data(record))
         except SubmissionRejected as rejected:
             raise _reject(submission, record, rejected) from None
 
-    async def on_batch(conn: asyncpg.Connection, items: BatchItems) -> list[tuple[int, Reject]]:
+    async def on_batch(uow: UnitOfWork, items: BatchItems) -> list[tuple[int, Reject]]:
         refusals: list[tuple[int, Reject]] = []
         judged: list[int] = []
         submissions = [_submission(event) for event, _ in items]
@@ -56,7 +55,7 @@ def qc_submission_handler(handlers: ProductionHandlers) -> BatchHandler:
             except SubmissionRejected as rejected:
                 refusals.append((index, _reject(submissions[index], record, rejected)))
         outcomes = await handlers.judge_many(
-            conn, [(submissions[index], _raw_data(items[index][1])) for index in judged])
+            uow, [(submissions[index], _raw_data(items[index][1])) for index in judged])
         for index, outcome in zip(judged, outcomes, strict=True):
             if isinstance(outcome, SubmissionRejected):
                 refusals.append((index, _reject(submissions[index], items[index][1], outcome)))
@@ -86,8 +85,8 @@ def _reject(submission: QcSubmitted, record: ConsumerRecord, rejected: Submissio
         source=f"{record.topic}[{record.partition}]@{record.offset}",
     )
 
-    async def note_for_collaborator(connection: asyncpg.Connection) -> None:
-        await projections.record_rejection(connection, rejection)
+    async def note_for_collaborator(uow: UnitOfWork) -> None:
+        await projections.record_rejection(uow.connection, rejection)
 
     return Reject(rejected.reason, rejected.message, on_rejected=note_for_collaborator)
 

@@ -24,6 +24,7 @@ from cachetools import LRUCache
 
 from shared.contracts import Envelope
 from shared.contracts.events import TrainingCompleted
+from shared.eventstore import UnitOfWork
 from shared.timeutil import to_wib
 
 TRAINING_CONSUMER = "production-trained-residents"
@@ -66,12 +67,12 @@ async def install(pool: asyncpg.Pool) -> None:
 # --- trained residents --------------------------------------------------------------------
 
 
-async def project_training(conn: asyncpg.Connection, event: Envelope, record: ConsumerRecord) -> None:
+async def project_training(uow: UnitOfWork, event: Envelope, record: ConsumerRecord) -> None:
     """The `enrollment` consumer's handler: remember each resident who completed training."""
     data = event.data
     if isinstance(data, TrainingCompleted):
         # The first completion is kept: a second cohort completed later changes nothing here.
-        await conn.execute(
+        await uow.connection.execute(
             """INSERT INTO trained_residents (resident_id, cohort_id, completed_on, event_id)
                VALUES ($1, $2, $3, $4) ON CONFLICT (resident_id) DO NOTHING""",
             data.resident_id, data.cohort_id, data.completed_on, event.id,
@@ -97,18 +98,18 @@ class TrainedResidents:
     def __init__(self, capacity: int = 100_000) -> None:
         self._known: LRUCache[str, date] = LRUCache(maxsize=capacity)
 
-    async def completed_on(self, conn: asyncpg.Connection, resident_id: str) -> date | None:
+    async def completed_on(self, uow: UnitOfWork, resident_id: str) -> date | None:
         """The day the resident completed training, or None if not (yet) known to have."""
         known = self._known.get(resident_id)
         if known is not None:
             return known
-        completed = await completed_on(conn, resident_id)
+        completed = await completed_on(uow.connection, resident_id)
         if completed is not None:
             self._known[resident_id] = completed
         return completed
 
-    async def is_trained(self, conn: asyncpg.Connection, resident_id: str) -> bool:
-        return await self.completed_on(conn, resident_id) is not None
+    async def is_trained(self, uow: UnitOfWork, resident_id: str) -> bool:
+        return await self.completed_on(uow, resident_id) is not None
 
 
 # --- collaborators' token revocations ------------------------------------------------------

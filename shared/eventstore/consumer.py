@@ -10,8 +10,9 @@ cancellation or a rebalance can neither lose nor repeat an effect:
   records below the stored offset, so two instances that briefly both hold a
   partition during a rebalance cannot both apply it (trap 3);
 - event ids are recorded too, so the relay's at-least-once duplicates are no-ops;
-- a handler takes one event, or (`BatchHandler`) a whole batch's fresh events at once,
-  for projections where one statement per batch beats a few round trips per event;
+- a batch is one unit of work (`PostgresUnitOfWork`): a handler takes it and one event, or
+  (`BatchHandler`) a whole batch's fresh events at once, for projections where one statement per
+  batch beats a few round trips per event; what it appends and writes commits with the offsets;
 - a record that cannot be decoded, or that the handler refuses (`Reject`), is
   dead-lettered with a machine-readable reason and the offset moves on; a
   handler that keeps failing is retried a bounded number of times, then
@@ -34,6 +35,8 @@ from shared.contracts import DecodeError, Envelope, Topic, base_topic, decode, p
 from shared.contracts.provenance import TrustAnchors
 from shared.db import DATABASE_UNAVAILABLE  # retry the batch, never dead-letter for these
 from shared.eventstore.deadletters import DeadLetterPublisher
+from shared.eventstore.store import PostgresUnitOfWork
+from shared.eventstore.unit import UnitOfWork
 from shared.kafka import end_offsets
 from shared.settings import KafkaSettings
 
@@ -45,12 +48,12 @@ class Reject(Exception):
     """Raised by a handler to refuse a record: it is dead-lettered with `reason`, and nothing it wrote stays.
 
     `on_rejected`, if given, runs after the handler's writes were rolled back, in the
-    consumer's transaction: what it writes (e.g. feedback for the record's sender)
+    batch's unit of work: what it writes (e.g. feedback for the record's sender)
     commits with the offset, exactly once, as the handler's own writes would have.
     """
 
     def __init__(
-        self, reason: str, detail: str, *, on_rejected: Callable[[asyncpg.Connection], Awaitable[None]] | None = None
+        self, reason: str, detail: str, *, on_rejected: Callable[[UnitOfWork], Awaitable[None]] | None = None
     ) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
@@ -66,8 +69,8 @@ class OffsetBeyondEnd(Exception):
     """
 
 
-#: Applies one record's event in the batch's transaction; raises `Reject` to refuse it.
-EventHandler = Callable[[asyncpg.Connection, Envelope, ConsumerRecord], Awaitable[None]]
+#: Applies one record's event in the batch's unit of work; raises `Reject` to refuse it.
+EventHandler = Callable[[UnitOfWork, Envelope, ConsumerRecord], Awaitable[None]]
 #: A batch's fresh events, in the order a per-event handler would get them.
 BatchItems = Sequence[tuple[Envelope, ConsumerRecord]]
 
@@ -76,15 +79,15 @@ BatchItems = Sequence[tuple[Envelope, ConsumerRecord]]
 class BatchHandler:
     """A handler given a whole batch at once, with a per-event handler to fall back on.
 
-    `apply_batch(conn, items)` applies the fresh events of a batch (decoded, deduplicated, in
-    partition and offset order) in the consumer's transaction and returns its refusals: the
+    `apply_batch(unit, items)` applies the fresh events of a batch (decoded, deduplicated, in
+    partition and offset order) in the batch's unit of work and returns its refusals: the
     index into `items` and the `Reject`, whose event's writes it has already undone. Should it
     raise (the database being unavailable aside), all its writes are undone and the batch is
     applied event by event with `each`, so a failing event gets exactly the bounded retries and
     the dead letter it would get from a per-event handler.
     """
 
-    apply_batch: Callable[[asyncpg.Connection, BatchItems], Awaitable[Sequence[tuple[int, Reject]]]]
+    apply_batch: Callable[[UnitOfWork, BatchItems], Awaitable[Sequence[tuple[int, Reject]]]]
     each: EventHandler
 
 
@@ -182,6 +185,7 @@ class TransactionalConsumer:
         refusals: list[_Refusal] = []
         next_offsets: dict[TopicPartition, int] = {}
         async with self._pool.acquire() as conn, conn.transaction():
+            unit = PostgresUnitOfWork(conn)
             stored = await self._lock_offsets(conn, batch)
             decoded: list[tuple[ConsumerRecord, Envelope]] = []
             for tp, records in sorted(batch.items(), key=lambda item: (item[0].topic, item[0].partition)):
@@ -197,10 +201,10 @@ class TransactionalConsumer:
                     new_ids.discard(event.id)  # a duplicate inside the batch is applied once
                     fresh.append((event, record))
             if isinstance(self._handler, BatchHandler):
-                await self._apply_batch(conn, self._handler, fresh, refusals)
+                await self._apply_batch(unit, self._handler, fresh, refusals)
             else:
                 for event, record in fresh:
-                    await self._apply(conn, self._handler, event, record, refusals)
+                    await self._apply(unit, self._handler, event, record, refusals)
             # Dead letters in the order of the log, whichever step refused them.
             refusals.sort(key=lambda refusal: (refusal.record.topic, refusal.record.partition, refusal.record.offset))
             for refusal in refusals:
@@ -220,6 +224,8 @@ class TransactionalConsumer:
                    ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = excluded.next_offset""",
                 [(self.name, tp.topic, tp.partition, offset) for tp, offset in next_offsets.items()],
             )
+            # Last: from here to COMMIT, every other writer waits for the append lock.
+            await unit.flush()
         return next_offsets
 
     async def _lock_offsets(
@@ -263,37 +269,37 @@ class TransactionalConsumer:
             return None
 
     async def _apply_batch(
-        self, conn: asyncpg.Connection, handler: BatchHandler, items: list[tuple[Envelope, ConsumerRecord]],
+        self, unit: PostgresUnitOfWork, handler: BatchHandler, items: list[tuple[Envelope, ConsumerRecord]],
         refusals: list[_Refusal],
     ) -> None:
         if not items:
             return
         try:
-            async with conn.transaction():  # a savepoint: a failed batch leaves nothing behind
-                rejected = await handler.apply_batch(conn, items)
+            async with unit.savepoint():  # a failed batch leaves nothing behind
+                rejected = await handler.apply_batch(unit, items)
         except DATABASE_UNAVAILABLE:
             raise
         except Exception as exc:  # noqa: BLE001 - one event's refusal or failure: find it, event by event
             log.log(logging.DEBUG if isinstance(exc, Reject) else logging.WARNING,
                     "%s: batch handler raised %s; applying the batch event by event", self.name, type(exc).__name__)
             for event, record in items:
-                await self._apply(conn, handler.each, event, record, refusals)
+                await self._apply(unit, handler.each, event, record, refusals)
             return
         for index, rejection in rejected:
             event, record = items[index]
-            await self._refuse(conn, event, record, rejection, refusals)
+            await self._refuse(unit, event, record, rejection, refusals)
 
     async def _apply(
-        self, conn: asyncpg.Connection, handler: EventHandler, event: Envelope, record: ConsumerRecord,
+        self, unit: PostgresUnitOfWork, handler: EventHandler, event: Envelope, record: ConsumerRecord,
         refusals: list[_Refusal],
     ) -> None:
         for attempt in range(1, self._max_attempts + 1):
             try:
-                async with conn.transaction():  # a savepoint: a refused record leaves nothing behind
-                    await handler(conn, event, record)
+                async with unit.savepoint():  # a refused record leaves nothing behind
+                    await handler(unit, event, record)
                 return
             except Reject as rejection:
-                await self._refuse(conn, event, record, rejection, refusals)
+                await self._refuse(unit, event, record, rejection, refusals)
                 return
             except DATABASE_UNAVAILABLE:
                 raise
@@ -310,19 +316,19 @@ class TransactionalConsumer:
                 await asyncio.sleep(self._retry_backoff * attempt)
 
     async def _refuse(
-        self, conn: asyncpg.Connection, event: Envelope, record: ConsumerRecord, rejection: Reject,
+        self, unit: PostgresUnitOfWork, event: Envelope, record: ConsumerRecord, rejection: Reject,
         refusals: list[_Refusal],
     ) -> None:
         refusals.append(_Refusal(record, rejection.reason, rejection.detail))
         if rejection.on_rejected is not None:
-            await self._after_rejection(conn, event, rejection.on_rejected)
+            await self._after_rejection(unit, event, rejection.on_rejected)
 
     async def _after_rejection(
-        self, conn: asyncpg.Connection, event: Envelope, on_rejected: Callable[[asyncpg.Connection], Awaitable[None]]
+        self, unit: PostgresUnitOfWork, event: Envelope, on_rejected: Callable[[UnitOfWork], Awaitable[None]]
     ) -> None:
         try:
-            async with conn.transaction():
-                await on_rejected(conn)
+            async with unit.savepoint():
+                await on_rejected(unit)
         except DATABASE_UNAVAILABLE:
             raise
         except Exception as exc:  # noqa: BLE001 - the dead letter matters more than the feedback: never stall on it

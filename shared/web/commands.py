@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 
 from shared.db import DATABASE_UNAVAILABLE
 from shared.domain import Refused
-from shared.eventstore import ConcurrencyConflict, appends_held_to_commit
+from shared.eventstore import ConcurrencyConflict, PostgresUnitOfWork
 from shared.eventstore.store import append_streams_arguments, conflict
 from shared.web.access import Principal
 from shared.web.problems import Problem, problem_response
@@ -103,7 +103,8 @@ class Outcome:
     body: dict[str, Any]
 
 
-Action = Callable[[asyncpg.Connection], Awaitable[Outcome]]
+#: A command's work, done through the unit of work `execute` opens for it.
+Action = Callable[[PostgresUnitOfWork], Awaitable[Outcome]]
 
 
 def fingerprint(method: str, path: str, payload: Any) -> str:
@@ -121,7 +122,9 @@ async def execute(
     request_fingerprint: str,
     one_statement: bool = False,
 ) -> JSONResponse:
-    """Run `action` in a transaction (once per idempotency key) and answer its outcome or problem.
+    """Run `action` in a unit of work (once per idempotency key) and answer its outcome or problem.
+
+    The unit's appends, the action's other writes and the key's answer commit in one transaction.
 
     `one_statement`: the action only reads and appends (no locks, no other writes). It then runs
     outside a transaction (each read sees what is committed, as each statement of a READ COMMITTED
@@ -152,16 +155,16 @@ async def execute(
             async with pool.acquire() as conn:
                 try:
                     async with conn.transaction():
-                        with appends_held_to_commit(conn) as appends:
-                            outcome, refused = await _outcome_or_refusal(action, conn)
-                            if refused:
-                                raise _Undo(outcome, refusal=True)  # the whole transaction rolls back
-                            if idempotency_key is not None:
-                                stored = await _store(conn, scope, idempotency_key, request_fingerprint, outcome)
-                                if stored is not None:
-                                    raise _Undo(stored)  # another attempt's answer stands; ours is undone
-                            # Last: from here to COMMIT, every other writer waits for the append lock.
-                            await appends.flush()
+                        unit = PostgresUnitOfWork(conn)
+                        outcome, refused = await _outcome_or_refusal(action, unit)
+                        if refused:
+                            raise _Undo(outcome, refusal=True)  # the whole transaction rolls back
+                        if idempotency_key is not None:
+                            stored = await _store(conn, scope, idempotency_key, request_fingerprint, outcome)
+                            if stored is not None:
+                                raise _Undo(stored)  # another attempt's answer stands; ours is undone
+                        # Last: from here to COMMIT, every other writer waits for the append lock.
+                        await unit.flush()
                         return _respond(outcome)
                 except _Undo as undone:
                     if undone.refusal:
@@ -179,11 +182,11 @@ async def _execute_in_one_statement(
     conn: asyncpg.Connection, action: Action, scope: str, idempotency_key: str | None, request_fingerprint: str,
     *, may_remember: bool,
 ) -> JSONResponse:
-    with appends_held_to_commit(conn, one_statement=True, may_remember=may_remember) as appends:
-        outcome, refused = await _outcome_or_refusal(action, conn)
-        held = appends.take()  # a refusal's appends are dropped: it leaves nothing but its answer
+    unit = PostgresUnitOfWork(conn, one_statement=True, may_remember=may_remember)
+    outcome, refused = await _outcome_or_refusal(action, unit)
+    held = unit.take()  # a refusal's appends are dropped: it leaves nothing but its answer
     if refused:
-        if appends.remembered:
+        if unit.remembered:
             # Nothing will check that the remembered state was current; a refusal must come from one that is.
             raise _DecideAfresh
         return await _answer_refusal(conn, scope, idempotency_key, request_fingerprint, outcome)
@@ -229,14 +232,14 @@ class _Undo(Exception):
         self.refusal = refusal
 
 
-async def _outcome_or_refusal(action: Action, conn: asyncpg.Connection) -> tuple[Outcome, bool]:
+async def _outcome_or_refusal(action: Action, unit: PostgresUnitOfWork) -> tuple[Outcome, bool]:
     """The action's outcome, or the problem it raised to refuse (whose writes must then be undone).
 
     An action may also *return* a 4xx outcome: that is an answer whose writes it keeps (e.g. the
     feedback a refused QC submission leaves for its collaborator).
     """
     try:
-        return await action(conn), False
+        return await action(unit), False
     except Problem as problem:
         return Outcome(problem.status, problem.body()), True
     except Refused as refusal:

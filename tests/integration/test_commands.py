@@ -18,7 +18,7 @@ from shared.contracts import Envelope, service_source
 from shared.contracts.events import Enrolled
 from shared.db import create_pool
 from shared.domain import Conflict
-from shared.eventstore import NO_STREAM, EventStore, held_appends
+from shared.eventstore import NO_STREAM, EventStore, PostgresUnitOfWork
 from shared.eventstore import install as install_event_store
 from shared.handling import Aggregate, RememberedStates
 from shared.timeutil import wib_now
@@ -46,8 +46,8 @@ async def notes(pool: asyncpg.Pool) -> list[str]:
 def writes_then(outcome: str, note: str):
     """An action that writes `note`, then refuses (raises), answers 409 itself, or succeeds."""
 
-    async def action(conn: asyncpg.Connection) -> Outcome:
-        await conn.execute("INSERT INTO notes VALUES ($1)", note)
+    async def action(uow: PostgresUnitOfWork) -> Outcome:
+        await uow.connection.execute("INSERT INTO notes VALUES ($1)", note)
         if outcome == "refuses":
             raise Conflict("cohort-full", "The cohort is full.")
         if outcome == "answers 409":
@@ -117,13 +117,13 @@ async def test_one_request_sent_twice_at_once_is_carried_out_once(pool, second):
     def overlapping(outcome: str, note: str):
         write = writes_then(outcome, note)
 
-        async def action(conn: asyncpg.Connection) -> Outcome:
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
             # Each waits (up to a deadline) until the other is inside its transaction too, so
             # that neither has committed when the other decides.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2):
                     await both_running.wait()
-            return await write(conn)
+            return await write(uow)
 
         return action
 
@@ -142,19 +142,16 @@ async def test_one_request_sent_twice_at_once_is_carried_out_once(pool, second):
 def appends_then(outcome: str, stream: str, note: str, *, before_appending=None):
     """An action that reads `stream`, then appends one event to it and succeeds, or refuses."""
 
-    async def action(conn: asyncpg.Connection) -> Outcome:
-        version = (await store.load(stream, connection=conn)).version
+    async def action(uow: PostgresUnitOfWork) -> Outcome:
+        version = (await uow.load(stream)).version
         if before_appending is not None:
             await before_appending()
-        await store.append(stream, version, [enrolled(stream, note)], connection=conn)
+        uow.append(stream, version, [enrolled(stream, note)])
         if outcome == "refuses":
             raise Conflict("cohort-full", "The cohort is full.")
         return Outcome(201, {"note": note, "version": version + 1})
 
     return action
-
-
-store = EventStore()
 
 
 def enrolled(resident: str, cohort: str) -> Envelope:
@@ -169,8 +166,7 @@ async def run_in_one_statement(pool, action, key: str | None):
 
 
 async def cohorts(pool, stream: str) -> list[str]:
-    async with pool.acquire() as conn:
-        return [event.data.cohort_id for event in (await store.load(stream, connection=conn)).events]
+    return [event.data.cohort_id for event in (await EventStore(pool).load(stream)).events]
 
 
 @pytest.fixture
@@ -222,9 +218,9 @@ async def test_one_statement_sent_twice_at_once_is_carried_out_once(event_pool):
 
 
 async def test_one_statement_cannot_read_back_its_own_appends(event_pool):
-    async def reads_back(conn: asyncpg.Connection) -> Outcome:
-        await store.append("res_4", NO_STREAM, [enrolled("res_4", "mine")], connection=conn)
-        await store.load("res_4", connection=conn)
+    async def reads_back(uow: PostgresUnitOfWork) -> Outcome:
+        uow.append("res_4", NO_STREAM, [enrolled("res_4", "mine")])
+        await uow.load("res_4")
         return Outcome(201, {})
 
     with pytest.raises(RuntimeError, match="cannot read back"):
@@ -235,87 +231,89 @@ async def test_one_statement_cannot_read_back_its_own_appends(event_pool):
 # --- remembered states (`shared.handling.RememberedStates`): deciding without reading the stream -------
 
 
-class CountingStore(EventStore):
-    """The event store, counting the streams it reads."""
+@pytest.fixture
+def loads(monkeypatch) -> list[str]:
+    """Every stream a unit of work reads, in order."""
+    loaded: list[str] = []
+    load = PostgresUnitOfWork.load
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.loads = 0
+    async def counted(self, stream_id, **options):
+        loaded.append(stream_id)
+        return await load(self, stream_id, **options)
 
-    async def load(self, stream_id, **options):
-        self.loads += 1
-        return await super().load(stream_id, **options)
+    monkeypatch.setattr(PostgresUnitOfWork, "load", counted)
+    return loaded
 
 
 #: A stream's state: the cohorts its events name, in order.
 COHORTS = Aggregate((), lambda state, event: (*state, event.cohort_id), lambda state, command: ())
 
 
-def decides_on(remembered: RememberedStates, counting: CountingStore, stream: str, note: str):
+def decides_on(remembered: RememberedStates, stream: str, note: str):
     """An action that decides on `stream`'s state (refusing unless a cohort "open" is in it) and
     appends what it saw to a stream of its own, `note`."""
 
-    async def action(conn: asyncpg.Connection) -> Outcome:
-        seen, _ = await remembered.load(conn, counting, COHORTS, stream)
+    async def action(uow: PostgresUnitOfWork) -> Outcome:
+        seen, _ = await remembered.load(uow, COHORTS, stream)
         if "open" not in seen:
             raise Conflict("cohort-closed", "No cohort is open.")
-        await counting.append(note, NO_STREAM, [enrolled(note, ",".join(seen))], connection=conn)
+        uow.append(note, NO_STREAM, [enrolled(note, ",".join(seen))])
         return Outcome(201, {"seen": list(seen)})
 
     return action
 
 
-async def test_a_remembered_state_decides_only_while_its_stream_is_unchanged(event_pool):
-    remembered, counting = RememberedStates(), CountingStore()
+async def test_a_remembered_state_decides_only_while_its_stream_is_unchanged(event_pool, loads):
+    remembered = RememberedStates()
     await EventStore(event_pool).append("coh_1", NO_STREAM, [enrolled("coh_1", "open")])
 
-    first = await run_in_one_statement(event_pool, decides_on(remembered, counting, "coh_1", "note_1"), "k-20")
-    second = await run_in_one_statement(event_pool, decides_on(remembered, counting, "coh_1", "note_2"), "k-21")
-    reads_before_the_change = counting.loads
+    first = await run_in_one_statement(event_pool, decides_on(remembered, "coh_1", "note_1"), "k-20")
+    second = await run_in_one_statement(event_pool, decides_on(remembered, "coh_1", "note_2"), "k-21")
+    reads_before_the_change = len(loads)
     # Another process appends to the stream: this one's remembered state is out of date.
     await EventStore(event_pool).append("coh_1", 1, [enrolled("coh_1", "later")])
-    third = await run_in_one_statement(event_pool, decides_on(remembered, counting, "coh_1", "note_3"), "k-22")
+    third = await run_in_one_statement(event_pool, decides_on(remembered, "coh_1", "note_3"), "k-22")
 
     assert first == second == (201, {"seen": ["open"]})
     assert reads_before_the_change == 1  # the second command decided without reading the stream
     # The third was decided on the remembered state, refused at commit, and decided again afresh.
-    assert third == (201, {"seen": ["open", "later"]}) and counting.loads == 2
+    assert third == (201, {"seen": ["open", "later"]}) and len(loads) == 2
     assert [await cohorts(event_pool, f"note_{n}") for n in (1, 2, 3)] == [["open"], ["open"], ["open,later"]]
 
 
-async def test_a_refusal_on_a_remembered_state_is_decided_again_on_the_stream_as_it_is(event_pool):
-    remembered, counting = RememberedStates(), CountingStore()
+async def test_a_refusal_on_a_remembered_state_is_decided_again_on_the_stream_as_it_is(event_pool, loads):
+    remembered = RememberedStates()
     await EventStore(event_pool).append("coh_2", NO_STREAM, [enrolled("coh_2", "closed")])
 
-    refused = await run_in_one_statement(event_pool, decides_on(remembered, counting, "coh_2", "note_4"), "k-23")
+    refused = await run_in_one_statement(event_pool, decides_on(remembered, "coh_2", "note_4"), "k-23")
     await EventStore(event_pool).append("coh_2", 1, [enrolled("coh_2", "open")])
     # Remembered: closed, so it would refuse; a refusal commits nothing that checks the state, so
     # it is decided again on the stream as it is now.
-    accepted = await run_in_one_statement(event_pool, decides_on(remembered, counting, "coh_2", "note_5"), "k-24")
-    retried = await run_in_one_statement(event_pool, decides_on(remembered, counting, "coh_2", "note_6"), "k-24")
+    accepted = await run_in_one_statement(event_pool, decides_on(remembered, "coh_2", "note_5"), "k-24")
+    retried = await run_in_one_statement(event_pool, decides_on(remembered, "coh_2", "note_6"), "k-24")
 
     assert refused[0] == 409 and refused[1]["code"] == "cohort-closed"
     assert accepted == retried == (201, {"seen": ["closed", "open"]})
     assert await cohorts(event_pool, "note_5") == ["closed,open"] and await cohorts(event_pool, "note_6") == []
 
 
-async def test_a_command_in_a_transaction_neither_uses_nor_keeps_remembered_states(event_pool):
-    remembered, counting = RememberedStates(), CountingStore()
+async def test_a_command_in_a_transaction_neither_uses_nor_keeps_remembered_states(event_pool, loads):
+    remembered = RememberedStates()
     await EventStore(event_pool).append("coh_3", NO_STREAM, [enrolled("coh_3", "open")])
 
-    answers = [await run(event_pool, decides_on(remembered, counting, "coh_3", f"note_{n}"), None) for n in (7, 8)]
+    answers = [await run(event_pool, decides_on(remembered, "coh_3", f"note_{n}"), None) for n in (7, 8)]
 
     assert answers == [(201, {"seen": ["open"]})] * 2
-    assert counting.loads == 2 and len(remembered) == 0
+    assert len(loads) == 2 and len(remembered) == 0
 
 
 async def test_a_stream_only_read_is_checked_at_commit_too(event_pool):
     attempts = []
 
-    async def reads_only(conn: asyncpg.Connection) -> Outcome:
-        attempts.append(conn)
-        version = (await store.load("coh_4", connection=conn)).version
-        held_appends(conn).read_at("coh_4", version)  # decided on it; appends nothing
+    async def reads_only(uow: PostgresUnitOfWork) -> Outcome:
+        attempts.append(uow)
+        version = (await uow.load("coh_4")).version
+        uow.read_at("coh_4", version)  # decided on it; appends nothing
         if len(attempts) == 1:
             await EventStore(event_pool).append("coh_4", NO_STREAM, [enrolled("coh_4", "meanwhile")])
         return Outcome(200, {"version": version})

@@ -15,9 +15,11 @@ from shared.eventstore import (
     BatchHandler,
     DeadLetter,
     DeadLetterPublisher,
+    EventStore,
     OffsetBeyondEnd,
     Reject,
     TransactionalConsumer,
+    UnitOfWork,
     install,
     wait_until_caught_up,
 )
@@ -61,16 +63,16 @@ async def producer(kafka_settings):
     await producer.stop()
 
 
-async def project_piece(conn: asyncpg.Connection, event: Envelope, record: ConsumerRecord) -> None:
-    await conn.execute(
+async def project_piece(uow: UnitOfWork, event: Envelope, record: ConsumerRecord) -> None:
+    await uow.connection.execute(
         "INSERT INTO applied (event_id, artisan_id, rate_idr) VALUES ($1, $2, $3)",
         event.id, event.data.artisan_id, event.data.rate_idr,
     )
 
 
-async def project_pieces(conn: asyncpg.Connection, items) -> list[tuple[int, Reject]]:
-    await conn.executemany("INSERT INTO applied (event_id, artisan_id, rate_idr) VALUES ($1, $2, $3)",
-                           [(event.id, event.data.artisan_id, event.data.rate_idr) for event, _ in items])
+async def project_pieces(uow: UnitOfWork, items) -> list[tuple[int, Reject]]:
+    await uow.connection.executemany("INSERT INTO applied (event_id, artisan_id, rate_idr) VALUES ($1, $2, $3)",
+                                     [(event.id, event.data.artisan_id, event.data.rate_idr) for event, _ in items])
     return []
 
 
@@ -135,9 +137,9 @@ async def test_a_consumer_cancelled_in_the_middle_of_a_batch_and_restarted_appli
     halfway = asyncio.Event()
     never = asyncio.Event()
 
-    async def stall_halfway(conn, event, record):
+    async def stall_halfway(uow, event, record):
         nonlocal handled
-        await project_piece(conn, event, record)
+        await project_piece(uow, event, record)
         handled += 1
         if handled == 40:
             halfway.set()
@@ -157,8 +159,8 @@ async def test_two_instances_in_one_group_while_partitions_move_apply_each_event
     """Trap 3: a rebalance mid-stream must neither double nor drop an effect."""
     events = [woven(f"res_{i % 11}", i) for i in range(600)]
 
-    async def slow_projection(conn, event, record):
-        await project_piece(conn, event, record)
+    async def slow_projection(uow, event, record):
+        await project_piece(uow, event, record)
         await asyncio.sleep(0.002)  # keep batches in flight while the group rebalances
 
     first = asyncio.create_task(consumer_for(pool, kafka_settings, producer, slow_projection, max_batch=20).run())
@@ -212,15 +214,15 @@ async def test_a_handler_that_keeps_failing_is_retried_a_bounded_number_of_times
     poison, healthy = woven("res_p", 1), woven("res_h", 2)
     attempts = 0
 
-    async def batch_fails_with_poison(conn, items):
-        await project_pieces(conn, items)  # written, then undone with the failure
+    async def batch_fails_with_poison(uow, items):
+        await project_pieces(uow, items)  # written, then undone with the failure
         if any(event.id == poison.id for event, _ in items):
             raise ValueError("cannot project this batch")
         return []
 
-    async def fails_on_poison(conn, event, record):
+    async def fails_on_poison(uow, event, record):
         nonlocal attempts
-        await project_piece(conn, event, record)  # written, then rolled back with the failure
+        await project_piece(uow, event, record)  # written, then rolled back with the failure
         if event.id == poison.id:
             attempts += 1
             raise ValueError("cannot project this one")
@@ -243,8 +245,8 @@ async def test_a_rejected_record_leaves_nothing_behind_and_carries_the_handlers_
 ):
     refused, accepted = woven("res_r", 1), woven("res_r", 2)
 
-    async def refuse_one(conn, event, record):
-        await project_piece(conn, event, record)
+    async def refuse_one(uow, event, record):
+        await project_piece(uow, event, record)
         if event.id == refused.id:
             raise Reject("bad-signature", "the signature does not verify against the collaborator's key")
 
@@ -254,6 +256,33 @@ async def test_a_rejected_record_leaves_nothing_behind_and_carries_the_handlers_
     assert await applied_rows(pool) == [accepted.id]
     (letter,) = await dead_letters(broker, kafka_settings, 1)
     assert (letter.reason, letter.source_offset) == ("bad-signature", 0)
+
+
+async def test_a_handlers_appends_commit_with_the_offsets_once_and_a_refused_records_appends_are_undone(
+    pool, producer, kafka_settings, broker
+):
+    """The batch is one unit of work: what a handler appends to the event store commits with its rows and the
+    offsets, exactly once however often the record is delivered; a refused record's appends go with it,
+    and the appends of the records around it stay."""
+    before, refused, after = woven("res_u", 1), woven("res_u", 2), woven("res_u", 3)
+
+    async def acknowledge(uow: UnitOfWork, event: Envelope, record: ConsumerRecord) -> None:
+        stream = f"ack_{event.data.piece_id}"
+        history = await uow.load(stream, lock=True)
+        uow.append(stream, history.version, [woven(f"ack_{event.data.piece_id}", history.version)])
+        await project_piece(uow, event, record)
+        if event.id == refused.id:
+            raise Reject("bad-signature", "the signature does not verify against the collaborator's key")
+
+    await publish(producer, kafka_settings, [before, refused, after], times=2)
+    await run_until_caught_up(consumer_for(pool, kafka_settings, producer, acknowledge), pool, kafka_settings)
+
+    store = EventStore(pool)
+    versions = [(await store.load(f"ack_{e.data.piece_id}")).version for e in (before, refused, after)]
+    assert versions == [1, 0, 1]
+    assert await applied_rows(pool) == sorted([before.id, after.id])
+    (letter,) = await dead_letters(broker, kafka_settings, 1)
+    assert letter.reason == "bad-signature"
 
 
 async def test_a_stored_offset_beyond_the_topics_end_stops_the_consumer_with_a_clear_error(
@@ -280,9 +309,9 @@ async def test_a_batch_handler_gets_each_event_once_in_log_order(pool, producer,
     await publish(producer, kafka_settings, events, times=2)
     batches: list[list[tuple[str, int, int]]] = []
 
-    async def record_batches(conn, items):
+    async def record_batches(uow, items):
         batches.append([(record.topic, record.partition, record.offset) for _, record in items])
-        return await project_pieces(conn, items)
+        return await project_pieces(uow, items)
 
     handler = BatchHandler(apply_batch=record_batches, each=project_piece)
     await run_until_caught_up(consumer_for(pool, kafka_settings, producer, handler), pool, kafka_settings)
@@ -299,12 +328,12 @@ async def test_a_batch_handlers_refusals_are_dead_lettered_with_their_reason_and
     async with pool.acquire() as conn:
         await conn.execute("CREATE TABLE feedback (event_id text NOT NULL)")
 
-    async def note_for_sender(conn):
-        await conn.execute("INSERT INTO feedback VALUES ($1)", refused.id)
+    async def note_for_sender(uow):
+        await uow.connection.execute("INSERT INTO feedback VALUES ($1)", refused.id)
 
-    async def refuse_one(conn, items):
+    async def refuse_one(uow, items):
         # The contract: a refused event's writes are undone by the handler itself (here: never made).
-        await project_pieces(conn, [(event, record) for event, record in items if event.id != refused.id])
+        await project_pieces(uow, [(event, record) for event, record in items if event.id != refused.id])
         return [(index, Reject("bad-signature", "does not verify", on_rejected=note_for_sender))
                 for index, (event, _) in enumerate(items) if event.id == refused.id]
 
@@ -325,14 +354,14 @@ async def test_a_batch_handler_that_raises_is_undone_and_its_events_applied_one_
     events = [woven("res_s", n) for n in range(30)]
     refused = events[17]
 
-    async def refuse_one(conn, event, record):
-        await project_piece(conn, event, record)  # written, then undone with the refusal
+    async def refuse_one(uow, event, record):
+        await project_piece(uow, event, record)  # written, then undone with the refusal
         if event.id == refused.id:
             raise Reject("bad-signature", "the signature does not verify against the collaborator's key")
 
-    async def write_all_then_refuse(conn, items):
+    async def write_all_then_refuse(uow, items):
         for event, record in items:  # no savepoint per event: a refusal anywhere undoes the batch
-            await refuse_one(conn, event, record)
+            await refuse_one(uow, event, record)
         return []
 
     await publish(producer, kafka_settings, events)

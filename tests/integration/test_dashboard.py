@@ -43,7 +43,7 @@ from shared.contracts.events import (
     TrainingCompleted,
     Withdrawn,
 )
-from shared.eventstore import wait_until_caught_up
+from shared.eventstore import PostgresUnitOfWork, wait_until_caught_up
 from shared.money import rupiah
 from shared.timeutil import WIB
 from shared.web.access import collaborator_token
@@ -411,10 +411,11 @@ async def test_the_read_model_counts_each_fact_once_whatever_arrived_first_and_m
                 async with conn.transaction():
                     if delivery == "one by one":
                         for event in history:
-                            await dashboard.project(conn, event, None)
+                            await dashboard.project(PostgresUnitOfWork(conn), event, None)
                     else:
                         batch = history[::-1] if delivery.endswith("reversed") else history
-                        assert await dashboard.project_batch(conn, [(event, None) for event in batch]) == []
+                        assert await dashboard.project_batch(
+                            PostgresUnitOfWork(conn), [(event, None) for event in batch]) == []
             for event in history:
                 await projections.apply_event(conn, event)
             data = await dashboard.read_dashboard(conn)

@@ -17,15 +17,13 @@ from shared.contracts.events import Enrolled, PieceWoven
 from shared.db import create_pool
 from shared.eventstore import (
     NO_STREAM,
-    ConcurrencyConflict,
     EventStore,
     OutboxRelay,
-    appends_held_to_commit,
+    PostgresUnitOfWork,
     install,
     wait_until_published,
 )
 from shared.eventstore.schema import APPEND_LOCK_KEY, RELAY_LOCK_KEY
-from shared.handling import Aggregate, handle
 from shared.kafka import start_producer
 from shared.timeutil import wib_now
 from tests.kafka_reader import read_topic, wait_for_records
@@ -84,106 +82,22 @@ def first_occurrence_order(records) -> dict[str, list[int]]:
     return order
 
 
-async def test_a_stream_loads_back_what_was_appended_in_version_order(pool):
-    store = EventStore(pool)
-    events = [woven("res_a", n) for n in range(3)]
-
-    assert await store.append("res_a", NO_STREAM, events[:2]) == 2
-    assert await store.append("res_a", 2, events[2:]) == 3
-
-    history = await store.load("res_a")
-    assert history.version == 3
-    assert [e.id for e in history.events] == [e.id for e in events]
-    assert (await store.load("nobody")).version == NO_STREAM
-
-
-async def test_two_concurrent_appends_at_the_same_expected_version_exactly_one_succeeds(pool):
-    store = EventStore(pool)
-    await store.append("res_b", NO_STREAM, [enrolled("res_b")])
-
-    results = await asyncio.gather(
-        *(store.append("res_b", 1, [enrolled("res_b", n)]) for n in range(2, 10)), return_exceptions=True
-    )
-
-    assert [r for r in results if not isinstance(r, Exception)] == [2]
-    conflicts = [r for r in results if isinstance(r, ConcurrencyConflict)]
-    assert len(conflicts) == 7
-    assert all(c.expected == 1 and c.actual == 2 for c in conflicts)
-    assert (await store.load("res_b")).version == 2
-
-
-async def test_appends_to_several_streams_in_one_call_are_all_or_nothing(pool):
-    """A consumer deciding a batch appends its streams together: versions follow on per stream,
-    positions follow the order given, and one stream that moved on means nothing is appended."""
+async def test_a_units_appends_take_positions_in_the_order_of_their_streams_first_appends(pool):
+    """A unit writes its appends in one statement: each stream's versions follow on, and positions (the
+    order the relay publishes in) follow the streams in the order the unit first appended to them."""
     store = EventStore(pool)
     await store.append("res_m1", NO_STREAM, [woven("res_m1", 0)])
     first, second, third = woven("res_m1", 1), woven("res_m2", 0), woven("res_m1", 2)
-    async with pool.acquire() as conn, conn.transaction():
-        await store.append_streams({"res_m1": (1, [first, third]), "res_m2": (NO_STREAM, [second])}, connection=conn)
+    async with store.unit() as uow:
+        uow.append("res_m1", 1, [first])
+        uow.append("res_m2", NO_STREAM, [second])
+        uow.append("res_m1", 2, [third])
 
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT stream_id, version, event_id FROM event_store WHERE stream_id LIKE 'res_m%' "
                                 "ORDER BY position")
-        histories = await store.load_streams(["res_m2", "res_m1", "nobody"], connection=conn)
     assert [(r["stream_id"], r["version"], r["event_id"]) for r in rows][1:] == [
         ("res_m1", 2, first.id), ("res_m1", 3, third.id), ("res_m2", 1, second.id)]
-    assert [e.id for e in histories["res_m1"].events][1:] == [first.id, third.id]
-    assert histories["res_m1"].version == 3 and histories["res_m2"].version == 1
-    assert histories["nobody"].version == NO_STREAM and histories["nobody"].events == ()
-
-    late = woven("res_m3", 0)
-    async with pool.acquire() as conn:
-        with pytest.raises(ConcurrencyConflict) as conflict:
-            async with conn.transaction():
-                await store.append_streams({"res_m3": (NO_STREAM, [late]), "res_m2": (NO_STREAM, [woven("res_m2", 1)])},
-                                           connection=conn)
-    assert (conflict.value.stream_id, conflict.value.expected, conflict.value.actual) == ("res_m2", NO_STREAM, 1)
-    assert (await store.load("res_m3")).version == NO_STREAM  # the stream that was fine got nothing either
-
-
-async def test_loading_several_streams_locked_makes_their_deciders_wait_and_then_see_the_append(pool):
-    """The batch's stream locks hold off every other decider of those streams until it commits, and a
-    decider let in afterwards reads what the batch appended (its read follows the lock)."""
-    store = EventStore(pool)
-    async with pool.acquire() as batch, pool.acquire() as other:
-        async with batch.transaction():
-            histories = await store.load_streams(["res_l1", "res_l2"], connection=batch, lock=True)
-            assert histories["res_l1"].version == NO_STREAM
-            waiting = asyncio.create_task(_load_locked(store, other, "res_l2"))
-
-            async def blocked_on_the_lock() -> bool:
-                async with pool.acquire() as conn:
-                    return await conn.fetchval(
-                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())") == 1
-
-            await until(blocked_on_the_lock)
-            assert not waiting.done()
-            await store.append_streams({"res_l2": (NO_STREAM, [woven("res_l2", 0)])}, connection=batch)
-        assert await asyncio.wait_for(waiting, timeout=30) == 1
-
-
-async def _load_locked(store: EventStore, conn: asyncpg.Connection, stream_id: str) -> int:
-    async with conn.transaction():
-        return (await store.load(stream_id, connection=conn, lock=True)).version
-
-
-async def test_a_command_on_a_new_stream_that_exists_after_all_is_a_conflict_not_a_second_history(pool):
-    """`handle(fresh_id=True)` skips loading a stream whose id it just made; should the id exist anyway, the
-    append's version check refuses it (the command runner then retries with a fresh id)."""
-    store = EventStore(pool)
-    await store.append("pc_taken", NO_STREAM, [woven("res_n", 0)])
-    aggregate = Aggregate(initial=None, evolve=lambda state, _: state, decide=lambda _, command: [command])
-    async with pool.acquire() as conn:
-        with pytest.raises(ConcurrencyConflict):
-            async with conn.transaction():
-                await handle(conn, store, aggregate, "pc_taken", woven("res_n", 1).data, source="/services/test",
-                             fresh_id=True)
-        async with conn.transaction():
-            (event,) = await handle(conn, store, aggregate, "pc_fresh", woven("res_n", 2).data,
-                                    source="/services/test", fresh_id=True)
-    assert (await store.load("pc_taken")).version == 1
-    assert [e.id for e in (await store.load("pc_fresh")).events] == [event.id]
 
 
 async def holds_the_append_lock(conn: asyncpg.Connection, observer: asyncpg.Connection) -> bool:
@@ -194,54 +108,28 @@ async def holds_the_append_lock(conn: asyncpg.Connection, observer: asyncpg.Conn
         conn.get_server_pid(), APPEND_LOCK_KEY)
 
 
-async def test_appends_held_to_commit_take_the_append_lock_only_when_flushed(pool):
-    """A command's appends wait for the end of its transaction: until then other writers append freely."""
+async def test_a_units_appends_take_the_append_lock_only_when_flushed(pool):
+    """A unit's appends wait for the end of its transaction: until then other writers append freely."""
     store = EventStore(pool)
     async with pool.acquire() as conn, pool.acquire() as observer:
         async with conn.transaction():
-            with appends_held_to_commit(conn) as held:
-                assert await store.append("res_h", NO_STREAM, [enrolled("res_h")], connection=conn) == 1
-                assert not await holds_the_append_lock(conn, observer)
-                assert await store.append("res_other", NO_STREAM, [enrolled("res_other")]) == 1  # not kept waiting
-                assert (await store.load("res_h")).version == NO_STREAM  # nothing written yet
-                await held.flush()
-                assert await holds_the_append_lock(conn, observer)
+            uow = PostgresUnitOfWork(conn)
+            assert uow.append("res_h", NO_STREAM, [enrolled("res_h")]) == 1
+            assert not await holds_the_append_lock(conn, observer)
+            assert await store.append("res_other", NO_STREAM, [enrolled("res_other")]) == 1  # not kept waiting
+            assert (await store.load("res_h")).version == NO_STREAM  # nothing written yet
+            await uow.flush()
+            assert await holds_the_append_lock(conn, observer)
         assert not await holds_the_append_lock(conn, observer)
     assert (await store.load("res_h")).version == 1
 
 
-async def test_a_command_reads_its_own_held_appends_and_they_are_written_once(pool):
-    store = EventStore(pool)
-    first, second = enrolled("res_r", 1), enrolled("res_r", 2)
-    async with pool.acquire() as conn, conn.transaction():
-        with appends_held_to_commit(conn) as held:
-            version = await store.append("res_r", NO_STREAM, [first], connection=conn)
-            assert [e.id for e in (await store.load("res_r", connection=conn, lock=True)).events] == [first.id]
-            await store.append("res_r", version, [second], connection=conn)
-            await held.flush()
-    assert [e.id for e in (await store.load("res_r")).events] == [first.id, second.id]
-
-
-async def test_held_appends_never_flushed_are_an_error_not_a_silent_loss(pool):
-    store = EventStore(pool)
+async def test_a_unit_appends_only_inside_its_transaction(pool):
     async with pool.acquire() as conn:
-        with pytest.raises(RuntimeError, match="never flushed"):
-            async with conn.transaction():
-                with appends_held_to_commit(conn):
-                    await store.append("res_lost", NO_STREAM, [enrolled("res_lost")], connection=conn)
-    assert (await store.load("res_lost")).version == NO_STREAM
-
-
-async def test_a_held_append_to_a_stream_that_moved_on_is_a_conflict_when_flushed(pool):
-    store = EventStore(pool)
-    await store.append("res_m", NO_STREAM, [enrolled("res_m")])
-    async with pool.acquire() as conn:
-        with pytest.raises(ConcurrencyConflict):
-            async with conn.transaction():
-                with appends_held_to_commit(conn) as held:
-                    await store.append("res_m", NO_STREAM, [enrolled("res_m", 2)], connection=conn)
-                    await held.flush()
-    assert (await store.load("res_m")).version == 1
+        with pytest.raises(RuntimeError, match="inside its transaction"):
+            PostgresUnitOfWork(conn).append("res_t", NO_STREAM, [enrolled("res_t")])
+        with pytest.raises(RuntimeError, match="has none"):
+            await PostgresUnitOfWork(conn).load("res_t", lock=True)
 
 
 async def test_history_cannot_be_edited_or_deleted_in_the_database(pool):
@@ -263,7 +151,9 @@ async def test_commit_order_gap_an_open_append_is_not_skipped_by_a_later_commit(
     slow = await pool.acquire()
     open_tx = slow.transaction()
     await open_tx.start()
-    await store.append("res_d", 1, [woven("res_d", 2)], connection=slow)  # holds its position, uncommitted
+    uow = PostgresUnitOfWork(slow)
+    uow.append("res_d", 1, [woven("res_d", 2)])
+    await uow.flush()  # holds its position, uncommitted
 
     later = asyncio.create_task(store.append("res_e", NO_STREAM, [woven("res_e", 1)]))
     # The later append cannot take a position ahead of the open one: it waits for it.

@@ -32,7 +32,7 @@ from shared.contracts import CONTENT_TYPE, Envelope, Topic, encode, service_sour
 from shared.contracts.events import TrainingCompleted, Withdrawn
 from shared.contracts.provenance import TOPIC_OWNERS
 from shared.contracts.signing import generate_private_key, public_key_b64, verifying_key
-from shared.eventstore import DeadLetter, EventStore, wait_until_caught_up, wait_until_published
+from shared.eventstore import DeadLetter, EventStore, PostgresUnitOfWork, wait_until_caught_up, wait_until_published
 from shared.ids import new_event_id
 from shared.settings import KafkaSettings
 from shared.timeutil import WIB
@@ -317,23 +317,25 @@ async def test_a_batch_judged_at_once_ends_exactly_as_judging_its_submissions_on
         cli_sign(tmp_path, shop.key, result_data("sub_10", third, me)),
     ]
     # One clock for both runs: the results record when they were received.
-    handlers = ProductionHandlers(store=EventStore(), clock=lambda: datetime(2024, 4, 1, tzinfo=WIB))
+    handlers = ProductionHandlers(clock=lambda: datetime(2024, 4, 1, tzinfo=WIB))
     items = [(validate_submission(raw), raw) for raw in submissions]
 
     async def judged(all_at_once: bool) -> tuple[list[Any], list[tuple[str, int, str, str]]]:
         async with production.pool.acquire() as conn:
             transaction = conn.transaction()
             await transaction.start()
+            uow = PostgresUnitOfWork(conn)
             try:
                 if all_at_once:
-                    outcomes = await handlers.judge_many(conn, items)
+                    outcomes = await handlers.judge_many(uow, items)
                 else:
                     outcomes = []
                     for submission, raw in items:
                         try:
-                            outcomes.append(await handlers.judge(conn, submission, raw))
+                            outcomes.append(await handlers.judge(uow, submission, raw))
                         except SubmissionRejected as rejected:
                             outcomes.append(rejected)
+                await uow.flush()
                 rows = await conn.fetch(
                     "SELECT stream_id, version, event_type, payload FROM event_store WHERE event_type LIKE 'qc-%' "
                     "ORDER BY position")
@@ -495,10 +497,10 @@ async def test_a_rate_set_by_another_service_process_prices_the_very_next_piece(
     unpriced = await production.staff.post("/pieces", json={
         "artisan_id": shop.artisan, "collaborator_id": shop.collaborator_id, "product": "tas",
         "woven_at": "2024-05-02T09:00:00+07:00"})
-    another_process = ProductionHandlers(store=EventStore())
-    async with production.pool.acquire() as conn, conn.transaction():
+    another_process = ProductionHandlers()
+    async with EventStore(production.pool).unit() as uow:
         for product, rate in (("piring", 15_000), ("tas", 40_000)):
-            await another_process.set_rate(conn, SetRate(
+            await another_process.set_rate(uow, SetRate(
                 collaborator_id=shop.collaborator_id, product=product, rate_idr=rate,
                 effective_from=datetime.fromisoformat("2024-05-01T00:00:00+07:00")))
 

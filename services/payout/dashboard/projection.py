@@ -26,7 +26,7 @@ from shared.contracts.events import (
     TrainingCompleted,
     Withdrawn,
 )
-from shared.eventstore import BatchHandler, Reject
+from shared.eventstore import BatchHandler, Reject, UnitOfWork
 from shared.eventstore.consumer import BatchItems
 from shared.timeutil import to_wib
 
@@ -112,7 +112,7 @@ def iso_monday(moment: datetime) -> date:
     return day - timedelta(days=day.weekday())
 
 
-async def project(conn: asyncpg.Connection, event: Envelope, record: ConsumerRecord) -> None:
+async def project(uow: UnitOfWork, event: Envelope, record: ConsumerRecord) -> None:
     """The handler of the `payout-dashboard` consumer: fold one event into the read model.
 
     Never refuses: events of other types are simply not counted, and a second QC verdict
@@ -120,10 +120,10 @@ async def project(conn: asyncpg.Connection, event: Envelope, record: ConsumerRec
     """
     if (upsert := _upsert(event.data)) is not None:
         statement, arguments = upsert
-        await conn.execute(statement, *arguments)
+        await uow.connection.execute(statement, *arguments)
 
 
-async def project_batch(conn: asyncpg.Connection, items: BatchItems) -> list[tuple[int, Reject]]:
+async def project_batch(uow: UnitOfWork, items: BatchItems) -> list[tuple[int, Reject]]:
     """`project` for a whole batch: one pipelined `executemany` per kind of upsert.
 
     Each kind keeps the batch's order. Across kinds order does not matter: each upsert only
@@ -136,7 +136,7 @@ async def project_batch(conn: asyncpg.Connection, items: BatchItems) -> list[tup
             statement, arguments = upsert
             batched.setdefault(statement, []).append(arguments)
     for statement, rows in batched.items():
-        await conn.executemany(statement, rows)
+        await uow.connection.executemany(statement, rows)
     return []
 
 
