@@ -153,7 +153,7 @@ def parse_selector(text: str) -> Position | str:
     text = text.strip()
     if match := _POSITION.match(text):
         return Position(int(match[1]), int(match[2]))
-    if ":" in text and text.replace(":", "").isdigit():
+    if re.fullmatch(r"[-+\d:]*:[-+\d:]*", text):  # meant as a position, but not one
         raise BadInput(f"{text!r} is not a position: write <partition>:<offset>, e.g. 0:17")
     if not _EVENT_ID.match(text):
         raise BadInput("an id is a position <partition>:<offset> (e.g. 0:17) or an event id (printable "

@@ -204,6 +204,10 @@ async def test_a_refused_result_is_listed_shown_and_after_the_fix_redriven_once(
     # The re-drive was accepted: no new dead letter for it.
     assert [entry["position"] for entry in listed(workdir, "--reason", "bad-signature")] == [letter["position"]]
 
+    # The auditor's replay of the topics (the original record and its re-driven copy) equals the live ledger.
+    verified = anyam("verify", "--stack-env", str(stack.path), "--workers", "1", workdir=workdir)
+    assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-3000:]
+
     # What cannot be re-driven says why and exits 1, never a traceback; the rest of a --reason batch is done.
     malformed = anyam("dead-letters", "redrive", "--reason", "malformed", workdir=workdir)
     assert malformed.returncode == 1 and "cannot be re-driven" in malformed.stdout, malformed.stdout
