@@ -388,6 +388,10 @@ def reapply_erasures(workdir: WorkdirOption = keys.DEFAULT_WORKDIR) -> None:
                   "personal data was back in the database erased again.")
 
 
+from anyam.deadletters.cli import dead_letters_app  # noqa: E402
+
+app.add_typer(dead_letters_app, name="dead-letters", help="Records the consumers refused: list, show, re-drive.")
+
 from anyam.audit.cli import replay_command, verify_command  # noqa: E402
 
 app.command("replay")(replay_command)
