@@ -170,6 +170,9 @@ def replay_command(
 
 def verify_command(
     as_of: AsOfOption = None,
+    as_known_at: Annotated[str | None, typer.Option(
+        "--as-known-at", help="Verify the ledger as it was known at this RFC 3339 moment: the replay reads only "
+                              "what the topics held then, the live ledger cuts by the same records' times.")] = None,
     bootstrap_servers: BootstrapOption = None,
     topic_prefix: PrefixOption = None,
     database_url: DatabaseOption = None,
@@ -184,6 +187,7 @@ def verify_command(
 ) -> None:
     """Replay, compare with the live ledger and check every invariant; exit 1 unless all hold."""
     moment = parse_as_of(as_of)
+    known_at = parse_as_of(as_known_at, "--as-known-at")
     connection = Connection(stack_env)
     kafka = connection.kafka(bootstrap_servers, topic_prefix)
     url = connection.get(PAYOUT_URL, payout_url)
@@ -195,7 +199,7 @@ def verify_command(
     trust = connection.trust(trust_anchors)
     with replay_progress() as progress:
         report = asyncio.run(verify(kafka, payout_url=url, auditor_token=token, as_of=moment, trust=trust,
-                                    database_url=database_url, progress=progress, workers=workers,
+                                    database_url=database_url, progress=progress, workers=workers, known_at=known_at,
                                     status=lambda line: err_console.print(Text(line, "dim"))))
     if json_report is not None and str(json_report) == "-":
         typer.echo(dumps(report.to_json()))

@@ -346,7 +346,7 @@ async def _apply(
         for record in records:
             event = _decode_record(topic, tp, record, read, observers, trust)
             if event is not None:
-                events.append((event, projections.Source(tp.topic, tp.partition, record.offset)))
+                events.append((event, projections.Source.of(record)))
         async with conn.transaction():
             outcome = await projections.apply_events(conn, events)
         read.posted += outcome.posted
@@ -607,6 +607,16 @@ def totals(artisans: Iterable[ArtisanBalance]) -> ArtisanBalance:
                                      for f in ("earned_idr", "payable_idr", "in_transit_idr", "paid_idr")))
 
 
+async def stop_offsets(kafka: KafkaSettings, known_at: datetime) -> dict[TopicPartition, int]:
+    """Where a read of what the event topics held at `known_at` stops, per partition (`shared.kafka.offsets_at`)."""
+    try:
+        return await offsets_at(kafka, [topic_name(t, kafka.topic_prefix) for t in EVENT_TOPICS], known_at)
+    except TimeIndexUnavailable as exc:
+        raise AuditError(str(exc)) from exc
+    except (KafkaError, OSError) as exc:
+        raise AuditError(f"cannot read the time index at {kafka.bootstrap_servers} ({type(exc).__name__})") from exc
+
+
 async def replay(
     kafka: KafkaSettings,
     *,
@@ -624,14 +634,7 @@ async def replay(
     With `known_at`, only what had been recorded on the topics by then is read: each partition up
     to the offset the broker's time index gives for that moment (Apache Kafka only).
     """
-    stop_at = None
-    if known_at is not None:
-        try:
-            stop_at = await offsets_at(kafka, [topic_name(t, kafka.topic_prefix) for t in EVENT_TOPICS], known_at)
-        except TimeIndexUnavailable as exc:
-            raise AuditError(str(exc)) from exc
-        except (KafkaError, OSError) as exc:
-            raise AuditError(f"cannot read the time index at {kafka.bootstrap_servers} ({type(exc).__name__})") from exc
+    stop_at = None if known_at is None else await stop_offsets(kafka, known_at)
     async with replayed_ledger(kafka, database_url=database_url, partition_order=partition_order,
                                progress=progress, workers=workers, processes=processes, stop_at=stop_at,
                                trust=trust) as ledger:

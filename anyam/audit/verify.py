@@ -35,6 +35,7 @@ from anyam.audit.replay import (
     ReplayProgress,
     history_ends,
     replayed_ledger,
+    stop_offsets,
 )
 from services.payout import domain
 from shared.contracts import EVENT_TOPICS, base_topic
@@ -48,8 +49,10 @@ CONCURRENT_READS = 8
 class LiveLedger:
     """The live ledger as the payout service's HTTP API shows it to an auditor."""
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 60.0) -> None:
+    def __init__(self, base_url: str, token: str, *, timeout: float = 60.0, known_at: datetime | None = None) -> None:
         self.base_url = base_url
+        #: Every read is of the ledger as it was known at this moment (recording time; None: now).
+        self.known_at = known_at
         self._client = httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {token}"},
                                          timeout=timeout)
 
@@ -59,6 +62,8 @@ class LiveLedger:
 
     async def _get(self, path: str, as_of: datetime | None, *, missing_ok: bool = False) -> dict[str, Any] | None:
         params = {"as_of": as_of.isoformat()} if as_of is not None else {}
+        if self.known_at is not None:
+            params["as_known_at"] = self.known_at.isoformat()
         try:
             response = await self._client.get(path, params=params)
         except httpx.HTTPError as exc:
@@ -160,20 +165,25 @@ async def verify(
     status: Callable[[str], None] = lambda _: None,
     workers: int = DEFAULT_WORKERS,
     trust: TrustAnchors,
+    known_at: datetime | None = None,
 ) -> VerifyReport:
     """Replay the topics into a scratch ledger, compare it with the live one as of `as_of`, and check
-    every invariant. Raises `AuditError` when the audit cannot be carried out at all."""
-    live = LiveLedger(payout_url, auditor_token)
+    every invariant. Raises `AuditError` when the audit cannot be carried out at all.
+
+    With `known_at`, both are read as they were known at that moment: the replay reads only the
+    records on the topics by then, the live ledger cuts by the same records' times (`as_known_at`)."""
+    live = LiveLedger(payout_url, auditor_token, known_at=known_at)
     try:
         await live.digest(as_of)  # fail fast, before a long replay, on a wrong URL or token
+        stop_at = None if known_at is None else await stop_offsets(kafka, known_at)
         facts = HistoryFacts()
         status("replaying the history")
         async with replayed_ledger(kafka, database_url=database_url, partition_order=partition_order,
                                    observers=[facts.observe], progress=progress, workers=workers,
-                                   trust=trust) as ledger:
+                                   trust=trust, stop_at=stop_at) as ledger:
             status(f"comparing with the live ledger at {payout_url}")
             report = await _compare_and_check(ledger, live, facts, as_of)
-        grown = await _history_growth(kafka, ledger.history)
+        grown = 0 if known_at is not None else await _history_growth(kafka, ledger.history)
         if grown:
             report.warnings.append(
                 f"{grown} records were published while verifying, after the history read; if the live ledger "

@@ -253,7 +253,7 @@ def _decode_batch(records: list[ConsumerRecord], prefix: str, trust: TrustAnchor
             except DecodeError:
                 refused += 1  # dead-lettered as unattested or bad-signature; none in an honest history
             else:
-                items.append((event, Source(record.topic, record.partition, record.offset)))
+                items.append((event, Source.of(record)))
         next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
     return _Decoded(items, next_offsets, undecodable, refused)
 

@@ -308,22 +308,22 @@ async def _inspect(
 
 
 async def _pay(stack: StackClients, run: PayoutRun, residents: Mapping[int | str, str], tag: str) -> tuple[int, int]:
-    body = {"run_id": run.run_id, "period_end": run.period_end.isoformat()}
+    # At the programme's dates, not today's: the ledger as of any day of March 2024 shows what was
+    # paid by then, and a re-run of the demo sends the very same requests.
+    body = {"run_id": run.run_id, "period_end": run.period_end.isoformat(), "run_at": run.run_at.isoformat()}
     result = await stack.post("payout", "/payout-runs", body, key=f"{tag}-{run.run_id}")
     failing = {residents[i] for i in run.failing_participants}
     paid = failed = 0
     for payout in result["payouts"]:
-        # Paid the moment it was scheduled: scheduling is today's act even for 2024's earnings, a
-        # payout cannot be paid before it, and a re-run of the demo must send the very same request.
-        paid_at = (await stack.get("payout", f"/payouts/{payout['payout_id']}"))["scheduled_at"]
         if payout["artisan_id"] in failing:
-            await stack.post("payout", f"/payouts/{payout['payout_id']}/failure",
-                             {"reason": "account-closed"}, key=f"{tag}-fail-{payout['payout_id']}")
+            await stack.post("payout", f"/payouts/{payout['payout_id']}/failure", {
+                "reason": "account-closed", "failed_at": run.settled_at.isoformat(),
+            }, key=f"{tag}-fail-{payout['payout_id']}")
             failed += 1
         else:
             await stack.post("payout", f"/payouts/{payout['payout_id']}/confirmation", {
                 "method": "bank-transfer", "reference": f"TRF-{payout['payout_id'][-12:]}",
-                "paid_at": paid_at,
+                "paid_at": run.settled_at.isoformat(),
             }, key=f"{tag}-pay-{payout['payout_id']}")
             paid += 1
     return paid, failed

@@ -71,6 +71,16 @@ class PayoutRun:
     period_end: datetime
     failing_participants: frozenset[int] = field(default_factory=frozenset)
 
+    @property
+    def run_at(self) -> datetime:
+        """When staff run it: the Monday morning after the cut (the programme's date, not today's)."""
+        return datetime.combine(self.period_end.date() + timedelta(days=1), time(10, 0), WIB)
+
+    @property
+    def settled_at(self) -> datetime:
+        """When the bank's answers come back: that Monday afternoon."""
+        return self.run_at + timedelta(hours=5)
+
 
 @dataclass(frozen=True)
 class Scenario:

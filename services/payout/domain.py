@@ -290,7 +290,10 @@ class RunPayouts:
 
     run_id: str
     period_end: datetime
+    #: When the run was made, in business time: its payouts are scheduled then (default: as it is recorded).
     now: datetime
+    #: When it is recorded (the clock): a run may be recorded after it was made, never before.
+    recorded_at: datetime | None = None
 
 
 def payout_id_for(run_id: str, artisan_id: str) -> str:
@@ -313,10 +316,14 @@ def plan_run(command: RunPayouts, earned: Mapping[str, int], committed: Mapping[
     artisan: what is due beyond it stays payable, and the next runs pay it. Totals are Python
     integers here (the ledger reads them as such), so no total overflows.
     """
+    if command.recorded_at is not None and command.now > command.recorded_at + CLOCK_SKEW:
+        raise Refused("run-at-in-future", "run_at is in the future; give the moment the run was made, or leave it "
+                                          "out for now.")
     if command.period_end > command.now:
         raise Refused(
             "period-not-ended",
-            "A payout run pays a period that has ended: period_end must not be later than now.",
+            "A payout run pays a period that has ended: period_end must not be later than the run (run_at, "
+            "default now).",
         )
     period_end = to_wib(command.period_end)
     payouts = []
@@ -374,6 +381,9 @@ class ConfirmPayment:
 class FailPayout:
     payout_id: str
     reason: str
+    #: When the bank refused it (business time; None: as it is recorded, `now`).
+    failed_at: datetime | None = None
+    now: datetime | None = None
 
 
 def evolve_payout(state: Payout, event: Envelope) -> Payout:
@@ -450,5 +460,14 @@ def _fail(state: Payout, command: FailPayout) -> list[EventData]:
         if state.failure.reason == command.reason:
             return []
         raise Conflict("payout-already-failed", f"Payout {state.payout_id} already failed ({state.failure.reason}).")
+    if command.failed_at is not None:
+        assert state.scheduled_at is not None
+        if command.failed_at < state.scheduled_at:
+            raise Refused("failed-before-scheduled",
+                          f"failed_at is earlier than when payout {state.payout_id} was scheduled "
+                          f"({state.scheduled_at.isoformat()}); give the moment the transfer was refused.")
+        if command.now is not None and command.failed_at > command.now + CLOCK_SKEW:
+            raise Refused("failed-at-in-future", "failed_at is in the future; give the moment the transfer was "
+                                                 "refused, or leave it out for now.")
     return [PayoutFailed(payout_id=state.payout_id, artisan_id=state.artisan_id, amount_idr=state.amount_idr,
                          reason=command.reason)]

@@ -32,7 +32,7 @@ import asyncpg
 
 from services.payout import domain, projections
 from shared.contracts import Envelope, service_source
-from shared.contracts.events import MAX_RUPIAH, EventData, Paid
+from shared.contracts.events import MAX_RUPIAH
 from shared.domain import Conflict, NotFound, fold
 from shared.eventstore import NO_STREAM, UnitOfWork
 from shared.timeutil import to_wib, wib_now
@@ -100,8 +100,11 @@ class RunResult:
 class PayoutHandlers:
     """Runs payout's commands in a unit of work: its event streams and its `payouts` record."""
 
-    async def run_payouts(self, uow: UnitOfWork, run_id: str, period_end: datetime) -> tuple[bool, RunResult]:
-        """Schedule what each artisan earned up to `period_end` and is not yet committed.
+    async def run_payouts(
+        self, uow: UnitOfWork, run_id: str, period_end: datetime, run_at: datetime | None = None
+    ) -> tuple[bool, RunResult]:
+        """Schedule what each artisan earned up to `period_end` and is not yet committed, as a run made at
+        `run_at` (business time; default now), when its payouts are scheduled.
 
         Returns (whether this call ran it, the run); a `run_id` already run answers its payouts.
         """
@@ -116,7 +119,8 @@ class PayoutHandlers:
                     "use a new run_id for another period.",
                 )
             return False, await self._run(conn, run_id, earlier)
-        now = wib_now()
+        recorded_at = wib_now()
+        now = run_at or recorded_at
         earned = await projections.earned_by_artisan(conn, period_end)
         # Summed as numeric into Python integers, as the ledger's totals are: a total has no bound.
         committed = {
@@ -126,7 +130,7 @@ class PayoutHandlers:
                    WHERE status <> 'failed' GROUP BY artisan_id"""
             )
         }
-        decided = domain.plan_run(domain.RunPayouts(run_id, period_end, now), earned, committed)
+        decided = domain.plan_run(domain.RunPayouts(run_id, period_end, now, recorded_at), earned, committed)
         await conn.execute(
             "INSERT INTO payout_runs (run_id, period_end, started_at) VALUES ($1, $2, $3)", run_id, period_end, now
         )
@@ -147,9 +151,12 @@ class PayoutHandlers:
         command = domain.ConfirmPayment(payout_id, method, reference, paid_at, wib_now())
         return await self._decide(uow, payout_id, command)
 
-    async def fail(self, uow: UnitOfWork, payout_id: str, reason: str) -> tuple[bool, domain.Payout]:
-        """Record that a payout failed, returning its money to payable for the next run."""
-        return await self._decide(uow, payout_id, domain.FailPayout(payout_id, reason))
+    async def fail(
+        self, uow: UnitOfWork, payout_id: str, reason: str, failed_at: datetime | None = None
+    ) -> tuple[bool, domain.Payout]:
+        """Record that a payout failed at `failed_at` (business time; default now), returning its money to
+        payable for the next run."""
+        return await self._decide(uow, payout_id, domain.FailPayout(payout_id, reason, failed_at, wib_now()))
 
     async def payout(self, uow: UnitOfWork, payout_id: str) -> domain.Payout:
         state, _ = await self._load(uow, payout_id)
@@ -165,7 +172,7 @@ class PayoutHandlers:
         decided = domain.decide_payout(state, command)
         if not decided:
             return False, state
-        events = [Envelope.wrap(data, source=SOURCE, time=_business_time(data)) for data in decided]
+        events = [Envelope.wrap(data, source=SOURCE, time=_business_time(command)) for data in decided]
         state = fold(domain.evolve_payout, state, events)
         # In the same transaction as the event: a failed payout stops counting as committed
         # exactly when its `payout-failed` exists, so the next run pays it again, once.
@@ -194,11 +201,12 @@ class PayoutHandlers:
         return RunResult(run_id, period_end, tuple(ScheduledPayout(**dict(row)) for row in rows))
 
 
-def _business_time(data: EventData) -> datetime | None:
-    """The CloudEvents `time` of a payout event: a payment happened when the money was sent."""
-    if isinstance(data, Paid):
-        return data.paid_at
-    return None
+def _business_time(command: domain.ConfirmPayment | domain.FailPayout) -> datetime | None:
+    """The CloudEvents `time` of a payout's ending: a payment happened when the money was sent, a failure
+    when the transfer was refused (now when staff do not say)."""
+    if isinstance(command, domain.ConfirmPayment):
+        return command.paid_at
+    return command.failed_at
 
 
 async def install(pool: asyncpg.Pool) -> None:

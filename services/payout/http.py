@@ -39,6 +39,10 @@ class StartRun(CommandBody):
                        examples=["2024-03"])
     period_end: Moment = Field(description="Pay earnings whose QC passed at or before this moment.",
                                examples=["2024-03-31T23:59:59+07:00"])
+    run_at: Moment | None = Field(
+        default=None, description="When the run was made (business time): its payouts are scheduled then. "
+                                  "At or after period_end, not in the future; default: now.",
+        examples=["2024-04-01T10:00:00+07:00"])
 
 
 class ConfirmPayment(CommandBody):
@@ -52,9 +56,16 @@ class ConfirmPayment(CommandBody):
 class FailPayout(CommandBody):
     reason: PayoutFailure = Field(description="Why, as a code (SPEC §7: no free text reaches a topic).",
                                   examples=["account-closed"])
+    failed_at: Moment | None = Field(
+        default=None, description="When the transfer was refused (business time): at or after the payout was "
+                                  "scheduled, not in the future; default: now.",
+        examples=["2024-04-01T15:00:00+07:00"])
 
 
 AsOf = Annotated[Moment | None, Query(description="Cut by the events' own time (inclusive); default: everything.")]
+AsKnownAt = Annotated[Moment | None, Query(description=(
+    "Cut by recording time (inclusive): only what was on the topics by this moment, as the ledger knew it "
+    "then; `anyam replay --as-known-at` gives the same from the topics alone. Default: everything recorded."))]
 
 
 def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Access) -> APIRouter:
@@ -71,7 +82,7 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
         body: StartRun, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
     ) -> Response:
         async def action(uow: PostgresUnitOfWork) -> Outcome:
-            new, result = await handlers.run_payouts(uow, body.run_id, body.period_end)
+            new, result = await handlers.run_payouts(uow, body.run_id, body.period_end, body.run_at)
             return Outcome(201 if new else 200, _run_body(result))
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
@@ -95,7 +106,7 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
         who: Principal = Depends(staff),
     ) -> Response:
         async def action(uow: PostgresUnitOfWork) -> Outcome:
-            new, payout = await handlers.fail(uow, payout_id, body.reason)
+            new, payout = await handlers.fail(uow, payout_id, body.reason, body.failed_at)
             return Outcome(201 if new else 200, _payout_body(payout))
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
@@ -107,15 +118,17 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
 
     @router.get("/artisans/{artisan_id}/statement", responses=problems(404),
                 summary="An artisan's ledger entries and balances")
-    async def get_statement(artisan_id: PathId, as_of: AsOf = None, _: Principal = Depends(reader)) -> JSONResponse:
+    async def get_statement(artisan_id: PathId, as_of: AsOf = None, as_known_at: AsKnownAt = None,
+                            _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
             if not await projections.has_entries(conn, artisan_id):
                 raise NotFound("artisan-not-in-ledger",
                                f"The ledger has no entries for artisan {artisan_id}: no piece of theirs passed QC.")
-            statement = await projections.statement(conn, artisan_id, as_of)
+            statement = await projections.statement(conn, artisan_id, as_of, as_known_at)
         return JSONResponse({
             "artisan_id": artisan_id,
             "as_of": _iso(as_of),
+            "as_known_at": _iso(as_known_at),
             "balances": {
                 "earned_idr": statement.earned_idr, "payable_idr": statement.payable_idr,
                 "in_transit_idr": statement.in_transit_idr, "paid_idr": statement.paid_idr,
@@ -132,16 +145,19 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
         })
 
     @router.get("/ledger/balances", summary="Every account's balance as of a moment")
-    async def get_balances(as_of: AsOf = None, _: Principal = Depends(reader)) -> JSONResponse:
+    async def get_balances(as_of: AsOf = None, as_known_at: AsKnownAt = None,
+                           _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
-            accounts = await projections.balances(conn, as_of)
-        return JSONResponse({"as_of": _iso(as_of), "accounts": accounts})
+            accounts = await projections.balances(conn, as_of, as_known_at)
+        return JSONResponse({"as_of": _iso(as_of), "as_known_at": _iso(as_known_at), "accounts": accounts})
 
     @router.get("/ledger/digest", summary="The ledger's SHA-256 digest as of a moment")
-    async def get_digest(as_of: AsOf = None, _: Principal = Depends(reader)) -> JSONResponse:
+    async def get_digest(as_of: AsOf = None, as_known_at: AsKnownAt = None,
+                         _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
-            result = await projections.ledger_digest(conn, as_of)
-        return JSONResponse({"as_of": _iso(as_of), "algorithm": "sha256", "digest": result.digest,
+            result = await projections.ledger_digest(conn, as_of, as_known_at)
+        return JSONResponse({"as_of": _iso(as_of), "as_known_at": _iso(as_known_at), "algorithm": "sha256",
+                             "digest": result.digest,
                              "transactions": result.transactions, "postings": result.postings})
 
     return router

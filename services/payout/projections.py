@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -40,6 +40,7 @@ from shared.contracts import Envelope
 from shared.contracts.events import MAX_RUPIAH
 from shared.db import DATABASE_UNAVAILABLE
 from shared.eventstore import BatchHandler, Reject, UnitOfWork
+from shared.timeutil import to_wib
 
 #: Serialises installs of these tables by several instances starting at once.
 INSTALL_LOCK_KEY = 0x616E79616D01
@@ -75,6 +76,9 @@ CREATE TABLE IF NOT EXISTS ledger_transactions (
     source_topic     text,
     source_partition integer,
     source_offset    bigint,
+    -- When the event's record was appended to its topic (the broker's timestamp): recording time,
+    -- the same for the live ledger and a replay, which `as_known_at` cuts by.
+    logged_at        timestamptz,
     recorded_at      timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT ledger_transactions_between_two_accounts CHECK (from_account <> to_account),
     CONSTRAINT """ + _AMOUNT_BOUND + """
@@ -143,6 +147,9 @@ BEGIN
         ALTER TABLE ledger_transactions ADD CONSTRAINT """ + _AMOUNT_BOUND + """ NOT VALID;
     END IF;
 END $$;
+-- Ledgers installed before recording time was kept get the column; their older rows have none (NULL),
+-- so a cut by recording time leaves them out: `anyam replay --as-known-at` reads the topics instead.
+ALTER TABLE ledger_transactions ADD COLUMN IF NOT EXISTS logged_at timestamptz;
 -- Statements read an artisan's transactions (every transaction that touches her accounts names her).
 CREATE INDEX IF NOT EXISTS ledger_transactions_artisan ON ledger_transactions (artisan_id, event_time);
 
@@ -165,12 +172,13 @@ CREATE TRIGGER ledger_transactions_not_truncated BEFORE TRUNCATE ON ledger_trans
 """
 
 #: The columns a posting writes: a transaction's fields, named and ordered as `domain.LedgerTransaction`'s
-#: (so a batch's rows are the transactions themselves), then where its event was read.
-_COLUMN_NAMES = (*domain.LedgerTransaction._fields, "source_topic", "source_partition", "source_offset")
+#: (so a batch's rows are the transactions themselves), then where and when its event was read.
+_COLUMN_NAMES = (*domain.LedgerTransaction._fields, "source_topic", "source_partition", "source_offset",
+                 "logged_at")
 _COLUMNS = ", ".join(_COLUMN_NAMES)
 
 #: The source columns of an event read from nowhere in particular.
-_NO_SOURCE = (None, None, None)
+_NO_SOURCE = (None, None, None, None)
 
 
 def _row(tx: domain.LedgerTransaction, source: Source | None) -> tuple:
@@ -180,20 +188,34 @@ def _row(tx: domain.LedgerTransaction, source: Source | None) -> tuple:
 
 _INSERT = f"""
 INSERT INTO ledger_transactions ({_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT DO NOTHING
 RETURNING transaction_id
 """
 
 
 class Source(NamedTuple):
-    """Where an event was read: kept beside its transaction for people, outside the digest.
+    """Where an event was read, and when its record was appended there: kept beside its transaction,
+    outside the digest. `logged_at` is the event's recording time (`as_known_at` reads cut by it).
 
     A NamedTuple, like the ledger transaction (see `domain.Posting`): a replay makes one per event."""
 
     topic: str
     partition: int
     offset: int
+    logged_at: datetime | None = None
+
+    @classmethod
+    def of(cls, record: ConsumerRecord) -> Source:
+        """Where `record` was read, with the broker's timestamp (milliseconds since the epoch)."""
+        return cls(record.topic, record.partition, record.offset, logged_at(record.timestamp))
+
+
+def logged_at(timestamp_ms: int | None) -> datetime | None:
+    """A record's timestamp as a time in WIB; None when the record has none (-1)."""
+    if timestamp_ms is None or timestamp_ms < 0:
+        return None
+    return to_wib(datetime.fromtimestamp(timestamp_ms / 1000, UTC))
 
 
 async def install_ledger(conn: asyncpg.Connection) -> None:
@@ -243,7 +265,8 @@ async def apply_event(conn: asyncpg.Connection, event: Envelope, *, source: Sour
 _INSERT_BATCH = f"""
 INSERT INTO ledger_transactions ({_COLUMNS})
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
-                     $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::int[], $14::bigint[])
+                     $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::int[], $14::bigint[],
+                     $15::timestamptz[])
 ON CONFLICT DO NOTHING
 RETURNING transaction_id
 """
@@ -375,15 +398,14 @@ async def _apply_one(
 
 async def project(uow: UnitOfWork, event: Envelope, record: ConsumerRecord) -> None:
     """Post one event, with where it was read: the ledger consumer's handler for a single event."""
-    await apply_event(uow.connection, event, source=Source(record.topic, record.partition, record.offset))
+    await apply_event(uow.connection, event, source=Source.of(record))
 
 
 async def project_batch(
     uow: UnitOfWork, items: Sequence[tuple[Envelope, ConsumerRecord]]
 ) -> list[tuple[int, Reject]]:
     """Post a consumer batch with `apply_events`; its refusals go back to be dead-lettered."""
-    outcome = await apply_events(uow.connection, [(event, Source(record.topic, record.partition, record.offset))
-                                                  for event, record in items])
+    outcome = await apply_events(uow.connection, [(event, Source.of(record)) for event, record in items])
     if outcome.failed:
         # The consumer undoes the batch and applies it event by event with `project`, so that
         # the failing event gets its bounded retries and its dead letter, as a single event would.
@@ -407,8 +429,19 @@ class DigestResult:
     postings: int
 
 
-async def ledger_digest(conn: asyncpg.Connection, as_of: datetime | None = None) -> DigestResult:
-    """The digest of the ledger as of `as_of` (event time, inclusive; None: everything).
+def _cut(as_of: str, known_at: str) -> str:
+    """The condition of a read as of business time `as_of` and recording time `known_at` (both inclusive,
+    each None for no cut), the parameters' placeholders: a transaction counts if its event happened by
+    `as_of` and its record was on its topic by `known_at`."""
+    return (f"({as_of}::timestamptz IS NULL OR t.event_time <= {as_of}) "
+            f"AND ({known_at}::timestamptz IS NULL OR t.logged_at <= {known_at})")
+
+
+async def ledger_digest(
+    conn: asyncpg.Connection, as_of: datetime | None = None, as_known_at: datetime | None = None
+) -> DigestResult:
+    """The digest of the ledger as of `as_of` (event time, inclusive; None: everything), as it was known
+    at `as_known_at` (recording time, inclusive; None: everything recorded).
 
     Rows are streamed in (event id, account) order under the "C" collation, which is code-point
     order, the order `domain.ledger_digest` sorts in: a live ledger and a replay in any database,
@@ -420,7 +453,7 @@ async def ledger_digest(conn: asyncpg.Connection, as_of: datetime | None = None)
     query = f"""
         SELECT t.event_id, p.account, p.amount_idr, t.event_type, t.event_time
         FROM ledger_transactions t, {_LEGS}
-        WHERE $1::timestamptz IS NULL OR t.event_time <= $1
+        WHERE {_cut("$1", "$2")}
         ORDER BY t.event_id COLLATE "C", p.account COLLATE "C"
     """
     # One snapshot for the whole read (a cursor needs a transaction); inside a caller's
@@ -428,7 +461,7 @@ async def ledger_digest(conn: asyncpg.Connection, as_of: datetime | None = None)
     snapshot = conn.transaction() if conn.is_in_transaction() else conn.transaction(
         readonly=True, isolation="repeatable_read")
     async with snapshot:
-        async for row in conn.cursor(query, as_of, prefetch=2000):
+        async for row in conn.cursor(query, as_of, as_known_at, prefetch=2000):
             digest.add(domain.DigestRow(*row))
     return DigestResult(digest.hexdigest(), digest.transactions, digest.postings)
 
@@ -438,16 +471,19 @@ def whole_rupiah(total: Decimal | int | None) -> int:
     return 0 if total is None else int(total)
 
 
-async def balances(conn: asyncpg.Connection, as_of: datetime | None = None) -> dict[str, int]:
-    """Every account's balance as of `as_of` (event time, inclusive; None: everything).
+async def balances(
+    conn: asyncpg.Connection, as_of: datetime | None = None, as_known_at: datetime | None = None
+) -> dict[str, int]:
+    """Every account's balance as of `as_of` (event time), as known at `as_known_at` (recording time; see
+    `ledger_digest`).
 
     Summed as `numeric` and read as Python integers: a balance has no bound (see the module's docstring)."""
     rows = await conn.fetch(
         f"""SELECT p.account, sum(p.amount_idr) AS balance
            FROM ledger_transactions t, {_LEGS}
-           WHERE $1::timestamptz IS NULL OR t.event_time <= $1
+           WHERE {_cut("$1", "$2")}
            GROUP BY p.account ORDER BY p.account COLLATE "C" """,
-        as_of,
+        as_of, as_known_at,
     )
     return {row["account"]: whole_rupiah(row["balance"]) for row in rows}
 
@@ -493,8 +529,11 @@ async def has_entries(conn: asyncpg.Connection, artisan_id: str) -> bool:
     return bool(await conn.fetchval("SELECT true FROM ledger_transactions WHERE artisan_id = $1 LIMIT 1", artisan_id))
 
 
-async def statement(conn: asyncpg.Connection, artisan_id: str, as_of: datetime | None = None) -> Statement:
-    """The artisan's statement: every posting on her accounts up to `as_of`, in event-time order."""
+async def statement(
+    conn: asyncpg.Connection, artisan_id: str, as_of: datetime | None = None, as_known_at: datetime | None = None
+) -> Statement:
+    """The artisan's statement: every posting on her accounts up to `as_of` (event time) as known at
+    `as_known_at` (recording time; see `ledger_digest`), in event-time order."""
     accounts = domain.artisan_accounts(artisan_id)
     rows = await conn.fetch(
         # Her transactions by the artisan index: every posting rule that touches an artisan's
@@ -502,9 +541,9 @@ async def statement(conn: asyncpg.Connection, artisan_id: str, as_of: datetime |
         f"""SELECT t.transaction_id, t.kind, p.account, p.amount_idr, t.event_id, t.event_type, t.event_time,
                   t.subject_id
            FROM ledger_transactions t, {_LEGS}
-           WHERE t.artisan_id = $1 AND p.account = ANY($2::text[]) AND ($3::timestamptz IS NULL OR t.event_time <= $3)
+           WHERE t.artisan_id = $1 AND p.account = ANY($2::text[]) AND {_cut("$3", "$4")}
            ORDER BY t.event_time, t.transaction_id COLLATE "C", p.account COLLATE "C" """,
-        artisan_id, list(accounts), as_of,
+        artisan_id, list(accounts), as_of, as_known_at,
     )
     entries = [StatementEntry(**dict(row)) for row in rows]
     totals = dict.fromkeys(accounts, 0)

@@ -194,6 +194,18 @@ def test_a_period_that_has_not_ended_cannot_be_paid():
     assert refused.value.code == "period-not-ended"
 
 
+def test_a_run_may_be_recorded_after_it_was_made_but_never_before_its_period_ended_or_in_the_future():
+    recorded = T0 + timedelta(days=30)
+    made_then = RunPayouts("2024-03", T0, T0 + timedelta(hours=10), recorded_at=recorded)
+    assert [p.amount_idr for p in plan_run(made_then, earned={"a": 1}, committed={})] == [1]
+
+    for run_at, code in ((T0 - timedelta(seconds=1), "period-not-ended"),
+                         (recorded + timedelta(minutes=6), "run-at-in-future")):
+        with pytest.raises(Refused) as refused:
+            plan_run(RunPayouts("2024-03", T0, run_at, recorded_at=recorded), earned={"a": 1}, committed={})
+        assert refused.value.code == code
+
+
 # --- the payout lifecycle -------------------------------------------------------------------------
 
 
@@ -232,6 +244,17 @@ def test_the_same_confirmation_again_is_one_payment_and_a_different_one_is_refus
     with pytest.raises(Conflict) as conflict:
         decide_payout(paid, FailPayout("po_1", "returned"))
     assert conflict.value.code == "payout-already-paid"
+
+
+def test_a_failure_is_at_the_moment_the_bank_refused_never_before_scheduling_or_in_the_future():
+    start = history(scheduled("po_1", "a", 700))
+    now = T0 + timedelta(days=30)
+    for failed_at, code in ((T0 - timedelta(seconds=1), "failed-before-scheduled"),
+                            (now + timedelta(minutes=6), "failed-at-in-future")):
+        with pytest.raises(Refused) as refused:
+            decide_payout(start, FailPayout("po_1", "account-closed", failed_at, now))
+        assert refused.value.code == code
+    assert decide_payout(start, FailPayout("po_1", "account-closed", T0 + timedelta(hours=5), now))
 
 
 def test_a_failed_payout_cannot_be_paid_and_failing_it_again_for_the_same_reason_is_a_no_op():
