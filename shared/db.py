@@ -48,3 +48,9 @@ async def keep_session(_connection: asyncpg.Connection) -> None:
     ends by closing its connection (`OutboxRelay`). An open transaction is still rolled back by
     asyncpg before this runs.
     """
+
+
+def normalised(expression: str) -> str:
+    """SQL for a label (a rusunawa's name) as `shared.contracts.events.same_label` compares it: spacing
+    and letter case aside."""
+    return f"lower(regexp_replace(btrim({expression}), '\\s+', ' ', 'g'))"

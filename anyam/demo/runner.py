@@ -229,6 +229,8 @@ async def _train(stack: StackClients, scenario: Scenario, tag: str) -> dict[int 
         for p in people
     )
     residents: dict[int | str, str] = {p.index: r["resident_id"] for p, r in zip(people, registered, strict=True)}
+    await stack.post("enrollment", "/rusunawa", {"name": RUSUNAWA, "ovop_product": OVOP_PRODUCT},
+                     key=f"{tag}-rusunawa")
     cohort = await stack.post("enrollment", "/cohorts", {
         "rusunawa": RUSUNAWA, "skill": SKILL, "product_focus": OVOP_PRODUCT, "starts_on": COHORT_STARTS.isoformat(),
         "ends_on": COHORT_ENDS.isoformat(), "capacity": len(people),

@@ -252,11 +252,17 @@ class SteadyLoad:
 
     async def _cohort(self, number: int) -> str:
         if number not in self._cohorts:  # one request per cohort, however many residents wait for it
-            self._cohorts[number] = asyncio.ensure_future(self._post("enrollment", "/cohorts", {
-                "rusunawa": "Nagrak", "skill": "menganyam", "product_focus": "piring",
-                "starts_on": COHORT_DAYS[0].isoformat(), "ends_on": COHORT_DAYS[1].isoformat(), "capacity": 500,
-            }, key=f"{self.tag}-cohort-{number}"))
+            self._cohorts[number] = asyncio.ensure_future(self._schedule(number))
         return (await self._cohorts[number])["cohort_id"]
+
+    async def _schedule(self, number: int) -> dict:
+        # A cohort belongs to a registered rusunawa (registering it again changes nothing).
+        await self._post("enrollment", "/rusunawa", {"name": "Nagrak", "ovop_product": "piring"},
+                         key=f"{self.tag}-rusunawa-{number}")
+        return await self._post("enrollment", "/cohorts", {
+            "rusunawa": "Nagrak", "skill": "menganyam", "product_focus": "piring",
+            "starts_on": COHORT_DAYS[0].isoformat(), "ends_on": COHORT_DAYS[1].isoformat(), "capacity": 500,
+        }, key=f"{self.tag}-cohort-{number}")
 
     # --- retrying until accepted -------------------------------------------------------------------
 

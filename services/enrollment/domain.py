@@ -1,6 +1,8 @@
 """Enrollment's pure domain: residents and Bimtek cohorts as deciders. No I/O here.
 
-Two aggregates, each a stream in the event store:
+Three aggregates, each a stream in the event store:
+- a rusunawa (stream = `rusunawa_id_for(name)`): registered once, with its OVOP product, so a
+  name is registered once however it is spelt;
 - a resident (stream = resident_id): registered once;
 - a cohort (stream = cohort_id): scheduled, then enrolments, completions and
   withdrawals. Capacity is the cohort's invariant, so enrolments live in its stream.
@@ -15,6 +17,8 @@ cohort of her own rusunawa, unless staff override that with a reason from
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Literal, get_args
@@ -25,8 +29,10 @@ from shared.contracts.events import (
     EventData,
     PersonalDataErased,
     ResidentRegistered,
+    RusunawaRegistered,
     TrainingCompleted,
     Withdrawn,
+    same_label,
 )
 from shared.domain import Conflict, NotFound, Refused
 from shared.timeutil import wib_now
@@ -70,9 +76,17 @@ class ErasePersonalData:
 
 
 @dataclass(frozen=True)
+class RegisterRusunawa:
+    rusunawa_id: str
+    name: str
+    ovop_product: str
+
+
+@dataclass(frozen=True)
 class ScheduleCohort:
     cohort_id: str
-    rusunawa: str
+    #: The registered name of the cohort's rusunawa (`Rusunawa.name`); None: it is not registered.
+    rusunawa: str | None
     skill: str
     product_focus: str
     starts_on: date
@@ -147,6 +161,24 @@ class Cohort:
         return len(self.enrolled)
 
 
+@dataclass(frozen=True)
+class Rusunawa:
+    rusunawa_id: str | None = None
+    name: str = ""
+    ovop_product: str = ""
+
+    @property
+    def exists(self) -> bool:
+        return self.rusunawa_id is not None
+
+
+def rusunawa_id_for(name: str) -> str:
+    """A rusunawa's id, derived from its name as people spell it (spacing and case aside), so that one
+    place cannot be registered twice under two ids."""
+    digest = hashlib.sha256(" ".join(name.split()).casefold().encode()).digest()
+    return "rsw_" + base64.b32encode(digest).decode().rstrip("=")[:26]
+
+
 # --- evolve -------------------------------------------------------------------------------
 
 
@@ -156,6 +188,24 @@ def evolve_resident(state: Resident, event: EventData) -> Resident:
     if isinstance(event, PersonalDataErased):
         return replace(state, erased=True)
     return state
+
+
+def evolve_rusunawa(state: Rusunawa, event: EventData) -> Rusunawa:
+    if isinstance(event, RusunawaRegistered):
+        return Rusunawa(rusunawa_id=event.rusunawa_id, name=event.name, ovop_product=event.ovop_product)
+    return state
+
+
+def decide_rusunawa(state: Rusunawa, command: RegisterRusunawa) -> list[EventData]:
+    if state.exists:
+        if state.ovop_product.casefold() == command.ovop_product.casefold():
+            return []  # registered already, as asked
+        raise Conflict(
+            "rusunawa-already-registered",
+            f"{state.name} is registered already, with OVOP product {state.ovop_product!r}.",
+        )
+    return [RusunawaRegistered(rusunawa_id=command.rusunawa_id, name=" ".join(command.name.split()),
+                               ovop_product=command.ovop_product)]
 
 
 def evolve_cohort(state: Cohort, event: EventData) -> Cohort:
@@ -234,6 +284,9 @@ def _existing(state: Cohort, cohort_id: str) -> Cohort:
 def _schedule(state: Cohort, command: ScheduleCohort) -> list[EventData]:
     if state.exists:
         return []
+    if command.rusunawa is None:
+        raise Refused("unknown-rusunawa",
+                      "A cohort belongs to a registered rusunawa: register it first (POST /rusunawa).")
     if command.ends_on < command.starts_on:
         raise Refused("invalid-dates", "A cohort must end on or after the day it starts.")
     if not 1 <= command.capacity <= MAX_CAPACITY:
@@ -260,9 +313,8 @@ def _enrol(state: Cohort, command: Enrol) -> list[EventData]:
                      **override)]
 
 
-def same_rusunawa(one: str, other: str) -> bool:
-    """Whether two rusunawa names are one place: spacing and letter case are how a name was typed."""
-    return " ".join(one.split()).casefold() == " ".join(other.split()).casefold()
+#: Whether two rusunawa names are one place: spacing and letter case are how a name was typed.
+same_rusunawa = same_label
 
 
 def _rusunawa_override(state: Cohort, command: Enrol) -> dict[str, object]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import cast
 
@@ -26,6 +26,7 @@ def nik_taken() -> Conflict:
     return Conflict("nik-already-registered", "A resident with this NIK is already registered.")
 
 
+RUSUNAWA = Aggregate(domain.Rusunawa(), domain.evolve_rusunawa, domain.decide_rusunawa)
 RESIDENT = Aggregate(domain.Resident(), domain.evolve_resident, domain.decide_resident)
 COHORT = Aggregate(domain.Cohort(), domain.evolve_cohort, domain.decide_cohort)
 
@@ -53,7 +54,24 @@ class EnrollmentHandlers:
                      fresh_id=True)
         return resident_id
 
+    async def register_rusunawa(self, uow: UnitOfWork, name: str, ovop_product: str) -> tuple[bool, domain.Rusunawa]:
+        """Register a rusunawa with its OVOP product; (False, it) when it was registered so already."""
+        rusunawa_id = domain.rusunawa_id_for(name)
+        events = await handle(uow, RUSUNAWA, rusunawa_id, domain.RegisterRusunawa(rusunawa_id, name, ovop_product),
+                              source=SOURCE)
+        return bool(events), await self.rusunawa(uow, rusunawa_id)
+
+    async def rusunawa(self, uow: UnitOfWork, rusunawa_id: str) -> domain.Rusunawa:
+        state, _ = await load_state(uow, RUSUNAWA, rusunawa_id)
+        if not state.exists:
+            raise NotFound("rusunawa-not-found", f"There is no rusunawa {rusunawa_id}.")
+        return state
+
     async def schedule_cohort(self, uow: UnitOfWork, command: domain.ScheduleCohort) -> str:
+        """Schedule a cohort in the registered rusunawa `command.rusunawa` names (in any spelling); the
+        cohort carries its registered name."""
+        place, _ = await load_state(uow, RUSUNAWA, domain.rusunawa_id_for(command.rusunawa or ""))
+        command = replace(command, rusunawa=place.name if place.exists else None)
         await handle(uow, COHORT, command.cohort_id, command, source=SOURCE)
         return command.cohort_id
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field, StrictBool, StringConstraints, model_validator
 
-from services.enrollment import domain
+from services.enrollment import domain, projections
 from services.enrollment.handlers import EnrollmentHandlers
 from services.enrollment.money import PayoutLedger
 from services.enrollment.personal_data import PersonalData
@@ -38,8 +38,15 @@ class RegisterResident(CommandBody):
     payout_account: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
 
 
+class RegisterRusunawa(CommandBody):
+    name: ShortLabel = Field(examples=["Rusunawa Nagrak"])
+    ovop_product: ShortLabel = Field(description="Its OVOP product (one village, one product).",
+                                     examples=["anyaman piring"])
+
+
 class ScheduleCohort(CommandBody):
-    rusunawa: ShortLabel
+    rusunawa: ShortLabel = Field(description="A registered rusunawa's name (spacing and case aside).",
+                                 examples=["Rusunawa Nagrak"])
     skill: ShortLabel = Field(examples=["menganyam"])
     product_focus: ShortLabel = Field(examples=["piring"])
     starts_on: date
@@ -113,6 +120,28 @@ def enrollment_router(
             if answer is None or answer.status_code >= 400:
                 # Whatever it stored was rolled back (a NIK race, a failure): dead rows, readable until scrubbed.
                 handlers.vault.scrub_soon(runtime.pool)
+
+    @router.post("/rusunawa", status_code=201, responses=also_ok("Registered so already: the rusunawa."),
+                 summary="Register a rusunawa with its OVOP product")
+    async def register_rusunawa(
+        body: RegisterRusunawa, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
+    ) -> Response:
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
+            new, place = await handlers.register_rusunawa(uow, body.name, body.ovop_product)
+            return Outcome(201 if new else 200, _rusunawa_body(place))
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.get("/rusunawa/{rusunawa_id}", responses=problems(404), summary="A registered rusunawa")
+    async def get_rusunawa(rusunawa_id: Id, _: Principal = Depends(reader)) -> JSONResponse:
+        async with runtime.pool.acquire() as conn:
+            return JSONResponse(_rusunawa_body(await handlers.rusunawa(PostgresUnitOfWork(conn), rusunawa_id)))
+
+    @router.get("/rusunawa", summary="Every registered rusunawa and its OVOP product, by name")
+    async def list_rusunawa(_: Principal = Depends(reader)) -> JSONResponse:
+        async with runtime.pool.acquire() as conn:
+            places = await projections.registered_rusunawa(conn)
+        return JSONResponse({"items": [_rusunawa_body(place) for place in places]})
 
     @router.post("/cohorts", status_code=201, summary="Schedule a Bimtek cohort")
     async def schedule_cohort(
@@ -212,3 +241,7 @@ def enrollment_router(
         })
 
     return router
+
+
+def _rusunawa_body(place: domain.Rusunawa) -> dict[str, str | None]:
+    return {"rusunawa_id": place.rusunawa_id, "name": place.name, "ovop_product": place.ovop_product}

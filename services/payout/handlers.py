@@ -32,7 +32,7 @@ import asyncpg
 
 from services.payout import domain, projections
 from shared.contracts import Envelope, service_source
-from shared.contracts.events import MAX_RUPIAH
+from shared.contracts.events import MAX_RUPIAH, same_label
 from shared.domain import Conflict, NotFound, fold
 from shared.eventstore import NO_STREAM, UnitOfWork
 from shared.timeutil import to_wib, wib_now
@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS payout_runs (
     period_end  timestamptz NOT NULL,
     started_at  timestamptz NOT NULL
 );
+-- A run made for one rusunawa pays only its residents (NULL: the whole programme).
+ALTER TABLE payout_runs ADD COLUMN IF NOT EXISTS rusunawa text;
 -- The command side's own record of every payout, written with its events: what runs subtract.
 CREATE TABLE IF NOT EXISTS payouts (
     payout_id     text        PRIMARY KEY,
@@ -101,27 +103,34 @@ class PayoutHandlers:
     """Runs payout's commands in a unit of work: its event streams and its `payouts` record."""
 
     async def run_payouts(
-        self, uow: UnitOfWork, run_id: str, period_end: datetime, run_at: datetime | None = None
+        self, uow: UnitOfWork, run_id: str, period_end: datetime, run_at: datetime | None = None,
+        rusunawa: str | None = None,
     ) -> tuple[bool, RunResult]:
         """Schedule what each artisan earned up to `period_end` and is not yet committed, as a run made at
-        `run_at` (business time; default now), when its payouts are scheduled.
+        `run_at` (business time; default now), when its payouts are scheduled. With `rusunawa`, only for
+        the residents registered there (as the enrollment topic says, read by the dashboard's consumer).
 
         Returns (whether this call ran it, the run); a `run_id` already run answers its payouts.
         """
         conn = uow.connection
         await conn.execute("SELECT pg_advisory_xact_lock($1)", RUN_LOCK_KEY)
-        earlier = await conn.fetchval("SELECT period_end FROM payout_runs WHERE run_id = $1", run_id)
-        if earlier is not None:
-            if earlier != period_end:
+        row = await conn.fetchrow("SELECT period_end, rusunawa FROM payout_runs WHERE run_id = $1", run_id)
+        if row is not None:
+            earlier, scope = row["period_end"], row["rusunawa"]
+            if earlier != period_end or (scope is None) != (rusunawa is None) or (
+                    scope is not None and rusunawa is not None and not same_label(scope, rusunawa)):
                 raise Conflict(
                     "run-id-reused",
-                    f"Payout run {run_id} already ran for the period ending {to_wib(earlier).isoformat()}; "
-                    "use a new run_id for another period.",
+                    f"Payout run {run_id} already ran for the period ending {to_wib(earlier).isoformat()}"
+                    f"{f' in {scope}' if scope else ''}; use a new run_id for another period or rusunawa.",
                 )
             return False, await self._run(conn, run_id, earlier)
         recorded_at = wib_now()
         now = run_at or recorded_at
         earned = await projections.earned_by_artisan(conn, period_end)
+        if rusunawa is not None:
+            residents = await projections.residents_of(conn, rusunawa)
+            earned = {artisan: amount for artisan, amount in earned.items() if artisan in residents}
         # Summed as numeric into Python integers, as the ledger's totals are: a total has no bound.
         committed = {
             row["artisan_id"]: projections.whole_rupiah(row["committed"])
@@ -132,7 +141,8 @@ class PayoutHandlers:
         }
         decided = domain.plan_run(domain.RunPayouts(run_id, period_end, now, recorded_at), earned, committed)
         await conn.execute(
-            "INSERT INTO payout_runs (run_id, period_end, started_at) VALUES ($1, $2, $3)", run_id, period_end, now
+            "INSERT INTO payout_runs (run_id, period_end, started_at, rusunawa) VALUES ($1, $2, $3, $4)",
+            run_id, period_end, now, rusunawa
         )
         await conn.executemany(
             """INSERT INTO payouts (payout_id, run_id, artisan_id, amount_idr, status, scheduled_at)

@@ -39,6 +39,9 @@ class StartRun(CommandBody):
                        examples=["2024-03"])
     period_end: Moment = Field(description="Pay earnings whose QC passed at or before this moment.",
                                examples=["2024-03-31T23:59:59+07:00"])
+    rusunawa: ShortLabel | None = Field(
+        default=None, description="Pay only the residents registered in this rusunawa (default: everyone).",
+        examples=["Rusunawa Nagrak"])
     run_at: Moment | None = Field(
         default=None, description="When the run was made (business time): its payouts are scheduled then. "
                                   "At or after period_end, not in the future; default: now.",
@@ -82,7 +85,7 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
         body: StartRun, request: Request, key: IdempotencyKey = None, who: Principal = Depends(staff)
     ) -> Response:
         async def action(uow: PostgresUnitOfWork) -> Outcome:
-            new, result = await handlers.run_payouts(uow, body.run_id, body.period_end, body.run_at)
+            new, result = await handlers.run_payouts(uow, body.run_id, body.period_end, body.run_at, body.rusunawa)
             return Outcome(201 if new else 200, _run_body(result))
 
         return await run(request, who, key, body.model_dump(mode="json"), action)

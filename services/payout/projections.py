@@ -38,7 +38,7 @@ from aiokafka import ConsumerRecord
 from services.payout import domain
 from shared.contracts import Envelope
 from shared.contracts.events import MAX_RUPIAH
-from shared.db import DATABASE_UNAVAILABLE
+from shared.db import DATABASE_UNAVAILABLE, normalised
 from shared.eventstore import BatchHandler, Reject, UnitOfWork
 from shared.timeutil import to_wib
 
@@ -522,6 +522,15 @@ class Statement:
     payable_idr: int
     in_transit_idr: int
     paid_idr: int
+
+
+async def residents_of(conn: asyncpg.Connection, rusunawa: str) -> set[str]:
+    """The residents registered in `rusunawa` (spacing and case aside), as the enrollment topic said so far
+    (the dashboard's consumer keeps them: `dashboard.projection`)."""
+    rows = await conn.fetch(
+        f"""SELECT resident_id FROM dashboard_residents
+            WHERE {normalised("rusunawa")} = {normalised("$1")}""", rusunawa)
+    return {row["resident_id"] for row in rows}
 
 
 async def has_entries(conn: asyncpg.Connection, artisan_id: str) -> bool:

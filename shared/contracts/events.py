@@ -94,6 +94,11 @@ Count = Annotated[int, Strict(), Field(gt=0)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=STORABLE_TEXT_PATTERN)]
 #: The name of a thing, never of a person (see `LABEL_PATTERN`).
 Label = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=LABEL_PATTERN)]
+
+
+def same_label(one: str, other: str) -> bool:
+    """Whether two labels name one thing (a rusunawa, a product): spacing and letter case are how it was typed."""
+    return " ".join(one.split()).casefold() == " ".join(other.split()).casefold()
 InspectorCode = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=INSPECTOR_PATTERN)]
 
 
@@ -139,6 +144,20 @@ class ResidentRegistered(EventData):
     resident_id: Id
     rusunawa: Label
     registered_at: WibTime
+
+
+class RusunawaRegistered(EventData):
+    """A rusunawa the programme runs in, with its OVOP product (one village, one product): the registry
+    cohorts belong to and runs, lists and the dashboard are scoped by."""
+
+    event_type: ClassVar[str] = "rusunawa-registered"
+    topic: ClassVar[Topic] = Topic.ENROLLMENT
+    # No resident: keyed by its own id, so its events stay in order on one partition (as cohorts).
+    key_field: ClassVar[str] = "rusunawa_id"
+
+    rusunawa_id: Id
+    name: Label
+    ovop_product: Label
 
 
 class CohortScheduled(EventData):
@@ -391,6 +410,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     model.event_type: model
     for model in (
         ResidentRegistered,
+        RusunawaRegistered,
         CohortScheduled,
         Enrolled,
         TrainingCompleted,

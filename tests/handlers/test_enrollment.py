@@ -15,7 +15,7 @@ from services.enrollment.domain import ScheduleCohort
 from services.enrollment.handlers import EnrollmentHandlers
 from shared.contracts import Envelope, service_source
 from shared.contracts.events import ResidentRegistered
-from shared.domain import Conflict, NotFound
+from shared.domain import Conflict, NotFound, Refused
 from shared.eventstore import NO_STREAM
 
 WIB = timezone(timedelta(hours=7))
@@ -32,14 +32,42 @@ async def resident(backend, resident_id: str, rusunawa: str = "Rusunawa Nagrak")
 
 async def cohort(backend, capacity: int = 2) -> str:
     async with backend.store.unit() as uow:
+        await HANDLERS.register_rusunawa(uow, "Rusunawa Nagrak", "piring")
+    async with backend.store.unit() as uow:
         return await HANDLERS.schedule_cohort(uow, ScheduleCohort(
-            cohort_id="coh_1", rusunawa="Rusunawa Nagrak", skill="anyaman", product_focus="piring",
+            cohort_id="coh_1", rusunawa="rusunawa  nagrak", skill="anyaman", product_focus="piring",
             starts_on=date(2024, 2, 1), ends_on=date(2024, 2, 28), capacity=capacity))
 
 
 async def enrol(backend, cohort_id: str, resident_id: str, **options):
     async with backend.store.unit() as uow:
         return await HANDLERS.enrol(uow, cohort_id, resident_id, **options)
+
+
+async def test_a_cohort_belongs_to_a_registered_rusunawa_and_carries_its_registered_name(backend):
+    with pytest.raises(Refused) as refused:
+        async with backend.store.unit() as uow:
+            await HANDLERS.schedule_cohort(uow, ScheduleCohort(
+                cohort_id="coh_x", rusunawa="Rusunawa Nowhere", skill="anyaman", product_focus="piring",
+                starts_on=date(2024, 2, 1), ends_on=date(2024, 2, 28), capacity=5))
+    cohort_id = await cohort(backend)  # named "rusunawa  nagrak": spacing and case aside
+
+    assert refused.value.code == "unknown-rusunawa"
+    (scheduled,) = (await backend.store.load(cohort_id)).events[:1]
+    assert scheduled.data.rusunawa == "Rusunawa Nagrak"
+
+
+async def test_a_rusunawa_is_registered_once_however_its_name_is_spelt(backend):
+    async with backend.store.unit() as uow:
+        first, place = await HANDLERS.register_rusunawa(uow, "Rusunawa  Marunda", "batik")
+    async with backend.store.unit() as uow:
+        again, same = await HANDLERS.register_rusunawa(uow, "rusunawa marunda", "Batik")
+    with pytest.raises(Conflict) as conflict:
+        async with backend.store.unit() as uow:
+            await HANDLERS.register_rusunawa(uow, "RUSUNAWA MARUNDA", "anyaman")
+
+    assert (first, again) == (True, False) and same == place and place.name == "Rusunawa Marunda"
+    assert conflict.value.code == "rusunawa-already-registered"
 
 
 async def test_enrolling_a_resident_twice_is_one_enrolment(backend):

@@ -267,6 +267,8 @@ async def enrollment(kafka_settings, database_url):
     settings = EnrollmentSettings(**service_settings(kafka_settings, database_url, tokens, "enrollment"),
                                   personal_data_key=new_personal_data_key())
     async with serve(enrollment_app(settings)) as url, client(url, tokens.staff) as staff:
+        # Cohorts belong to a registered rusunawa.
+        assert (await staff.post("/rusunawa", json={"name": "Nagrak", "ovop_product": "piring"})).status_code == 201
         yield staff, database_url
 
 

@@ -83,6 +83,7 @@ async def trained_artisan(env: dict[str, str]) -> str:
         resident = await post(enrollment, "/residents", {
             "rusunawa": RUSUNAWA, "unit": person.unit, "full_name": person.full_name, "nik": person.nik,
             "phone": person.phone, "payout_account": person.payout_account})
+        await enrollment.post("/rusunawa", json={"name": RUSUNAWA, "ovop_product": "piring"})
         cohort = await post(enrollment, "/cohorts", {
             "rusunawa": RUSUNAWA, "skill": SKILL, "product_focus": "piring", "starts_on": COHORT_STARTS.isoformat(),
             "ends_on": COHORT_ENDS.isoformat(), "capacity": 5})

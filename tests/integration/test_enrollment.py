@@ -38,7 +38,14 @@ async def enrollment(kafka_settings, database_url):
     )
     async with serve(create_app(settings)) as url:
         async with client(url, tokens.staff) as staff:
+            await register_nagrak(staff)
             yield staff, tokens, url, database_url
+
+
+async def register_nagrak(staff) -> None:
+    """Cohorts belong to a registered rusunawa."""
+    response = await staff.post("/rusunawa", json={"name": "Nagrak", "ovop_product": "piring"})
+    assert response.status_code in (200, 201), response.text
 
 
 async def register(staff, n: int) -> str:
@@ -140,6 +147,7 @@ async def test_an_idempotency_key_is_forgotten_once_its_answer_expires(kafka_set
     body = {"rusunawa": "Nagrak", "skill": "menganyam", "product_focus": "piring",
             "starts_on": "2024-02-26", "ends_on": "2024-02-29", "capacity": 25}
     async with serve(create_app(settings)) as url, client(url, tokens.staff) as staff:
+        await register_nagrak(staff)
         first = await staff.post("/cohorts", json=body, headers={"Idempotency-Key": "cohort-1"})
         retry = await staff.post("/cohorts", json=body, headers={"Idempotency-Key": "cohort-1"})
         pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)

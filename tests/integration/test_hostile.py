@@ -146,6 +146,7 @@ async def seed(tokens: Tokens, apps: dict[str, FastAPI], urls: dict[str, str], k
     async with client(urls["enrollment"], tokens.staff) as staff:
         residents = [(await post(staff, "/residents", {"rusunawa": "Nagrak", **person}))["resident_id"]
                      for person in PEOPLE]
+        await post(staff, "/rusunawa", {"name": "Nagrak", "ovop_product": "piring"})
         cohort_id = (await post(staff, "/cohorts", {
             "rusunawa": "Nagrak", "skill": "menganyam", "product_focus": "piring", "starts_on": "2024-02-26",
             "ends_on": "2024-02-29", "capacity": 10}))["cohort_id"]
@@ -244,6 +245,9 @@ async def test_nik_or_phone_shaped_text_in_any_free_text_input_never_reaches_a_t
             person = {"full_name": "Ani", "nik": f"31750999128700{n}9", "unit": "C-1"}
             answers[f"resident.rusunawa {n}"] = (await staff.post("/residents", json={
                 "rusunawa": f"Nagrak {text}", **person})).status_code
+            for field in ("name", "ovop_product"):
+                answers[f"rusunawa.{field} {n}"] = (await staff.post("/rusunawa", json={
+                    "name": "Marunda", "ovop_product": "batik", field: text})).status_code
             for field in ("rusunawa", "skill", "product_focus"):
                 answers[f"cohort.{field} {n}"] = (await staff.post("/cohorts", json={
                     "rusunawa": "Nagrak", "skill": "menganyam", "product_focus": "piring", field: text,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -11,6 +11,7 @@ from services.payout.dashboard.queries import read_dashboard
 from services.payout.dashboard.view import render_dashboard, render_refusal
 from shared.service import ServiceRuntime
 from shared.web.access import AUDITOR, STAFF, Access, Principal
+from shared.web.inputs import ShortLabel
 from shared.web.problems import Problem
 
 COOKIE = "anyam_token"
@@ -76,11 +77,15 @@ def dashboard_router(runtime: ServiceRuntime, access: Access) -> APIRouter:
     async def dashboard(
         request: Request,
         lang: str | None = Query(None, description="`id` (Bahasa Indonesia, the default) or `en`."),
+        rusunawa: ShortLabel | None = Query(None, description="Only this rusunawa: its cohorts, and the pieces, "
+                                            "money and runs of the residents who live there (default: all)."),
         token: str | None = Query(None, description="A staff or auditor token, for a link opened in a browser: "
                                   "it is moved into an HttpOnly cookie and the browser is redirected without it."),
     ) -> Response:
         lang = language(lang)
-        here = request.url.path + ("?lang=en" if lang == "en" else "")
+        scope = {"lang": lang} if lang == "en" else {}
+        scope |= {"rusunawa": rusunawa} if rusunawa is not None else {}
+        here = request.url.path + (f"?{urlencode(scope)}" if scope else "")
         if token is not None:
             principal = _check(access, token)
             if principal is None:
@@ -107,7 +112,7 @@ def dashboard_router(runtime: ServiceRuntime, access: Access) -> APIRouter:
             return refusal(403, lang, clear_cookie=False)
 
         async with runtime.pool.acquire() as conn:
-            data = await read_dashboard(conn)
+            data = await read_dashboard(conn, rusunawa)
         return _secure_headers(HTMLResponse(render_dashboard(data, lang)))
 
     return router

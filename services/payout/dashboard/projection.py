@@ -23,9 +23,12 @@ from shared.contracts.events import (
     PieceWoven,
     QcFailed,
     QcPassed,
+    ResidentRegistered,
+    RusunawaRegistered,
     TrainingCompleted,
     Withdrawn,
 )
+from shared.db import normalised
 from shared.eventstore import BatchHandler, Reject, UnitOfWork
 from shared.eventstore.consumer import BatchItems
 from shared.timeutil import to_wib
@@ -47,6 +50,18 @@ def dashboard_consumer(topic_prefix: str = "") -> str:
 # --- the read model -------------------------------------------------------------------------------
 
 DDL = f"""
+-- The registry of rusunawa and their OVOP product, and where each resident lives: what the dashboard,
+-- and payout runs made for one rusunawa, are scoped by. Ids and labels, never personal data.
+CREATE TABLE IF NOT EXISTS dashboard_rusunawa (
+    rusunawa_id   text PRIMARY KEY,
+    name          text NOT NULL,
+    ovop_product  text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dashboard_residents (
+    resident_id  text PRIMARY KEY,
+    rusunawa     text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dashboard_residents_rusunawa ON dashboard_residents ({normalised("rusunawa")});
 CREATE TABLE IF NOT EXISTS dashboard_cohorts (
     cohort_id     text    PRIMARY KEY,
     rusunawa      text    NOT NULL,
@@ -147,6 +162,12 @@ DASHBOARD_HANDLER = BatchHandler(apply_batch=project_batch, each=project)
 def _upsert(data: EventData) -> tuple[str, tuple[Any, ...]] | None:
     """The statement and arguments that fold `data` into the read model (None: not counted)."""
     match data:
+        case RusunawaRegistered():
+            return ("""INSERT INTO dashboard_rusunawa VALUES ($1, $2, $3) ON CONFLICT (rusunawa_id) DO NOTHING""",
+                    (data.rusunawa_id, data.name, data.ovop_product))
+        case ResidentRegistered():
+            return ("""INSERT INTO dashboard_residents VALUES ($1, $2) ON CONFLICT (resident_id) DO NOTHING""",
+                    (data.resident_id, data.rusunawa))
         case CohortScheduled():
             return (
                 """INSERT INTO dashboard_cohorts VALUES ($1, $2, $3, $4, $5, $6, $7)

@@ -10,6 +10,8 @@ from datetime import date, datetime
 import asyncpg
 
 from services.payout import domain, projections
+from shared.contracts.events import same_label
+from shared.db import normalised
 from shared.timeutil import wib_now
 
 
@@ -72,7 +74,7 @@ class RunRow:
 @dataclass(frozen=True)
 class Ovop:
     rusunawa: str
-    product: str  # the focus of its latest cohort
+    product: str  # its registered OVOP product (or, unregistered, the focus of its latest cohort)
     others: tuple[str, ...]  # earlier cohorts' different focus, if any
     cohorts: int
 
@@ -85,6 +87,9 @@ class Dashboard:
     weeks: Sequence[WeekProduct]
     artisans: Sequence[ArtisanRow]
     runs: Sequence[RunRow]
+    #: The rusunawa the page is scoped to (None: the whole programme), and every registered one.
+    rusunawa: str | None = None
+    places: Sequence[str] = ()
 
     @property
     def products(self) -> list[str | None]:
@@ -100,11 +105,15 @@ class Dashboard:
         return sorted(totals, key=lambda p: (p not in focus, p is None, -totals[p], p or ""))
 
 
-async def read_dashboard(conn: asyncpg.Connection) -> Dashboard:
-    """Everything the page shows, from one snapshot of the read model and the ledger together."""
+async def read_dashboard(conn: asyncpg.Connection, rusunawa: str | None = None) -> Dashboard:
+    """Everything the page shows, from one snapshot of the read model and the ledger together; with
+    `rusunawa`, only that rusunawa's cohorts, and the pieces, money and runs of the residents who live there."""
+    # $1: the rusunawa, or NULL for the whole programme. A resident is in it by where she registered.
+    mine = f"""($1::text IS NULL OR artisan_id IN (SELECT resident_id FROM dashboard_residents
+                                                  WHERE {normalised("rusunawa")} = {normalised("$1")}))"""
     async with conn.transaction(readonly=True, isolation="repeatable_read"):
         cohort_rows = await conn.fetch(
-            """SELECT cohort_id, c.rusunawa, c.skill, c.product_focus, c.starts_on, c.ends_on, c.capacity,
+            f"""SELECT cohort_id, c.rusunawa, c.skill, c.product_focus, c.starts_on, c.ends_on, c.capacity,
                       coalesce(e.enrolled, 0) AS enrolled, coalesce(e.completed, 0) AS completed,
                       coalesce(e.withdrawn, 0) AS withdrawn
                FROM dashboard_cohorts c
@@ -112,52 +121,66 @@ async def read_dashboard(conn: asyncpg.Connection) -> Dashboard:
                                  count(*) FILTER (WHERE completed)::int AS completed,
                                  count(*) FILTER (WHERE withdrawn)::int AS withdrawn
                           FROM dashboard_enrolments GROUP BY cohort_id) e USING (cohort_id)
-               ORDER BY c.starts_on NULLS LAST, c.rusunawa, cohort_id"""
+               WHERE $1::text IS NULL OR {normalised("c.rusunawa")} = {normalised("$1")}
+               ORDER BY c.starts_on NULLS LAST, c.rusunawa, cohort_id""", rusunawa,
         )
         week_rows = await conn.fetch(
-            """SELECT week, product, count(*)::int AS woven, count(*) FILTER (WHERE qc = 'passed')::int AS passed,
+            f"""SELECT week, product, count(*)::int AS woven, count(*) FILTER (WHERE qc = 'passed')::int AS passed,
                       count(*) FILTER (WHERE qc = 'failed')::int AS failed
-               FROM dashboard_pieces GROUP BY week, product ORDER BY week, product NULLS LAST"""
+               FROM dashboard_pieces WHERE {mine} GROUP BY week, product ORDER BY week, product NULLS LAST""",
+            rusunawa,
         )
         piece_rows = await conn.fetch(
-            """SELECT artisan_id, count(*)::int AS woven, count(*) FILTER (WHERE qc = 'passed')::int AS passed
-               FROM dashboard_pieces GROUP BY artisan_id"""
+            f"""SELECT artisan_id, count(*)::int AS woven, count(*) FILTER (WHERE qc = 'passed')::int AS passed
+               FROM dashboard_pieces WHERE {mine} GROUP BY artisan_id""", rusunawa,
         )
         # A run's totals are numeric sums read as Python integers, never cast to bigint (see
         # `projections`: an amount is bounded, a total is not).
         run_rows = await conn.fetch(
-            """SELECT run_id, min(period_end) AS period_end, count(*)::int AS payouts,
+            f"""SELECT run_id, min(period_end) AS period_end, count(*)::int AS payouts,
                       sum(amount_idr) AS scheduled_idr,
                       sum(amount_idr) FILTER (WHERE outcome = 'paid') AS paid_idr,
                       sum(amount_idr) FILTER (WHERE outcome = 'failed') AS failed_idr
-               FROM dashboard_payouts GROUP BY run_id ORDER BY min(period_end) NULLS LAST, run_id"""
+               FROM dashboard_payouts WHERE {mine}
+               GROUP BY run_id ORDER BY min(period_end) NULLS LAST, run_id""", rusunawa,
         )
+        residents = None if rusunawa is None else {row["resident_id"] for row in await conn.fetch(
+            f"""SELECT resident_id FROM dashboard_residents WHERE {normalised("rusunawa")} = {normalised("$1")}""",
+            rusunawa)}
+        registered = {row["name"]: row["ovop_product"] for row in await conn.fetch(
+            "SELECT name, ovop_product FROM dashboard_rusunawa ORDER BY name")}
         accounts = await projections.balances(conn)
     cohorts = [CohortRow(**dict(row)) for row in cohort_rows]
+    pieces = {row["artisan_id"]: (row["woven"], row["passed"]) for row in piece_rows}
+    artisans = _artisans(accounts, pieces)
     return Dashboard(
         generated_at=wib_now(),
         cohorts=cohorts,
-        ovop=_ovop(cohorts),
+        ovop=_ovop(cohorts, registered, rusunawa),
         weeks=[WeekProduct(**dict(row)) for row in week_rows],
-        artisans=_artisans(accounts, {row["artisan_id"]: (row["woven"], row["passed"]) for row in piece_rows}),
+        artisans=[a for a in artisans if residents is None or a.artisan_id in residents],
         runs=[RunRow(row["run_id"], row["period_end"], row["payouts"],
                      *(projections.whole_rupiah(row[f]) for f in ("scheduled_idr", "paid_idr", "failed_idr")))
               for row in run_rows],
+        rusunawa=rusunawa,
+        places=sorted(registered),
     )
 
 
-def _ovop(cohorts: Sequence[CohortRow]) -> list[Ovop]:
-    by_rusunawa: dict[str, list[CohortRow]] = {}
+def _ovop(cohorts: Sequence[CohortRow], registered: dict[str, str], rusunawa: str | None) -> list[Ovop]:
+    """Each rusunawa's OVOP product: the registered one; for a rusunawa not (yet) registered, the focus of
+    its latest cohort. With `rusunawa`, that one alone."""
+    by_rusunawa: dict[str, list[CohortRow]] = {name: [] for name in registered
+                                               if rusunawa is None or same_label(name, rusunawa)}
     for cohort in cohorts:
         if cohort.rusunawa is not None:
             by_rusunawa.setdefault(cohort.rusunawa, []).append(cohort)
     result = []
-    for rusunawa, rows in sorted(by_rusunawa.items()):
-        # One village, one product: the latest cohort's focus is the rusunawa's product now.
+    for place, rows in sorted(by_rusunawa.items()):
         rows = sorted(rows, key=lambda c: (c.starts_on or date.min, c.cohort_id))
-        current = rows[-1].product_focus or ""
+        current = registered.get(place) or (rows[-1].product_focus or "" if rows else "")
         others = tuple(dict.fromkeys(c.product_focus for c in reversed(rows) if c.product_focus != current))
-        result.append(Ovop(rusunawa, current, tuple(o for o in others if o), len(rows)))
+        result.append(Ovop(place, current, tuple(o for o in others if o), len(rows)))
     return result
 
 

@@ -17,7 +17,9 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from html import escape
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
+from shared.contracts.events import same_label
 from shared.money import rupiah
 from shared.timeutil import to_wib
 
@@ -49,8 +51,12 @@ _TEXT: dict[str, tuple[str, str]] = {
     "kpi_owed": ("Masih terutang", "Still owed"),
     "kpi_transit": ("{} sedang dikirim", "{} being sent"),
     "ovop": ("Produk unggulan tiap rusunawa (OVOP)", "Each rusunawa's product (OVOP)"),
-    "ovop_note": ("One Village One Product: tiap rusunawa fokus pada satu produk — fokus angkatan terakhirnya.",
-                  "One Village One Product: each rusunawa focuses on one product — its latest cohort's focus."),
+    "ovop_note": ("One Village One Product: tiap rusunawa fokus pada satu produk — yang terdaftar untuknya "
+                  "(atau fokus angkatan terakhirnya).",
+                  "One Village One Product: each rusunawa focuses on one product — the one registered for it "
+                  "(or its latest cohort's focus)."),
+    "scope": ("Tampilkan", "Show"),
+    "scope_all": ("Semua rusunawa", "Every rusunawa"),
     "ovop_cohorts": ("{} angkatan", "{} cohorts"),
     "ovop_cohorts_one": ("{} angkatan", "{} cohort"),
     "ovop_before": ("sebelumnya: {}", "before: {}"),
@@ -271,16 +277,34 @@ def _page(w: _Words, title: str, body: str) -> str:
     )
 
 
-def _switch(w: _Words) -> str:
+def _switch(w: _Words, rusunawa: str | None = None) -> str:
     other = "en" if w.lang == "id" else "id"
-    return (f'<nav class="lang"><a href="?lang={other}" hreflang="{other}" lang="{other}" '
+    return (f'<nav class="lang"><a href="{_e(_query(other, rusunawa))}" hreflang="{other}" lang="{other}" '
             f'data-lang-switch="{other}">{_e(w("switch"))}</a></nav>')
+
+
+def _query(lang: str, rusunawa: str | None) -> str:
+    """The page's own address for a language and a scope (None: the whole programme)."""
+    return "?" + urlencode({"lang": lang} | ({"rusunawa": rusunawa} if rusunawa is not None else {}))
+
+
+def _scope(w: _Words, data: Dashboard) -> str:
+    """Links to the page for the whole programme and for each registered rusunawa; the current one marked."""
+    links = []
+    for place in (None, *data.places):
+        here = place == data.rusunawa or (place is not None and data.rusunawa is not None
+                                          and same_label(place, data.rusunawa))
+        label = w("scope_all") if place is None else place
+        current = ' aria-current="page"' if here else ""
+        links.append(f'<a href="{_e(_query(w.lang, place))}"{current} data-scope="{_e(place or "")}">{_e(label)}</a>')
+    return f'<nav class="scope">{_e(w("scope"))}: {" · ".join(links)}</nav>'
+
 
 
 def _header(w: _Words, data: Dashboard) -> str:
     return (
         f'<header class="top"><div><h1>{_e(w("title"))}</h1><p class="sub">{_e(w("subtitle"))}</p></div>'
-        f"{_switch(w)}</header>\n"
+        f"{_switch(w, data.rusunawa)}</header>\n{_scope(w, data)}\n"
         f'<p class="meta">{_e(w("updated"))} <time>{_e(w.moment(data.generated_at))}</time> · '
         f'{_e(w("money_note"))}</p>'
     )
@@ -648,6 +672,9 @@ h2 { margin: 0 0 6px; font-size: 16px; }
 .lang a { display: inline-block; padding: 5px 12px; border: 1px solid var(--accent); border-radius: 14px;
   color: var(--accent); text-decoration: none; font-weight: 600; background: #fff; }
 .lang a:hover, .lang a:focus { background: var(--accent); color: #fff; }
+.scope { margin: 0 0 12px; font-size: 13px; color: var(--muted); }
+.scope a { color: var(--accent); }
+.scope a[aria-current] { font-weight: 600; color: inherit; text-decoration: none; }
 .meta { color: var(--muted); margin: 8px 0 14px; font-size: 13px; }
 .kpis { display: grid; grid-template-columns: repeat(6, minmax(0, 1fr)); gap: 12px; margin-bottom: 14px; }
 .kpi, .card, .ovop li { background: var(--card); border: 1px solid var(--line); border-radius: 8px; }
