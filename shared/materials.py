@@ -133,7 +133,7 @@ class Reconciliation:
 
     @property
     def anomalies(self) -> list[Anomaly]:
-        found = []
+        found: list[Anomaly] = []
         for holding in self.holdings:
             for line in holding.materials:
                 last = max((d for d in (line.last_issued_on, holding.last_woven_on) if d is not None), default=None)
@@ -193,10 +193,10 @@ def reconcile(
         totals[1] += piece.passed
         totals[2] = day if totals[2] is None else max(totals[2], day)
         for material, history in in_force.get((piece.collaborator_id, piece.product), {}).items():
-            usage = _in_force_at(history, piece.woven_at)
-            if usage is not None:
-                line(piece.artisan_id, piece.collaborator_id, material, usage.unit)[1] += (
-                    usage.quantity_per_piece * piece.woven)
+            used = _in_force_at(history, piece.woven_at)
+            if used is not None:
+                line(piece.artisan_id, piece.collaborator_id, material, used.unit)[1] += (
+                    used.quantity_per_piece * piece.woven)
 
     idle_from = as_of - timedelta(weeks=idle_weeks)
     holdings = []
@@ -217,7 +217,7 @@ def reconcile(
 
 def _in_force_at(history: list[UsageFact], moment: datetime) -> UsageFact | None:
     """The usage whose `effective_from` is the latest at or before `moment` (history sorted by it)."""
-    found = None
+    found: UsageFact | None = None
     for usage in history:
         if usage.effective_from > moment:
             break

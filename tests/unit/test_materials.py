@@ -3,7 +3,7 @@ decider of `material-usage-set` (services/production/domain.py)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
@@ -168,7 +168,7 @@ def test_a_day_short_of_n_weeks_is_not_idle():
 
 def test_the_weeks_are_counted_in_wib_days():
     # 17:30 UTC on 11 February is 00:30 on the 12th in Jakarta: 27 days before AS_OF, not 28.
-    issued = datetime(2024, 2, 11, 17, 30, tzinfo=timezone.utc)
+    issued = datetime(2024, 2, 11, 17, 30, tzinfo=UTC)
     assert reconcile([], [issue(500, issued)], [], as_of=AS_OF, idle_weeks=4).anomalies == []
 
 
