@@ -10,6 +10,7 @@ from datetime import date, datetime
 import asyncpg
 
 from services.payout import domain, projections
+from shared.materials import DEFAULT_IDLE_WEEKS, IssueFact, PieceFact, Reconciliation, UsageFact, reconcile
 from shared.timeutil import wib_now
 
 
@@ -85,6 +86,8 @@ class Dashboard:
     weeks: Sequence[WeekProduct]
     artisans: Sequence[ArtisanRow]
     runs: Sequence[RunRow]
+    #: Materials issued beside what the pieces needed, as of today (docs/materials.md).
+    materials: Reconciliation | None = None
 
     @property
     def products(self) -> list[str | None]:
@@ -100,7 +103,7 @@ class Dashboard:
         return sorted(totals, key=lambda p: (p not in focus, p is None, -totals[p], p or ""))
 
 
-async def read_dashboard(conn: asyncpg.Connection) -> Dashboard:
+async def read_dashboard(conn: asyncpg.Connection, *, idle_weeks: int = DEFAULT_IDLE_WEEKS) -> Dashboard:
     """Everything the page shows, from one snapshot of the read model and the ledger together."""
     async with conn.transaction(readonly=True, isolation="repeatable_read"):
         cohort_rows = await conn.fetch(
@@ -133,9 +136,11 @@ async def read_dashboard(conn: asyncpg.Connection) -> Dashboard:
                FROM dashboard_payouts GROUP BY run_id ORDER BY min(period_end) NULLS LAST, run_id"""
         )
         accounts = await projections.balances(conn)
+        materials = await _material_facts(conn)
+    now = wib_now()
     cohorts = [CohortRow(**dict(row)) for row in cohort_rows]
     return Dashboard(
-        generated_at=wib_now(),
+        generated_at=now,
         cohorts=cohorts,
         ovop=_ovop(cohorts),
         weeks=[WeekProduct(**dict(row)) for row in week_rows],
@@ -143,7 +148,25 @@ async def read_dashboard(conn: asyncpg.Connection) -> Dashboard:
         runs=[RunRow(row["run_id"], row["period_end"], row["payouts"],
                      *(projections.whole_rupiah(row[f]) for f in ("scheduled_idr", "paid_idr", "failed_idr")))
               for row in run_rows],
+        materials=reconcile(*materials, as_of=now.date(), idle_weeks=idle_weeks),
     )
+
+
+async def _material_facts(conn: asyncpg.Connection) -> tuple[list[UsageFact], list[IssueFact], list[PieceFact]]:
+    """What `shared.materials.reconcile` needs, from the dashboard's materials tables."""
+    usages = await conn.fetch(
+        """SELECT collaborator_id, product, material, unit, quantity_per_piece, effective_from
+           FROM dashboard_material_usages""")
+    issues = await conn.fetch(
+        "SELECT artisan_id, collaborator_id, material, unit, quantity, issued_at FROM dashboard_material_issues")
+    # A piece whose piece-woven has not arrived yet is not counted: it has no moment to be reconciled at.
+    pieces = await conn.fetch(
+        """SELECT artisan_id, collaborator_id, product, woven_at, count(*)::int AS woven,
+                  count(*) FILTER (WHERE passed)::int AS passed
+           FROM dashboard_material_pieces WHERE woven_at IS NOT NULL
+           GROUP BY artisan_id, collaborator_id, product, woven_at""")
+    return ([UsageFact(**dict(row)) for row in usages], [IssueFact(**dict(row)) for row in issues],
+            [PieceFact(**dict(row)) for row in pieces])
 
 
 def _ovop(cohorts: Sequence[CohortRow]) -> list[Ovop]:
