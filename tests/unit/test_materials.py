@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
+from services.payout.dashboard.queries import Dashboard
+from services.payout.dashboard.view import render_dashboard
 from services.production import domain
 from shared.contracts.events import MaterialUsageSet
 from shared.domain import Conflict, NotFound, fold
@@ -278,3 +280,19 @@ def test_a_usage_in_another_unit_is_refused():
 def test_a_usage_for_an_unknown_collaborator_is_refused():
     with pytest.raises(NotFound):
         domain.decide_collaborator(domain.Collaborator(), set_usage(250))
+
+
+# --- the dashboard's section ---------------------------------------------------------------------
+
+
+def test_the_dashboard_section_escapes_what_events_name_and_shows_each_anomaly():
+    hostile = '<img src=x onerror="alert(1)">'  # a valid label: no control characters, no long digit rows
+    result = reconcile([usage(250, material=hostile)], [issue(1000, material=hostile)], [pieces(5)], as_of=AS_OF)
+    page = render_dashboard(Dashboard(generated_at=MARCH, cohorts=[], ovop=[], weeks=[], artisans=[], runs=[],
+                                      materials=result), "id")
+
+    section = page[page.index('id="materials"'):]
+    assert hostile not in page and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in section
+    assert "Bahan baku" in section
+    assert 'data-anomaly="woven-beyond-materials" data-artisan="res_1"' in section
+    assert "1.250 g" in section  # Indonesian digit grouping
