@@ -117,7 +117,7 @@ async def test_the_endpoint_and_the_dashboard_flag_weaving_beyond_materials_and_
     assert page.status_code == 200
     section = unescape(page.text[page.text.index('id="materials"'):])
     assert "Materials (bahan baku)" in section
-    flagged = re.findall(r'data-anomaly="([^"]+)" data-artisan="([^"]+)"', section)
+    flagged = re.findall(r'data-anomaly="([^"]+)" data-flagged-artisan="([^"]+)"', section)
     assert flagged == [("woven-beyond-materials", "res_siti")]
     total = re.search(r'data-material-total data-collaborator="([^"]+)" data-material="([^"]+)" data-unit="g" '
                       r'data-issued="(\d+)" data-expected="(\d+)" data-flagged="(\d+)"', section)

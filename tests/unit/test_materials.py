@@ -294,5 +294,5 @@ def test_the_dashboard_section_escapes_what_events_name_and_shows_each_anomaly()
     section = page[page.index('id="materials"'):]
     assert hostile not in page and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in section
     assert "Bahan baku" in section
-    assert 'data-anomaly="woven-beyond-materials" data-artisan="res_1"' in section
+    assert 'data-anomaly="woven-beyond-materials" data-flagged-artisan="res_1"' in section
     assert "1.250 g" in section  # Indonesian digit grouping

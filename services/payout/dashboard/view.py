@@ -547,7 +547,7 @@ def _materials_section(w: _Words, data: Dashboard) -> str:
         a_head = "".join(f"<th{' class=num' if k in ('issued', 'expected_use') else ''}>{_e(w(k))}</th>" for k in (
             "anomaly", "artisan", "collaborator", "material", "issued", "expected_use", "last_activity"))
         a_rows = "".join(
-            f'<tr data-anomaly="{_e(a.kind)}" data-artisan="{_e(a.artisan_id)}" '
+            f'<tr data-anomaly="{_e(a.kind)}" data-flagged-artisan="{_e(a.artisan_id)}" '
             f'data-collaborator="{_e(a.collaborator_id)}" data-material="{_e(a.material)}" '
             f'data-issued="{a.issued}" data-expected="{a.expected}">'
             f'<td>{_e(w(a.kind))}</td><td class="id">{_e(a.artisan_id)}</td><td class="id">{_e(a.collaborator_id)}</td>'
