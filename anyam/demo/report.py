@@ -44,5 +44,8 @@ def print_result(console: Console, result: DemoResult) -> None:
         f"{totals.pieces_passed} of {totals.pieces_woven} pieces passed QC; "
         f"{result.payouts_paid} payouts paid, {result.payouts_failed} failed and returned to payable."
     )
+    over = result.materials_flagged.get("woven-beyond-materials", 0)
+    idle = result.materials_flagged.get("idle-materials", 0)
+    console.print(f"Bahan baku: {over} artisans wove beyond their materials, {idle} hold idle ones.")
     console.print(f"Ledger digest: {result.ledger_digest}")
     console.print(f"Demo ran in {result.seconds:.1f} s.")

@@ -30,6 +30,7 @@ from anyam.demo.scenario import (
     OVOP_PRODUCT,
     RAISE,
     RATES_FROM,
+    ROTAN_PER_PIECE,
     RUSUNAWA,
     SKILL,
     PayoutRun,
@@ -74,6 +75,8 @@ class DemoResult:
     payouts_paid: int
     payouts_failed: int
     seconds: float
+    #: Artisans flagged by production's materials reconciliation, per anomaly (docs/materials.md).
+    materials_flagged: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def totals(self) -> ArtisanSummary:
@@ -201,8 +204,11 @@ async def run_demo(env: Mapping[str, str], scenario: Scenario, progress: Progres
         progress("Reading the ledger")
         artisans = await _summaries(stack, scenario, residents, woven)
         digest = (await stack.get("payout", "/ledger/digest"))["digest"]
+        reconciliation = await stack.get("production", "/materials/reconciliation")
+        flagged = {kind: len({a["artisan_id"] for a in reconciliation["anomalies"] if a["kind"] == kind})
+                   for kind in ("woven-beyond-materials", "idle-materials")}
         return DemoResult(tuple(artisans), collaborator_id, cohort_id, digest, paid, failed,
-                          time.monotonic() - started)
+                          time.monotonic() - started, flagged)
     finally:
         if producer is not None:
             await producer.stop()
@@ -261,6 +267,11 @@ async def _collaborate(
         await stack.post("production", f"/collaborators/{collaborator_id}/rates",
                          {"product": product, "rate_idr": rate, "effective_from": effective_from.isoformat()},
                          key=f"{tag}-rate-{product}-{effective_from.date()}")
+    for product, grams in ROTAN_PER_PIECE.items():
+        await stack.post("production", f"/collaborators/{collaborator_id}/material-usages",
+                         {"product": product, "material": MATERIALS[0][0], "unit": MATERIALS[0][2],
+                          "quantity_per_piece": grams, "effective_from": RATES_FROM.isoformat()},
+                         key=f"{tag}-usage-{product}")
     await gather_bounded(
         stack.post("production", "/material-issues", {
             "artisan_id": residents[p.index], "collaborator_id": collaborator_id, "material": material,

@@ -8,12 +8,13 @@ from cachetools import LRUCache
 from fastapi import FastAPI
 from pydantic import Field
 
-from services.production import projections
+from services.production import materials, projections
 from services.production.handlers import ProductionHandlers
 from services.production.http import production_router
 from services.production.messaging import QC_CONSUMER, qc_submission_handler
 from shared.contracts import Topic
 from shared.eventstore import PostgresUnitOfWork
+from shared.materials import DEFAULT_IDLE_WEEKS, MAX_IDLE_WEEKS, MIN_IDLE_WEEKS
 from shared.service import ConsumerSpec, ServiceRuntime, ServiceSettings, service_app
 from shared.web.access import Access
 
@@ -26,6 +27,11 @@ class ProductionSettings(ServiceSettings):
         description="How many of one collaborator's QC submissions may be refused in a minute (over HTTP or "
                     "Kafka); beyond it its HTTP submissions are answered 429 with Retry-After, unread, until the "
                     "minute passes.",
+    )
+    materials_idle_weeks: int = Field(
+        default=DEFAULT_IDLE_WEEKS, ge=MIN_IDLE_WEEKS, le=MAX_IDLE_WEEKS,
+        description="After how many weeks with no piece woven and no materials issued an artisan's left-over "
+                    "materials are flagged `idle-materials` by GET /materials/reconciliation (docs/materials.md).",
     )
 
 
@@ -59,7 +65,7 @@ def create_app(settings: ProductionSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime(
         name="production",
         settings=settings,
-        schema=[projections.install],
+        schema=[projections.install, materials.install],
         consumers=[
             ConsumerSpec(name=projections.TRAINING_CONSUMER, topics=[Topic.ENROLLMENT],
                          handler=projections.project_training),
@@ -67,7 +73,8 @@ def create_app(settings: ProductionSettings | None = None) -> FastAPI:
         ],
     )
     access = Access(settings, collaborator_check=CollaboratorTokens(runtime, handlers).admits)
-    router = production_router(runtime, handlers, access, rejections_per_minute=settings.qc_rejections_per_minute)
+    router = production_router(runtime, handlers, access, rejections_per_minute=settings.qc_rejections_per_minute,
+                               idle_weeks=settings.materials_idle_weeks)
     return service_app(
         runtime, title="Anyam production", access=access, routers=[router],
     )

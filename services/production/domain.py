@@ -10,7 +10,9 @@ Three aggregates, each a stream in the event store:
   signs for submissions inspected from its `valid_from` and received before its
   `revoked_from`, so results accepted before a revocation still verify for
   auditors. Rates live here because "the rate in force" is a question about one
-  collaborator's rate history.
+  collaborator's rate history; so do material usages (`material-usage-set`: how
+  much of a material one piece of a product needs, from a moment on), the same
+  question about materials (docs/materials.md).
 - a piece (stream = piece_id): woven once with the rate in force at `woven_at`,
   then at most one final QC result (`qc-passed` or `qc-failed`).
 - a material issue (stream = issue_id): issued once.
@@ -34,6 +36,7 @@ from shared.contracts.events import (
     CollaboratorRegistered,
     EventData,
     MaterialsIssued,
+    MaterialUsageSet,
     PieceRateSet,
     PieceWoven,
     QcFailed,
@@ -124,6 +127,16 @@ class SetRate:
 
 
 @dataclass(frozen=True)
+class SetMaterialUsage:
+    collaborator_id: str
+    product: str
+    material: str
+    unit: str
+    quantity_per_piece: int
+    effective_from: datetime
+
+
+@dataclass(frozen=True)
 class IssueMaterials:
     issue_id: str
     artisan_id: str
@@ -172,6 +185,15 @@ class Rate:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """How much of a material one piece needs, in `unit`, from `effective_from` on."""
+
+    effective_from: datetime
+    quantity_per_piece: int
+    unit: str
+
+
+@dataclass(frozen=True)
 class Key:
     """One of a collaborator's signing keys and when it signs for them."""
 
@@ -194,6 +216,8 @@ class Collaborator:
     keys: tuple[Key, ...] = ()
     #: Per product, its rates in order of `effective_from`.
     rates: Mapping[str, tuple[Rate, ...]] = field(default_factory=dict)
+    #: Per (product, material), its usages in order of `effective_from`.
+    usages: Mapping[tuple[str, str], tuple[Usage, ...]] = field(default_factory=dict)
 
     @property
     def exists(self) -> bool:
@@ -250,6 +274,13 @@ def evolve_collaborator(state: Collaborator, event: EventData) -> Collaborator:
                 key=lambda rate: rate.effective_from,
             )
             return replace(state, rates={**state.rates, event.product: tuple(rates)})
+        case MaterialUsageSet():
+            key = (event.product, event.material)
+            usages = sorted(
+                (*state.usages.get(key, ()), Usage(event.effective_from, event.quantity_per_piece, event.unit)),
+                key=lambda usage: usage.effective_from,
+            )
+            return replace(state, usages={**state.usages, key: tuple(usages)})
     return state
 
 
@@ -272,7 +303,7 @@ def evolve_piece(state: Piece, event: EventData) -> Piece:
 
 
 def decide_collaborator(
-    state: Collaborator, command: RegisterCollaborator | AddKey | RevokeKey | SetRate
+    state: Collaborator, command: RegisterCollaborator | AddKey | RevokeKey | SetRate | SetMaterialUsage
 ) -> list[EventData]:
     match command:
         case RegisterCollaborator():
@@ -290,6 +321,8 @@ def decide_collaborator(
             return _revoke(_existing(state, command.collaborator_id), command)
         case SetRate():
             return _set_rate(_existing(state, command.collaborator_id), command)
+        case SetMaterialUsage():
+            return _set_usage(_existing(state, command.collaborator_id), command)
     raise TypeError(f"not a collaborator command: {type(command).__name__}")
 
 
@@ -326,6 +359,32 @@ def _set_rate(state: Collaborator, command: SetRate) -> list[EventData]:
             )
     return [PieceRateSet(collaborator_id=command.collaborator_id, product=command.product,
                          rate_idr=command.rate_idr, effective_from=command.effective_from)]
+
+
+def _set_usage(state: Collaborator, command: SetMaterialUsage) -> list[EventData]:
+    """Like a rate: a change is a new usage from a new moment, never an edit of one in force."""
+    earlier = state.usages.get((command.product, command.material), ())
+    if earlier and earlier[0].unit != command.unit:
+        # Quantities of one material for one product add up only in one unit: a usage in grams
+        # after one in kilograms would count the same material twice over, a thousandfold apart.
+        raise Conflict(
+            "usage-unit-changed",
+            f"The usage of {command.material!r} for {command.product!r} is counted in {earlier[0].unit!r}; "
+            f"set it in {earlier[0].unit!r} (or name the material differently).",
+        )
+    for usage in earlier:
+        if usage.effective_from == command.effective_from:
+            if usage.quantity_per_piece == command.quantity_per_piece:
+                return []  # the same usage again is the same one usage
+            raise Conflict(
+                "usage-already-set",
+                f"A usage of {usage.quantity_per_piece} {usage.unit} of {command.material!r} per {command.product!r} "
+                f"already takes effect at {command.effective_from.isoformat()}; set the new usage with a later "
+                "effective_from.",
+            )
+    return [MaterialUsageSet(collaborator_id=command.collaborator_id, product=command.product,
+                             material=command.material, unit=command.unit,
+                             quantity_per_piece=command.quantity_per_piece, effective_from=command.effective_from)]
 
 
 def decide_issue(state: MaterialIssue, command: IssueMaterials) -> list[EventData]:

@@ -93,6 +93,10 @@ class ProductionHandlers:
         """Set a piece rate from `effective_from` on; False when exactly this rate was already set."""
         return bool(await handle(uow, COLLABORATOR, command.collaborator_id, command, source=SOURCE))
 
+    async def set_material_usage(self, uow: UnitOfWork, command: domain.SetMaterialUsage) -> bool:
+        """Set a material's usage per piece from `effective_from` on; False when exactly this one was set."""
+        return bool(await handle(uow, COLLABORATOR, command.collaborator_id, command, source=SOURCE))
+
     async def issue_materials(
         self, uow: UnitOfWork, *, artisan_id: str, collaborator_id: str, material: str, quantity: int,
         unit: str,

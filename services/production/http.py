@@ -7,21 +7,22 @@ import base64
 import binascii
 import json
 import logging
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, AwareDatetime, Field, StrictInt, StringConstraints
 
-from services.production import domain, projections
+from services.production import domain, materials, projections
 from services.production.domain import WRONG_COLLABORATOR, SubmissionRejected
 from services.production.handlers import EARLIEST_YEAR, LATEST_YEAR, ProductionHandlers, parse_submission
-from shared.contracts.events import QcPassed, QcSubmitted
+from shared.contracts.events import MAX_QUANTITY_PER_PIECE, QcPassed, QcSubmitted
 from shared.eventstore import DeadLetterPublisher, PostgresUnitOfWork
 from shared.ids import new_event_id
+from shared.materials import Reconciliation, reconcile
 from shared.service import ServiceRuntime
-from shared.timeutil import to_wib
+from shared.timeutil import to_wib, wib_now
 from shared.web.access import AUDITOR, COLLABORATOR, MAX_CLOCK_SKEW_SECONDS, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
 from shared.web.inputs import NAMES_A_THING, STORABLE, CommandBody, Id, IdempotencyKey, Label, Rupiah, line
@@ -92,6 +93,18 @@ class SetRate(CommandBody):
     effective_from: BusinessTime = Field(description="From when the rate applies (RFC 3339 with an offset).")
 
 
+class SetMaterialUsage(CommandBody):
+    product: Short = Field(examples=["piring"])
+    material: Label = Field(examples=["rotan sintetis"])
+    unit: Short = Field(examples=["g"], description="The unit the material is counted in; issue it in the same "
+                        "unit, or the issues and the usage are not compared (docs/materials.md).")
+    quantity_per_piece: StrictInt = Field(
+        ge=0, le=MAX_QUANTITY_PER_PIECE, description="Whole units of the material one piece needs (choose a unit "
+        "small enough: grams, not kilograms); 0: the product no longer uses it.")
+    effective_from: BusinessTime = Field(description="From when the usage applies, by a piece's `woven_at` "
+                                                     "(RFC 3339 with an offset).")
+
+
 class IssueMaterials(CommandBody):
     artisan_id: Id
     collaborator_id: Id
@@ -122,6 +135,7 @@ DEAD_LETTER_TIMEOUT_SECONDS = 10.0
 
 def production_router(
     runtime: ServiceRuntime, handlers: ProductionHandlers, access: Access, *, rejections_per_minute: int = 60,
+    idle_weeks: int = 4,
 ) -> APIRouter:
     router = APIRouter(tags=["production"])
     staff = access.allow(STAFF)
@@ -207,6 +221,41 @@ def production_router(
             return Outcome(201 if new else 200, {"collaborator_id": collaborator_id, **body.model_dump(mode="json")})
 
         return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.post("/collaborators/{collaborator_id}/material-usages", status_code=201,
+                 responses={**also_ok(), **problems(404, 409)},
+                 summary="Set how much of a material one piece of a product needs, from a moment on")
+    async def set_material_usage(
+        collaborator_id: Id, body: SetMaterialUsage, request: Request, key: IdempotencyKey = None,
+        who: Principal = Depends(staff),
+    ) -> Response:
+        async def action(uow: PostgresUnitOfWork) -> Outcome:
+            command = domain.SetMaterialUsage(collaborator_id=collaborator_id, **body.model_dump())
+            new = await handlers.set_material_usage(uow, command)
+            return Outcome(201 if new else 200, {"collaborator_id": collaborator_id, **body.model_dump(mode="json")})
+
+        return await run(request, who, key, body.model_dump(mode="json"), action)
+
+    @router.get("/materials/reconciliation",
+                summary="Materials issued beside what the pieces woven needed, per artisan and collaborator, "
+                        "with anomalies flagged")
+    async def get_reconciliation(
+        collaborator_id: Annotated[Id | None, Query(description="Only this collaborator's.")] = None,
+        artisan_id: Annotated[Id | None, Query(description="Only this artisan's.")] = None,
+        as_of: Annotated[date | None, Query(description="Reconcile as of the end of this day (WIB; default "
+                                                         "today): later facts are left out, and idleness is "
+                                                         "counted back from it.")] = None,
+        _: Principal = Depends(reader),
+    ) -> JSONResponse:
+        day = as_of or wib_now().date()
+        if not EARLIEST_YEAR <= day.year <= LATEST_YEAR:
+            raise Problem(422, "invalid-as-of", f"as_of must lie in the years {EARLIEST_YEAR} to {LATEST_YEAR}.")
+        async with runtime.pool.acquire() as conn:
+            await materials.catch_up(conn)
+            usages, issues, pieces = await materials.facts(conn, collaborator_id=collaborator_id,
+                                                           artisan_id=artisan_id)
+        return JSONResponse(reconciliation_json(reconcile(usages, issues, pieces, as_of=day,
+                                                          idle_weeks=idle_weeks)))
 
     @router.post("/material-issues", status_code=201, responses=problems(404),
                  summary="Issue raw materials to a trained resident")
@@ -308,6 +357,11 @@ def production_router(
                 product: [{"effective_from": r.effective_from.isoformat(), "rate_idr": r.rate_idr} for r in rates]
                 for product, rates in sorted(state.rates.items())
             },
+            "material_usages": [
+                {"product": product, "material": material, "unit": u.unit, "quantity_per_piece": u.quantity_per_piece,
+                 "effective_from": u.effective_from.isoformat()}
+                for (product, material), usages in sorted(state.usages.items()) for u in usages
+            ],
         })
 
     @router.get("/collaborators/{collaborator_id}/rejections",
@@ -334,6 +388,35 @@ def production_router(
                              "qc": _result_json(piece.result) if piece.result else None})
 
     return router
+
+
+def reconciliation_json(result: Reconciliation) -> dict[str, Any]:
+    """`GET /materials/reconciliation`'s answer (docs/materials.md)."""
+    def day(value: date | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "as_of": result.as_of.isoformat(), "idle_weeks": result.idle_weeks,
+        "holdings": [
+            {"artisan_id": h.artisan_id, "collaborator_id": h.collaborator_id, "pieces_woven": h.woven,
+             "pieces_passed": h.passed, "last_woven_on": day(h.last_woven_on),
+             "materials": [{"material": m.material, "unit": m.unit, "issued": m.issued, "expected_use": m.expected,
+                            "remaining": m.remaining, "last_issued_on": day(m.last_issued_on), "flags": list(m.flags)}
+                           for m in h.materials]}
+            for h in result.holdings
+        ],
+        "collaborators": [
+            {"collaborator_id": t.collaborator_id, "material": t.material, "unit": t.unit, "issued": t.issued,
+             "expected_use": t.expected, "artisans": t.artisans, "artisans_flagged": t.flagged}
+            for t in result.totals()
+        ],
+        "anomalies": [
+            {"kind": a.kind, "artisan_id": a.artisan_id, "collaborator_id": a.collaborator_id,
+             "material": a.material, "unit": a.unit, "issued": a.issued, "expected_use": a.expected,
+             "last_activity_on": day(a.last_activity_on)}
+            for a in result.anomalies
+        ],
+    }
 
 
 def _collaborator_json(state: domain.Collaborator) -> dict[str, Any]:

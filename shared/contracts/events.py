@@ -91,6 +91,10 @@ MAX_RUPIAH = 1_000_000_000_000
 #: Money: an integer number of rupiah, 0 to `MAX_RUPIAH`. Strict: "1000", 1000.0 and true are refused.
 Rupiah = Annotated[int, Strict(), Field(ge=0, le=MAX_RUPIAH)]
 Count = Annotated[int, Strict(), Field(gt=0)]
+#: The most of a material one product's piece may need, in the usage's own unit: a quantity is a whole
+#: number of a unit chosen small enough (grams, centimetres), and bounded like money, so sums stay exact.
+MAX_QUANTITY_PER_PIECE = 1_000_000
+QuantityPerPiece = Annotated[int, Strict(), Field(ge=0, le=MAX_QUANTITY_PER_PIECE)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=STORABLE_TEXT_PATTERN)]
 #: The name of a thing, never of a person (see `LABEL_PATTERN`).
 Label = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=LABEL_PATTERN)]
@@ -268,6 +272,23 @@ class PieceRateSet(EventData):
     effective_from: WibTime
 
 
+class MaterialUsageSet(EventData):
+    """How much of a material one piece of a product needs, for a collaborator, from a moment on
+    (extends SPEC §6, like `piece-rate-set`): what materials reconciliation compares issues with
+    (docs/materials.md). 0 says the product no longer uses the material from then on."""
+
+    event_type: ClassVar[str] = "material-usage-set"
+    topic: ClassVar[Topic] = Topic.PRODUCTION
+    key_field: ClassVar[str] = "collaborator_id"
+
+    collaborator_id: Id
+    product: Label
+    material: Label
+    unit: Label
+    quantity_per_piece: QuantityPerPiece
+    effective_from: WibTime
+
+
 class MaterialsIssued(EventData):
     event_type: ClassVar[str] = "materials-issued"
     topic: ClassVar[Topic] = Topic.PRODUCTION
@@ -418,6 +439,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         PersonalDataErased,
         CollaboratorRegistered,
         PieceRateSet,
+        MaterialUsageSet,
         MaterialsIssued,
         PieceWoven,
         QcPassed,

@@ -24,7 +24,7 @@ import asyncpg
 import httpx
 import pytest
 
-from anyam.demo.scenario import OVOP_PRODUCT, RUSUNAWA, Scenario, nagrak
+from anyam.demo.scenario import MATERIALS, OVOP_PRODUCT, ROTAN_PER_PIECE, RUSUNAWA, Scenario, nagrak
 from anyam.stack import read_stack_env
 from anyam.stack import stackfile as keys
 from services.payout import dashboard, projections
@@ -438,3 +438,20 @@ async def test_the_read_model_counts_each_fact_once_whatever_arrived_first_and_m
     page = render_dashboard(data, "id")
     assert "Rp 15.000" in page and "Pekan 11, 2024" in page and "17 Mar 2024, 23.59 WIB" in page
     assert "17 Mar 2024, 23:59 WIB" in render_dashboard(data, "en")
+
+
+async def test_the_bahan_baku_section_flags_whoever_needed_more_rotan_than_she_was_given(programme):
+    (rotan, given, unit), needs = MATERIALS[0], Counter()
+    for weaving in programme.scenario.weavings:
+        needs[weaving.participant] += ROTAN_PER_PIECE[weaving.product]
+    async with programme.http(programme.auditor) as http:
+        page = (await http.get("/dashboard")).text
+
+    total = next(e for e in elements(page, "data-material-total") if e["data-material"] == rotan)
+    assert total["data-unit"] == unit
+    assert (int(total["data-issued"]), int(total["data-expected"])) == (given * PARTICIPANTS, sum(needs.values()))
+    flagged = elements(page, "data-anomaly")
+    over = sorted(need for need in needs.values() if need > given)
+    assert over and {e["data-anomaly"] for e in flagged} == {"woven-beyond-materials"}
+    assert sorted(int(e["data-expected"]) for e in flagged) == over
+    assert int(total["data-flagged"]) == len(over)

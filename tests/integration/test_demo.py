@@ -6,12 +6,13 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 
-from anyam.demo.scenario import nagrak
+from anyam.demo.scenario import MATERIALS, ROTAN_PER_PIECE, nagrak
 from anyam.stack import read_stack_env
 from anyam.stack.stackfile import stack_kafka_settings
 from shared.contracts import ALL_TOPICS, EVENT_TOPICS, topic_name
@@ -71,6 +72,13 @@ async def test_the_demo_runs_to_the_end_and_its_printed_totals_equal_the_ledgers
     # The demo ends with the auditor's verify, which passed (a failure would have exited non-zero).
     assert "the live ledger equals the replay and every invariant holds" in result.stdout
     assert f"Replayed ledger digest: {digest}" in result.stdout
+    # Production's materials reconciliation flags whoever needed more rotan than the 7 kg she was given.
+    (rotan, given, _), needs = MATERIALS[0], Counter()
+    for weaving in scenario.weavings:
+        needs[weaving.participant] += ROTAN_PER_PIECE[weaving.product]
+    over = sum(need > given for need in needs.values())
+    assert 0 < over < len(scenario.participants) and rotan == "rotan sintetis"
+    assert f"Bahan baku: {over} artisans wove beyond their materials, 0 hold idle ones." in result.stdout
 
     # Every record the demo wrote is declared by the AsyncAPI document of the service that wrote it, and
     # by those of the services that read it, on that channel: its type, its value's schema, its headers.

@@ -260,6 +260,11 @@ async def test_nik_or_phone_shaped_text_in_any_free_text_input_never_reaches_a_t
                 "name": f"CV {text}", "public_key": public_key_b64(generate_private_key())})).status_code
             answers[f"rate.product {n}"] = (await staff.post(f"/collaborators/{a.collaborator_id}/rates", json={
                 "product": text, "rate_idr": 1, "effective_from": "2024-03-01T00:00:00+07:00"})).status_code
+            for field in ("product", "material", "unit"):
+                answers[f"usage.{field} {n}"] = (await staff.post(
+                    f"/collaborators/{a.collaborator_id}/material-usages", json={
+                        "product": "piring", "material": "rotan", "unit": "g", "quantity_per_piece": 250,
+                        "effective_from": "2024-03-01T00:00:00+07:00", field: text})).status_code
             for field in ("material", "unit"):
                 answers[f"materials.{field} {n}"] = (await staff.post("/material-issues", json={
                     "artisan_id": programme.residents[0], "collaborator_id": a.collaborator_id,

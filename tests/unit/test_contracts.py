@@ -75,6 +75,10 @@ EXAMPLES: list[ev.EventData] = [
     ),
     ev.PayoutFailed(payout_id="po_2", artisan_id="res_1", amount_idr=15_000, reason="account-closed"),
     ev.PersonalDataErased(resident_id="res_1", erased_at=JAKARTA_MORNING, money_owed_idr=0),
+    ev.MaterialUsageSet(
+        collaborator_id="col_1", product="piring", material="rotan sintetis", unit="g", quantity_per_piece=250,
+        effective_from=JAKARTA_MORNING,
+    ),
 ]
 
 

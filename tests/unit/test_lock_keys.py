@@ -10,6 +10,7 @@ from __future__ import annotations
 from services.payout import dashboard
 from services.payout import handlers as payout_handlers
 from services.payout import projections as payout_projections
+from services.production import materials as production_materials
 from shared.eventstore import schema
 from shared.web import commands
 
@@ -20,6 +21,7 @@ LOCKS = {
     "payout runs": payout_handlers.RUN_LOCK_KEY,
     "dashboard install": dashboard.INSTALL_LOCK_KEY,
     "idempotency install": commands.INSTALL_LOCK_KEY,
+    "production's materials read model catching up": production_materials.CATCH_UP_LOCK_KEY,
 }
 
 

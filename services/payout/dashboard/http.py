@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.payout.dashboard.queries import read_dashboard
 from services.payout.dashboard.view import render_dashboard, render_refusal
+from shared.materials import DEFAULT_IDLE_WEEKS
 from shared.service import ServiceRuntime
 from shared.web.access import AUDITOR, STAFF, Access, Principal
 from shared.web.inputs import ShortLabel
@@ -54,7 +55,7 @@ def _secure_headers(response: Response) -> Response:
     return response
 
 
-def dashboard_router(runtime: ServiceRuntime, access: Access) -> APIRouter:
+def dashboard_router(runtime: ServiceRuntime, access: Access, *, idle_weeks: int = DEFAULT_IDLE_WEEKS) -> APIRouter:
     """`GET /dashboard` for staff and auditors, by bearer header, cookie or a one-time `?token=` link."""
     router = APIRouter(tags=["dashboard"])
 
@@ -112,7 +113,7 @@ def dashboard_router(runtime: ServiceRuntime, access: Access) -> APIRouter:
             return refusal(403, lang, clear_cookie=False)
 
         async with runtime.pool.acquire() as conn:
-            data = await read_dashboard(conn, rusunawa)
+            data = await read_dashboard(conn, rusunawa, idle_weeks=idle_weeks)
         return _secure_headers(HTMLResponse(render_dashboard(data, lang)))
 
     return router

@@ -17,6 +17,8 @@ from shared.contracts.events import (
     CohortScheduled,
     Enrolled,
     EventData,
+    MaterialsIssued,
+    MaterialUsageSet,
     Paid,
     PayoutFailed,
     PayoutScheduled,
@@ -103,6 +105,35 @@ CREATE TABLE IF NOT EXISTS dashboard_payouts (
 );
 -- Added to a table made before amounts were bounded (SPEC §5), NOT VALID: it holds for every row
 -- written from now on; the decoder has refused larger amounts before they get here.
+-- Materials reconciliation's facts (docs/materials.md): usages, issues, and pieces by collaborator
+-- and moment woven. A piece's QC verdict may be folded before its piece-woven (a batch runs one kind
+-- of upsert after another), so woven_at stays NULL until that arrives.
+CREATE TABLE IF NOT EXISTS dashboard_material_usages (
+    collaborator_id    text        NOT NULL,
+    product            text        NOT NULL,
+    material           text        NOT NULL,
+    effective_from     timestamptz NOT NULL,
+    unit               text        NOT NULL,
+    quantity_per_piece bigint      NOT NULL,
+    PRIMARY KEY (collaborator_id, product, material, effective_from)
+);
+CREATE TABLE IF NOT EXISTS dashboard_material_issues (
+    issue_id        text        PRIMARY KEY,
+    artisan_id      text        NOT NULL,
+    collaborator_id text        NOT NULL,
+    material        text        NOT NULL,
+    unit            text        NOT NULL,
+    quantity        bigint      NOT NULL,
+    issued_at       timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dashboard_material_pieces (
+    piece_id        text        PRIMARY KEY,
+    artisan_id      text        NOT NULL,
+    collaborator_id text        NOT NULL,
+    product         text        NOT NULL,
+    woven_at        timestamptz,
+    passed          boolean     NOT NULL DEFAULT false
+);
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'dashboard_payouts'::regclass
@@ -133,9 +164,10 @@ async def project(uow: UnitOfWork, event: Envelope, record: ConsumerRecord) -> N
     Never refuses: events of other types are simply not counted, and a second QC verdict
     or payout ending keeps the first (the ledger and production dead-letter those).
     """
-    if (upsert := _upsert(event.data)) is not None:
-        statement, arguments = upsert
-        await uow.connection.execute(statement, *arguments)
+    for upsert in (_upsert(event.data), _materials_upsert(event)):
+        if upsert is not None:
+            statement, arguments = upsert
+            await uow.connection.execute(statement, *arguments)
 
 
 async def project_batch(uow: UnitOfWork, items: BatchItems) -> list[tuple[int, Reject]]:
@@ -147,9 +179,10 @@ async def project_batch(uow: UnitOfWork, items: BatchItems) -> list[tuple[int, R
     """
     batched: dict[str, list[tuple[Any, ...]]] = {}
     for event, _ in items:
-        if (upsert := _upsert(event.data)) is not None:
-            statement, arguments = upsert
-            batched.setdefault(statement, []).append(arguments)
+        for upsert in (_upsert(event.data), _materials_upsert(event)):
+            if upsert is not None:
+                statement, arguments = upsert
+                batched.setdefault(statement, []).append(arguments)
     for statement, rows in batched.items():
         await uow.connection.executemany(statement, rows)
     return []
@@ -222,3 +255,36 @@ def _upsert(data: EventData) -> tuple[str, tuple[Any, ...]] | None:
         case _:
             return None
 
+
+
+def _materials_upsert(event: Envelope) -> tuple[str, tuple[Any, ...]] | None:
+    """The statement and arguments that fold `event` into the materials tables (None: not a fact of theirs)."""
+    data = event.data
+    match data:
+        case MaterialUsageSet():
+            return (
+                """INSERT INTO dashboard_material_usages VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+                (data.collaborator_id, data.product, data.material, data.effective_from, data.unit,
+                 data.quantity_per_piece),
+            )
+        case MaterialsIssued():
+            # Issued when recorded: the event's own time (production's read model reads it the same way).
+            return (
+                """INSERT INTO dashboard_material_issues VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
+                (data.issue_id, data.artisan_id, data.collaborator_id, data.material, data.unit, data.quantity,
+                 event.time),
+            )
+        case PieceWoven():
+            return (
+                """INSERT INTO dashboard_material_pieces (piece_id, artisan_id, collaborator_id, product, woven_at)
+                   VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT (piece_id) DO UPDATE SET product = excluded.product, woven_at = excluded.woven_at""",
+                (data.piece_id, data.artisan_id, data.collaborator_id, data.product, data.woven_at),
+            )
+        case QcPassed():
+            return (
+                """INSERT INTO dashboard_material_pieces (piece_id, artisan_id, collaborator_id, product, passed)
+                   VALUES ($1, $2, $3, $4, true) ON CONFLICT (piece_id) DO UPDATE SET passed = true""",
+                (data.piece_id, data.artisan_id, data.collaborator_id, data.product),
+            )
+    return None

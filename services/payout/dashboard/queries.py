@@ -12,6 +12,7 @@ import asyncpg
 from services.payout import domain, projections
 from shared.contracts.events import same_label
 from shared.db import normalised
+from shared.materials import DEFAULT_IDLE_WEEKS, IssueFact, PieceFact, Reconciliation, UsageFact, reconcile
 from shared.timeutil import wib_now
 
 
@@ -90,6 +91,8 @@ class Dashboard:
     #: The rusunawa the page is scoped to (None: the whole programme), and every registered one.
     rusunawa: str | None = None
     places: Sequence[str] = ()
+    #: Materials issued beside what the pieces needed, as of today (docs/materials.md).
+    materials: Reconciliation | None = None
 
     @property
     def products(self) -> list[str | None]:
@@ -105,7 +108,9 @@ class Dashboard:
         return sorted(totals, key=lambda p: (p not in focus, p is None, -totals[p], p or ""))
 
 
-async def read_dashboard(conn: asyncpg.Connection, rusunawa: str | None = None) -> Dashboard:
+async def read_dashboard(
+    conn: asyncpg.Connection, rusunawa: str | None = None, *, idle_weeks: int = DEFAULT_IDLE_WEEKS
+) -> Dashboard:
     """Everything the page shows, from one snapshot of the read model and the ledger together; with
     `rusunawa`, only that rusunawa's cohorts, and the pieces, money and runs of the residents who live there."""
     # $1: the rusunawa, or NULL for the whole programme. A resident is in it by where she registered.
@@ -150,11 +155,13 @@ async def read_dashboard(conn: asyncpg.Connection, rusunawa: str | None = None) 
         registered = {row["name"]: row["ovop_product"] for row in await conn.fetch(
             "SELECT name, ovop_product FROM dashboard_rusunawa ORDER BY name")}
         accounts = await projections.balances(conn)
+        materials = await _material_facts(conn)
+    now = wib_now()
     cohorts = [CohortRow(**dict(row)) for row in cohort_rows]
     pieces = {row["artisan_id"]: (row["woven"], row["passed"]) for row in piece_rows}
     artisans = _artisans(accounts, pieces)
     return Dashboard(
-        generated_at=wib_now(),
+        generated_at=now,
         cohorts=cohorts,
         ovop=_ovop(cohorts, registered, rusunawa),
         weeks=[WeekProduct(**dict(row)) for row in week_rows],
@@ -164,7 +171,25 @@ async def read_dashboard(conn: asyncpg.Connection, rusunawa: str | None = None) 
               for row in run_rows],
         rusunawa=rusunawa,
         places=sorted(registered),
+        materials=reconcile(*materials, as_of=now.date(), idle_weeks=idle_weeks),
     )
+
+
+async def _material_facts(conn: asyncpg.Connection) -> tuple[list[UsageFact], list[IssueFact], list[PieceFact]]:
+    """What `shared.materials.reconcile` needs, from the dashboard's materials tables."""
+    usages = await conn.fetch(
+        """SELECT collaborator_id, product, material, unit, quantity_per_piece, effective_from
+           FROM dashboard_material_usages""")
+    issues = await conn.fetch(
+        "SELECT artisan_id, collaborator_id, material, unit, quantity, issued_at FROM dashboard_material_issues")
+    # A piece whose piece-woven has not arrived yet is not counted: it has no moment to be reconciled at.
+    pieces = await conn.fetch(
+        """SELECT artisan_id, collaborator_id, product, woven_at, count(*)::int AS woven,
+                  count(*) FILTER (WHERE passed)::int AS passed
+           FROM dashboard_material_pieces WHERE woven_at IS NOT NULL
+           GROUP BY artisan_id, collaborator_id, product, woven_at""")
+    return ([UsageFact(**dict(row)) for row in usages], [IssueFact(**dict(row)) for row in issues],
+            [PieceFact(**dict(row)) for row in pieces])
 
 
 def _ovop(cohorts: Sequence[CohortRow], registered: dict[str, str], rusunawa: str | None) -> list[Ovop]:

@@ -105,6 +105,26 @@ _TEXT: dict[str, tuple[str, str]] = {
     "owed": ("Terutang", "Owed"),
     "paid_share": ("Dibayar / terutang", "Paid / owed"),
     "empty": ("Belum ada data.", "No data yet."),
+    "materials": ("Bahan baku: diterima dan terpakai", "Materials (bahan baku): issued and used"),
+    "materials_note": ("Per kolaborator: bahan yang diberikan kepada perajin dan yang seharusnya terpakai untuk "
+                       "produk yang dianyam (takaran per produk). Ditandai: dianyam melebihi bahan, dan bahan "
+                       "menganggur {} pekan tanpa anyaman.",
+                       "Per collaborator: materials issued to artisans, and what the pieces woven should have used "
+                       "(usage per piece). Flagged: woven beyond the materials, and materials idle {} weeks with "
+                       "nothing woven."),
+    "collaborator": ("Kolaborator (ID)", "Collaborator (id)"),
+    "material": ("Bahan", "Material"),
+    "issued": ("Diberikan", "Issued"),
+    "expected_use": ("Seharusnya terpakai", "Expected use"),
+    "remaining": ("Sisa", "Remaining"),
+    "artisan_count": ("Perajin", "Artisans"),
+    "flagged": ("Ditandai", "Flagged"),
+    "anomalies": ("Anomali bahan baku", "Materials anomalies"),
+    "no_anomalies": ("Tidak ada anomali.", "No anomalies."),
+    "anomaly": ("Anomali", "Anomaly"),
+    "last_activity": ("Kegiatan terakhir", "Last activity"),
+    "woven-beyond-materials": ("Dianyam melebihi bahan", "Woven beyond materials"),
+    "idle-materials": ("Bahan menganggur", "Idle materials"),
     "footer": ("Anyam — halaman ini bekerja tanpa internet: tanpa skrip, tanpa CDN.",
                "Anyam — this page works without internet: no scripts, no CDN."),
     # refusals
@@ -248,6 +268,7 @@ def render_dashboard(data: Dashboard, lang: str) -> str:
                  note=w("payouts_chart")),
         "</div>",
         _section("artisans", w("artisans"), _artisans(w, data), note=w("artisans_note")),
+        _materials_section(w, data),
         f'<footer>{_e(w("footer"))}</footer>',
     ))
     return _page(w, w("title"), body)
@@ -521,6 +542,50 @@ def _artisans(w: _Words, data: Dashboard) -> str:
             f"<tfoot>{foot}</tfoot></table>")
 
 
+def _materials_section(w: _Words, data: Dashboard) -> str:
+    """"Bahan baku": per collaborator and material, issued beside expected use; then every anomaly."""
+    result = data.materials
+    if result is None:
+        return ""
+    totals = result.totals()
+    if not totals:
+        return _section("materials", w("materials"), _empty(w), note=w("materials_note", result.idle_weeks))
+
+    def amount(n: int, unit: str) -> str:
+        return f"{w.count(n)} {unit}"
+
+    head = "".join(f"<th{' class=num' if k not in ('collaborator', 'material') else ''}>{_e(w(k))}</th>" for k in (
+        "collaborator", "material", "issued", "expected_use", "remaining", "artisan_count", "flagged"))
+    rows = "".join(
+        f'<tr data-material-total data-collaborator="{_e(t.collaborator_id)}" data-material="{_e(t.material)}" '
+        f'data-unit="{_e(t.unit)}" data-issued="{t.issued}" data-expected="{t.expected}" data-flagged="{t.flagged}">'
+        f'<td class="id">{_e(t.collaborator_id)}</td><td>{_e(t.material)}</td>'
+        f'<td class="num">{_e(amount(t.issued, t.unit))}</td><td class="num">{_e(amount(t.expected, t.unit))}</td>'
+        f'<td class="num">{_e(amount(t.issued - t.expected, t.unit))}</td>'
+        f'<td class="num">{_e(w.count(t.artisans))}</td><td class="num">{_e(w.count(t.flagged))}</td></tr>'
+        for t in totals)
+    table = f'<table class="compact"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+
+    anomalies = result.anomalies
+    if anomalies:
+        a_head = "".join(f"<th{' class=num' if k in ('issued', 'expected_use') else ''}>{_e(w(k))}</th>" for k in (
+            "anomaly", "artisan", "collaborator", "material", "issued", "expected_use", "last_activity"))
+        a_rows = "".join(
+            f'<tr data-anomaly="{_e(a.kind)}" data-flagged-artisan="{_e(a.artisan_id)}" '
+            f'data-collaborator="{_e(a.collaborator_id)}" data-material="{_e(a.material)}" '
+            f'data-issued="{a.issued}" data-expected="{a.expected}">'
+            f'<td>{_e(w(a.kind))}</td><td class="id">{_e(a.artisan_id)}</td><td class="id">{_e(a.collaborator_id)}</td>'
+            f'<td>{_e(a.material)}</td><td class="num">{_e(amount(a.issued, a.unit))}</td>'
+            f'<td class="num">{_e(amount(a.expected, a.unit))}</td>'
+            f'<td class="nowrap">{_e(w.short_date(a.last_activity_on)) if a.last_activity_on else ""}</td></tr>'
+            for a in anomalies)
+        flagged = (f'<h3>{_e(w("anomalies"))}</h3><table class="compact anomalies"><thead><tr>{a_head}</tr></thead>'
+                   f"<tbody>{a_rows}</tbody></table>")
+    else:
+        flagged = f'<p class="empty" data-no-anomalies>{_e(w("no_anomalies"))}</p>'
+    return _section("materials", w("materials"), table + flagged, note=w("materials_note", result.idle_weeks))
+
+
 def _paid_bar(w: _Words, paid: int, owed: int) -> str:
     width, whole = 120, max(paid + owed, 1)
     done = round(width * paid / whole, 1)
@@ -668,6 +733,7 @@ body { margin: 0; padding: 20px 28px 32px; background: var(--bg); color: var(--i
   border-bottom: 3px solid var(--accent); padding-bottom: 10px; }
 h1 { margin: 0; font-size: 24px; color: var(--accent); letter-spacing: .2px; }
 h2 { margin: 0 0 6px; font-size: 16px; }
+h3 { margin: 12px 0 4px; font-size: 14px; }
 .sub { margin: 2px 0 0; color: var(--muted); }
 .lang a { display: inline-block; padding: 5px 12px; border: 1px solid var(--accent); border-radius: 14px;
   color: var(--accent); text-decoration: none; font-weight: 600; background: #fff; }
