@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from pydantic import Field
 
-from services.payout import dashboard, messaging, projections
+from services.payout import artisan, dashboard, messaging, projections
 from services.payout import handlers as command_side
 from services.payout.handlers import PayoutHandlers
 from services.payout.http import payout_router
@@ -14,19 +15,32 @@ from shared.web.access import Access
 
 
 class PayoutSettings(ServiceSettings):
-    """Every `ANYAM_*` setting of the payout service (it needs nothing beyond the common ones)."""
+    """Every `ANYAM_*` setting of the payout service."""
+
+    artisan_page_url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="The address artisans' phones reach payout at, e.g. https://anyam.example.org, for the links "
+                    "printed on their cards (docs/artisans.md); default: the address staff's request came to.",
+    )
 
 
 def create_app(settings: PayoutSettings | None = None) -> FastAPI:
     """The payout service, wired from `settings` (read from `ANYAM_*` when not given)."""
     settings = settings or PayoutSettings()
     runtime = ServiceRuntime(
-        name="payout", settings=settings, schema=[projections.install, command_side.install, dashboard.install],
+        name="payout", settings=settings,
+        schema=[projections.install, command_side.install, dashboard.install, artisan.install],
         consumers=messaging.consumers(settings.topic_prefix),
     )
     handlers = PayoutHandlers(store=EventStore())
     access = Access(settings)
+    page_base = settings.artisan_page_url.rstrip("/") if settings.artisan_page_url else None
+
+    def page_url(request: Request) -> str:
+        return page_base or str(request.base_url).rstrip("/")
+
     return service_app(
         runtime, title="Anyam payout", access=access,
-        routers=[payout_router(runtime, handlers, access), dashboard.dashboard_router(runtime, access)],
+        routers=[payout_router(runtime, handlers, access), dashboard.dashboard_router(runtime, access),
+                 artisan.artisan_router(runtime, access, page_url=page_url)],
     )
