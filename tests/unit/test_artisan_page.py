@@ -105,6 +105,9 @@ def test_the_page_in_bahasa_indonesia_shows_her_money_pieces_defects_and_payslip
     assert "menunggu pembayaran berikutnya" in page and "sedang dikirim" in page  # what "owed" means, said
     assert data(page, "data-piece") == ["pc_pending", "pc_failed", "pc_passed"]  # newest first
     assert data(page, "data-qc") == ["pending", "failed", "passed"]
+    # By the week she wove them (Jakarta's weeks, Monday first), the newest open.
+    assert data(page, "data-week") == ["2024-03-18", "2024-03-11"]
+    assert "18–24 Maret 2024" in page and '<details class="week" open' in page
     assert "Cacat: anyaman longgar, noda" in page and "Dianyam 12 Maret 2024" in page
     assert "Lolos QC" in page and "Gagal QC" in page and "Menunggu QC" in page
     assert data(page, "data-payslip") == ["pay_transit", "pay_paid", "pay_failed"]

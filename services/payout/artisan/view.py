@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from html import escape
 
 from services.payout.artisan.queries import ArtisanPage, Payslip, Piece
@@ -44,6 +44,8 @@ _TEXT: dict[str, tuple[str, str]] = {
                "{} pieces woven · {} passed QC · {} failed QC · {} awaiting QC"),
     "pieces": ("Produk Anda", "Your pieces"),
     "woven_on": ("Dianyam {}", "Woven {}"),
+    "week_counts": ("{} produk · {} lolos · {} gagal", "{} pieces · {} passed · {} failed"),
+    "unknown_week": ("Tanggal anyam belum diterima", "Date woven not received yet"),
     "rate": ("Upah", "Rate"),
     "qc_passed": ("Lolos QC", "Passed QC"),
     "qc_failed": ("Gagal QC", "Failed QC"),
@@ -248,17 +250,41 @@ def _summary(w: _Words, page: ArtisanPage) -> str:
         + _money("owed", w("owed"), page.owed_idr)
         + "</dl>"
         f'<p class="note" data-payable="{page.payable_idr}" data-in-transit="{page.in_transit_idr}">'
-        f'{_e(w("owed_note", rupiah(page.payable_idr), rupiah(page.in_transit_idr)))}</p>'
-        f'<p class="counts">{_e(counts)}</p></section>'
+        + _e(w("owed_note")).format(*(f'<span class="num">{_e(rupiah(amount))}</span>'
+                                      for amount in (page.payable_idr, page.in_transit_idr)))
+        + f'</p><p class="counts">{_e(counts)}</p></section>'
     )
 
 
 def _pieces(w: _Words, pieces: Sequence[Piece]) -> str:
+    """Her pieces by the week she wove them, newest first; the newest week open, the others one tap away."""
     if not pieces:
-        items = f'<p class="empty">{_e(w("no_pieces"))}</p>'
+        content = f'<p class="empty">{_e(w("no_pieces"))}</p>'
     else:
-        items = '<ol class="pieces">' + "".join(_piece(w, p) for p in pieces) + "</ol>"
-    return f'<section class="card" id="pieces"><h2>{_e(w("pieces"))}</h2>{items}</section>'
+        weeks: dict[date | None, list[Piece]] = {}
+        for piece in pieces:  # already newest first
+            monday = None
+            if piece.woven_at is not None:
+                day = to_wib(piece.woven_at).date()
+                monday = day - timedelta(days=day.weekday())
+            weeks.setdefault(monday, []).append(piece)
+        content = "".join(_week(w, monday, week, opened=i == 0) for i, (monday, week) in enumerate(weeks.items()))
+    return f'<section class="card" id="pieces"><h2>{_e(w("pieces"))}</h2>{content}</section>'
+
+
+def _week(w: _Words, monday: date | None, pieces: Sequence[Piece], *, opened: bool) -> str:
+    if monday is None:
+        span = w("unknown_week")
+    else:
+        sunday = monday + timedelta(days=6)
+        start = format_short_date(monday, w.lang) if monday.month != sunday.month else str(monday.day)
+        span = f"{start}–{format_date(sunday, w.lang)}"
+    passed = sum(p.qc == "passed" for p in pieces)
+    failed = sum(p.qc == "failed" for p in pieces)
+    counts = w("week_counts", len(pieces), passed, failed)
+    return (f'<details class="week"{" open" if opened else ""} data-week="{monday.isoformat() if monday else ""}">'
+            f'<summary><span class="span">{_e(span)}</span> <span class="muted">{_e(counts)}</span></summary>'
+            f'<ol class="pieces">{"".join(_piece(w, p) for p in pieces)}</ol></details>')
 
 
 def _piece(w: _Words, p: Piece) -> str:
@@ -369,7 +395,11 @@ h2 { margin: 0 0 8px; font-size: 18px; }
 .money.big dd { font-size: 26px; color: var(--accent); }
 .note { color: var(--muted); font-size: 13px; margin: 8px 0 0; }
 .counts { margin: 8px 0 0; font-size: 14px; }
-.pieces { list-style: none; margin: 0; padding: 0; }
+.week { border-top: 1px solid var(--line); }
+.week:first-of-type { border-top: 0; }
+.week summary { padding: 8px 0; cursor: pointer; font-weight: 600; }
+.week summary .muted { font-weight: 400; }
+.pieces { list-style: none; margin: 0 0 8px; padding: 0; }
 .piece { border-top: 1px solid var(--line); padding: 8px 0; }
 .piece:first-child { border-top: 0; padding-top: 0; }
 .row { display: flex; justify-content: space-between; align-items: baseline; gap: 8px; }
