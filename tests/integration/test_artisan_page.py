@@ -14,6 +14,7 @@ import re
 import struct
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -23,10 +24,14 @@ import pytest
 from anyam.demo.scenario import Participant, Weaving, nagrak
 from anyam.stack import read_stack_env
 from anyam.stack import stackfile as keys
+from services.payout import artisan, projections
 from services.payout.artisan import ARTISAN_TOPICS, PAGE_PREFIX, artisan_consumer, links
-from services.payout.artisan.view import DEFECT_WORDS
+from services.payout.artisan.view import DEFECT_WORDS, render_page
+from shared.contracts import Envelope, service_source
+from shared.contracts.events import Enrolled, Paid, PayoutFailed, PayoutScheduled, PieceWoven, QcFailed, QcPassed
 from shared.eventstore import wait_until_caught_up
 from shared.money import rupiah
+from shared.timeutil import WIB
 from shared.web.access import collaborator_token
 from tests.integration.test_dashboard import PNG_SIGNATURE, browser, elements, one
 from tests.integration.test_demo import ANYAM
@@ -295,3 +300,75 @@ async def test_only_staff_make_and_revoke_links_for_artisans_payout_knows(her):
     async with her.http() as http:
         page = await http.get(theirs["url"])
     assert page.status_code == 200 and f'data-artisan="{other}"' in page.text and her.artisan_id not in page.text
+
+
+# --- the read model on its own (PostgreSQL only) ---------------------------------------------------------------
+
+
+def _history() -> list[Envelope]:
+    """res_a wove a tas that failed QC and a piring that passed; paid on the second try; res_b only enrolled.
+
+    Each event's time is its business time, as the services write it: a run pays earnings up to its
+    period's end by the ledger's event time, and so does the matching of pieces to payslips."""
+    enrollment, production, payout = (service_source(s) for s in ("enrollment", "production", "payout"))
+    monday = datetime(2024, 3, 4, 9, 0, tzinfo=WIB)
+    week_end = datetime(2024, 3, 10, 23, 59, 59, tzinfo=WIB)
+    ran, bounced, ran_again = (datetime(2024, 3, 11, h, 0, tzinfo=WIB) for h in (9, 12, 15))
+    events = [
+        (enrollment, Enrolled(resident_id="res_b", cohort_id="coh_1", enrolled_at=monday), monday),
+        (enrollment, Enrolled(resident_id="res_a", cohort_id="coh_1", enrolled_at=monday), monday),
+        (production, PieceWoven(piece_id="pc_1", artisan_id="res_a", collaborator_id="col_1", product="tas",
+                                rate_idr=45_000, woven_at=monday), monday),
+        (production, QcFailed(piece_id="pc_1", artisan_id="res_a", collaborator_id="col_1", submission_id="s1",
+                              defects=["loose-weave"], inspected_at=monday, signature="c2ln"), monday),
+        (production, PieceWoven(piece_id="pc_2", artisan_id="res_a", collaborator_id="col_1", product="piring",
+                                rate_idr=15_000, woven_at=monday), monday),
+        (production, QcPassed(piece_id="pc_2", artisan_id="res_a", collaborator_id="col_1", product="piring",
+                              amount_idr=15_000, submission_id="s2", inspected_at=monday, signature="c2ln"), monday),
+        (payout, PayoutScheduled(payout_id="po_1", run_id="run-1", artisan_id="res_a", amount_idr=15_000,
+                                 period_end=week_end), ran),
+        (payout, PayoutFailed(payout_id="po_1", artisan_id="res_a", amount_idr=15_000, reason="account-closed"),
+         bounced),
+        (payout, PayoutScheduled(payout_id="po_2", run_id="run-1b", artisan_id="res_a", amount_idr=15_000,
+                                 period_end=week_end), ran_again),
+        (payout, Paid(payout_id="po_2", artisan_id="res_a", amount_idr=15_000, method="bank-transfer",
+                      reference="TRF-1", paid_at=ran_again), ran_again),
+    ]
+    return [Envelope.wrap(event, source=source, time=time) for source, event, time in events]
+
+
+@pytest.mark.parametrize("delivery", ["one by one", "in one batch", "in one batch, reversed"])
+async def test_the_read_model_keeps_each_fact_once_whatever_arrived_first(database_url, delivery):
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        await projections.install(pool)
+        await artisan.install(pool)
+        await artisan.install(pool)  # installing again changes nothing
+        history = _history()
+        async with pool.acquire() as conn:
+            for _ in range(2):  # the upserts alone are idempotent, besides the consumer's event-id dedupe
+                async with conn.transaction():
+                    if delivery == "one by one":
+                        for event in history:
+                            await artisan.project(conn, event, None)
+                    else:
+                        batch = history[::-1] if delivery.endswith("reversed") else history
+                        assert await artisan.project_batch(conn, [(event, None) for event in batch]) == []
+            for event in history:
+                await projections.apply_event(conn, event)
+            page = await artisan.read_page(conn, "res_a")
+            known = [await links.is_known(conn, who) for who in ("res_a", "res_b", "res_nobody")]
+    finally:
+        await pool.close()
+
+    assert known == [True, True, False]  # res_b enrolled and never wove: staff may still make her a card
+    assert [(p.piece_id, p.product, p.rate_idr, p.qc, p.defects) for p in page.pieces] == [
+        ("pc_2", "piring", 15_000, "passed", ()), ("pc_1", "tas", 45_000, "failed", ("loose-weave",))]
+    assert (page.earned_idr, page.paid_idr, page.owed_idr) == (15_000, 15_000, 0)
+    slips = {slip.payout_id: slip for slip in page.payslips}
+    assert (slips["po_1"].outcome, slips["po_1"].failure_reason) == ("failed", "account-closed")
+    assert (slips["po_2"].outcome, slips["po_2"].method, slips["po_2"].reference) == ("paid", "bank-transfer", "TRF-1")
+    # The bounced payout's piece went back and was paid with the next one.
+    assert [s.piece_id for s in slips["po_1"].shares] == [s.piece_id for s in slips["po_2"].shares] == ["pc_2"]
+    html = render_page(page, "id")
+    assert "anyaman longgar" in html and "rekening sudah ditutup" in html and "Rp 15.000" in html

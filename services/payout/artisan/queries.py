@@ -4,6 +4,7 @@ payout paid for, as far as the ledger can tell (`allocate`)."""
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -115,8 +116,7 @@ def allocate(entries: Iterable[projections.StatementEntry],
     for tx in sorted(transactions.values(), key=lambda t: (t.event_time, t.transaction_id)):
         amount = abs(tx.amount_idr)
         if tx.kind == domain.Kind.EARNED:
-            pool.append([tx.event_time, tx.subject_id, amount, amount])
-            pool.sort(key=lambda item: (item[0], item[1]))
+            bisect.insort(pool, [tx.event_time, tx.subject_id, amount, amount], key=lambda item: (item[0], item[1]))
         elif tx.kind == domain.Kind.SCHEDULED:
             cut = period_ends.get(tx.subject_id) or tx.event_time
             need, takes = amount, []
