@@ -159,6 +159,7 @@ def money(page: str) -> dict[str, int]:
 async def test_her_page_on_a_phone_shows_her_pieces_money_defects_and_payslips_and_nobody_elses(her, tmp_path):
     link = await new_link(her)
     assert link["url"].startswith(f"{her.url}{PAGE_PREFIX}/") and link["qr_svg"].startswith("<svg")
+    assert her.artisan_id in link["card_svg"] and link["url"] not in link["card_svg"]
     page = dom(link["url"], tmp_path / "profile")
 
     assert '<html lang="id">' in page and "Halaman Anda" in page

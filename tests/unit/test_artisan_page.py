@@ -220,3 +220,11 @@ def test_the_qr_code_is_an_svg_document_to_print():
     svg = links.qr_svg("https://anyam.example.org/saya/" + "a" * 43)
     assert svg.startswith('<svg xmlns="http://www.w3.org/2000/svg"') and svg.endswith("</svg>")
     assert "<path" in svg and "<script" not in svg
+
+
+def test_the_card_holds_the_qr_code_and_her_id_but_never_the_link_in_writing():
+    url = "https://anyam.example.org/saya/" + links.new_secret()
+    card = links.card_svg(url, "res_<01>")
+    assert card.startswith('<svg xmlns="http://www.w3.org/2000/svg" width="85.6mm" height="54mm"')
+    assert "Halaman Anda" in card and "Perajin res_&lt;01&gt;" in card and "<path" in card
+    assert url not in card and url.rsplit("/", 1)[1] not in card

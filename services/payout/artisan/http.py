@@ -73,7 +73,8 @@ def artisan_router(runtime: ServiceRuntime, access: Access, *, page_url: Callabl
             link, secret = await links.create(conn, artisan_id, wib_now())
         url = f"{page_url(request)}{PAGE_PREFIX}/{secret}"
         # The secret is not kept: this answer is the only place the link exists. It is never logged.
-        return JSONResponse(_link_body(link) | {"url": url, "qr_svg": links.qr_svg(url)}, status_code=201,
+        answer = {"url": url, "qr_svg": links.qr_svg(url), "card_svg": links.card_svg(url, artisan_id)}
+        return JSONResponse(_link_body(link) | answer, status_code=201,
                             headers={"Cache-Control": "no-store"})
 
     @router.get("/artisans/{artisan_id}/links", summary="An artisan's links: when each was made and revoked")

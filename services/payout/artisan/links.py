@@ -13,6 +13,7 @@ answer an unknown or revoked link gets (see `http`).
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 import re
 import secrets
@@ -70,6 +71,39 @@ def qr_svg(url: str) -> str:
     # A whole SVG document (namespace, no XML declaration), so it can be saved as a .svg file and printed.
     segno.make_qr(url, error="m").save(out, kind="svg", scale=4, border=4, title="Anyam", xmldecl=False, nl=False)
     return out.getvalue().decode()
+
+
+def card_svg(url: str, artisan_id: str) -> str:
+    """A card to print for her (85.6 × 54 mm, a bank card's size): the QR code of `url`, what it is, her id.
+
+    The link itself is not written on it: the QR code is the only copy a person could read off the card."""
+    qr = segno.make_qr(url, error="m")
+    width, _ = qr.symbol_size(scale=1, border=4)
+    scale = max(1, 440 // width)
+    side = width * scale
+    top = (540 - side) // 2
+    lines = [
+        (480, 120, 34, "bold", "Halaman Anda"),
+        (480, 160, 22, "normal", "Program Anyam"),
+        (480, 240, 22, "normal", "Pindai dengan kamera"),
+        (480, 270, 22, "normal", "ponsel untuk melihat"),
+        (480, 300, 22, "normal", "produk, upah, dan"),
+        (480, 330, 22, "normal", "slip pembayaran Anda."),
+        (480, 420, 18, "normal", "Jangan bagikan kartu ini."),
+        (480, 446, 18, "normal", "Hilang? Lapor ke staf."),
+        (480, 500, 14, "normal", f"Perajin {artisan_id}"),
+    ]
+    text = "".join(
+        f'<text x="{x}" y="{y}" font-size="{size}" font-weight="{weight}">{html.escape(words)}</text>'
+        for x, y, size, weight, words in lines
+    )
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="85.6mm" height="54mm" viewBox="0 0 856 540">'
+        "<title>Anyam: Halaman Anda</title>"
+        '<rect x="1" y="1" width="854" height="538" rx="28" fill="#fff" stroke="#7a3e1d" stroke-width="2"/>'
+        f'<g transform="translate(24 {top})">{qr.svg_inline(scale=scale, border=4)}</g>'
+        f'<g font-family="DejaVu Sans, Noto Sans, Arial, sans-serif" fill="#1f2a30">{text}</g></svg>'
+    )
 
 
 async def install(pool: asyncpg.Pool) -> None:
