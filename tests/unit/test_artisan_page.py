@@ -112,7 +112,7 @@ def test_the_page_in_bahasa_indonesia_shows_her_money_pieces_defects_and_payslip
     assert "Lolos QC" in page and "Gagal QC" in page and "Menunggu QC" in page
     assert data(page, "data-payslip") == ["pay_transit", "pay_paid", "pay_failed"]
     assert data(page, "data-outcome") == ["in-transit", "paid", "failed"]
-    assert "18 Maret 2024, 14.30 WIB" in page and "Transfer bank" in page and "pref_0001" in page
+    assert "18 Maret 2024, 14.30&nbsp;WIB" in page and "Transfer bank" in page and "pref_0001" in page
     assert "produk lolos QC s.d. 17 Maret 2024" in page and "tas (12 Mar)" in page
     assert "rekening sudah ditutup" in page and "kembali ke saldo" in page
     assert data(page, "data-lang-switch") == ["en"]
@@ -124,7 +124,7 @@ def test_the_page_in_english():
     assert '<html lang="en">' in page and "Your page" in page and "Halaman Anda" not in page
     assert "Defects: loose weave, stain" in page and "tas (bag)" in page and "Bank transfer" in page
     assert "Rp 10.767.500" in page  # rupiah are written the Indonesian way in both
-    assert "18 March 2024, 14:30 WIB" in page and "the account is closed" in page
+    assert "18 March 2024, 14:30&nbsp;WIB" in page and "the account is closed" in page
 
 
 def test_the_page_is_self_contained_and_its_csp_allows_exactly_its_own_style():

@@ -338,7 +338,9 @@ def _payslip(w: _Words, slip: Payslip, pieces: dict[str, Piece]) -> str:
     if slip.shares:
         count_key = "covers_count_one" if len(slip.shares) == 1 and w.lang == "en" else "covers_count"
         listed = "".join(_share(w, share.piece_id, share.partial, pieces) for share in slip.shares)
-        rows.append((w("covers"), f'{_e(w(count_key, len(slip.shares)))}<ul class="covers">{listed}</ul>', ""))
+        # Folded: a weekly payout may pay for a dozen pieces, and the phone's screen is small.
+        rows.append((w("covers"), f'<details class="covers"><summary>{_e(w(count_key, len(slip.shares)))}</summary>'
+                                  f"<ul>{listed}</ul></details>", ""))
     details = "".join(f'<dt>{_e(label)}</dt><dd class="{cls}">{value}</dd>' for label, value, cls in rows)
     returned = f'<p class="note">{_e(w("returned"))}</p>' if slip.outcome == "failed" else ""
     covered = " ".join(share.piece_id for share in slip.shares)
@@ -346,7 +348,8 @@ def _payslip(w: _Words, slip: Payslip, pieces: dict[str, Piece]) -> str:
         f'<article class="slip {outcome}" data-payslip="{_e(slip.payout_id)}" data-outcome="{outcome}" '
         f'data-amount="{slip.amount_idr}" data-pieces="{_e(covered)}">'
         f'<div class="row"><span class="badge {outcome}">{_e(status)}</span>'
-        f'<time>{_e(format_moment(when, w.lang)) if when is not None else ""}</time></div>'
+        f'<time>{_e(format_moment(when, w.lang)).replace(" WIB", "&nbsp;WIB") if when is not None else ""}</time>'
+        "</div>"
         f'<p class="amount">{_e(rupiah(slip.amount_idr))}</p>'
         f"<dl>{details}</dl>{returned}<p class=\"id\">{_e(slip.payout_id)}</p></article>"
     )
@@ -421,7 +424,8 @@ h2 { margin: 0 0 8px; font-size: 18px; }
 .slip dl { margin: 0; display: grid; grid-template-columns: max-content 1fr; gap: 2px 10px; font-size: 14px; }
 .slip dt { color: var(--muted); }
 .slip dd { margin: 0; min-width: 0; }
-.covers { margin: 2px 0 0; padding-left: 18px; }
+.covers summary { cursor: pointer; }
+.covers ul { margin: 2px 0 0; padding-left: 18px; }
 .empty { color: var(--muted); font-style: italic; }
 footer { color: var(--muted); font-size: 13px; }
 footer p { margin: 6px 0; }
