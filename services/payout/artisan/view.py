@@ -71,7 +71,6 @@ _TEXT: dict[str, tuple[str, str]] = {
     "why": ("Alasan", "Reason"),
     "returned": ("Uangnya kembali ke saldo Anda dan dibayar pada pembayaran berikutnya.",
                  "The money went back to what you are owed and is paid with the next payment."),
-    "scheduled": ("Dijadwalkan", "Scheduled"),
     "footer_private": ("Halaman ini hanya untuk Anda: jangan bagikan tautan atau kartunya. Kartu hilang? Minta staf "
                        "program membatalkan tautan ini dan membuat yang baru.",
                        "This page is for you alone: do not share its link or card. Lost the card? Ask programme "
