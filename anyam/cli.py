@@ -299,6 +299,10 @@ def demo(
     console.print(f"Dashboard (this machine only; the link holds the read-only auditor token): "
                   f"{inspection.env['ANYAM_PAYOUT_URL']}/dashboard?token={inspection.env[keys.AUDITOR_TOKEN]}",
                   soft_wrap=True, markup=False, highlight=False)
+    if result.artisan_page is not None:
+        artisan_id, url = result.artisan_page
+        console.print(f"Artisan {artisan_id}'s own page (the link on her card; docs/artisans.md): {url}",
+                      soft_wrap=True, markup=False, highlight=False)
     console.print(f"The stack keeps running ({inspection.path}); stop it with [bold]anyam down[/].")
 
 

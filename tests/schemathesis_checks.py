@@ -35,8 +35,8 @@ from urllib.parse import quote, quote_plus
 
 CONFIG_ENV = "ANYAM_FUZZ_CONFIG"
 PERSONAL_DATA = ("GET", "/residents/{resident_id}/personal-data")
-#: Open to anyone, token or not (SPEC §10).
-OPEN = {("GET", "/health")}
+#: Open to anyone, token or not (SPEC §10); an artisan's page takes no token: its link is the key.
+OPEN = {("GET", "/health"), ("GET", "/saya/{secret}")}
 #: Narrower than "auditors read everything": personal data is for staff alone.
 STAFF_ONLY = {PERSONAL_DATA}
 #: What a collaborator may do, beyond nothing.

@@ -77,6 +77,8 @@ class DemoResult:
     seconds: float
     #: Artisans flagged by production's materials reconciliation, per anomaly (docs/materials.md).
     materials_flagged: Mapping[str, int] = field(default_factory=dict)
+    #: One artisan's own page: her id and the link staff would print on her card (docs/artisans.md).
+    artisan_page: tuple[str, str] | None = None
 
     @property
     def totals(self) -> ArtisanSummary:
@@ -153,6 +155,7 @@ class StackClients:
 
 def consumers_of(prefix: str) -> list[tuple[str, str, tuple[Topic, ...]]]:
     """(service, consumer group, topics) of every transactional consumer of the stack."""
+    from services.payout.artisan import ARTISAN_TOPICS, artisan_consumer
     from services.payout.dashboard import DASHBOARD_TOPICS, dashboard_consumer
     from services.payout.messaging import LEDGER_TOPICS, ledger_consumer
     from services.production.app import QC_CONSUMER
@@ -163,6 +166,7 @@ def consumers_of(prefix: str) -> list[tuple[str, str, tuple[Topic, ...]]]:
         ("production", QC_CONSUMER, (Topic.QC_SUBMISSIONS,)),
         ("payout", ledger_consumer(prefix), tuple(LEDGER_TOPICS)),
         ("payout", dashboard_consumer(prefix), tuple(DASHBOARD_TOPICS)),
+        ("payout", artisan_consumer(prefix), tuple(ARTISAN_TOPICS)),
     ]
 
 
@@ -207,8 +211,9 @@ async def run_demo(env: Mapping[str, str], scenario: Scenario, progress: Progres
         reconciliation = await stack.get("production", "/materials/reconciliation")
         flagged = {kind: len({a["artisan_id"] for a in reconciliation["anomalies"] if a["kind"] == kind})
                    for kind in ("woven-beyond-materials", "idle-materials")}
+        page = await _artisan_page(stack, scenario, residents)
         return DemoResult(tuple(artisans), collaborator_id, cohort_id, digest, paid, failed,
-                          time.monotonic() - started, flagged)
+                          time.monotonic() - started, flagged, artisan_page=page)
     finally:
         if producer is not None:
             await producer.stop()
@@ -360,3 +365,16 @@ async def _summaries(
             owed_idr=balances.get("payable_idr", 0) + balances.get("in_transit_idr", 0),
         ))
     return summaries
+
+
+async def _artisan_page(stack: StackClients, scenario: Scenario, residents: Mapping[int | str, str]) -> tuple[str, str]:
+    """A link to one artisan's own page: hers whose transfer bounced, so her page shows every kind of payslip.
+
+    Each demo run makes a new link (the secret is never stored, so no earlier one can be shown again)."""
+    failing = sorted(i for run in scenario.runs for i in run.failing_participants)
+    artisan_id = residents[failing[0] if failing else scenario.participants[0].index]
+    response = await stack.http["payout"].post(f"/artisans/{artisan_id}/links")
+    if response.status_code != 201:
+        raise DemoFailed(f"payout refused a link for artisan {artisan_id}: {response.status_code}",
+                         detail=response.text[:500])
+    return artisan_id, response.json()["url"]

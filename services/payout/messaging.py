@@ -1,12 +1,12 @@
 """Payout's Kafka entrypoints: the consumer groups it runs, the topics each reads and its handler.
 
 Payout writes only `payout` (through the event store's relay) and reads through two transactional
-consumers: the ledger's and the dashboard's read model's, each with its own group and offsets.
+consumers: the ledger's, the dashboard's read model's and the artisan pages', each with its own group and offsets.
 """
 
 from __future__ import annotations
 
-from services.payout import dashboard, projections
+from services.payout import artisan, dashboard, projections
 from shared.contracts import Topic
 from shared.service import ConsumerSpec
 
@@ -37,4 +37,7 @@ def consumers(topic_prefix: str) -> list[ConsumerSpec]:
         # without ever holding up the ledger.
         ConsumerSpec(name=dashboard.dashboard_consumer(topic_prefix), topics=dashboard.DASHBOARD_TOPICS,
                      handler=dashboard.DASHBOARD_HANDLER),
+        # So has the artisan pages' read model (docs/artisans.md).
+        ConsumerSpec(name=artisan.artisan_consumer(topic_prefix), topics=artisan.ARTISAN_TOPICS,
+                     handler=artisan.ARTISAN_HANDLER),
     ]

@@ -96,11 +96,13 @@ GRANTS: Mapping[str, tuple[Grant, ...]] = {
         # It reads its own topic back: the ledger is a projection of the log, even of its own events.
         _topic(Topic.PAYOUT, DESCRIBE, READ, WRITE),
         _topic(Topic.DEAD_LETTERS, DESCRIBE, WRITE),
-        # The ledger reads `production`; the dashboard's read model `enrollment` and `production` too.
+        # The ledger reads `production`; the dashboard's and the artisan pages' read models `enrollment` and
+        # `production` too.
         _topic(Topic.PRODUCTION, DESCRIBE, READ),
         _topic(Topic.ENROLLMENT, DESCRIBE, READ),
         _group("{prefix}payout-ledger"),
         _group("{prefix}payout-dashboard"),
+        _group("{prefix}payout-artisan-pages"),
     ),
     # The audit trail, read by assignment (anyam/audit/replay.py uses no group); an auditor's own
     # tools may use groups named `<prefix>audit-…`, which touch no service's offsets.

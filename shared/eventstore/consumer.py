@@ -26,6 +26,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -92,6 +93,33 @@ class BatchHandler:
 
 
 Handler = EventHandler | BatchHandler
+
+#: A write of a projection that is an idempotent upsert: its statement and arguments.
+Upsert = tuple[str, Sequence[Any]]
+
+
+def upserting(upserts: Callable[[Envelope], Iterable[Upsert | None]]) -> BatchHandler:
+    """The handler of a read model whose every write is an idempotent upsert (`upserts(event)`, None for
+    none): per event, or for a batch with one `executemany` per statement, each keeping the batch's order.
+    It never refuses. Across statements order must not matter: each upsert sets its own columns or fills
+    empty ones, so any interleaving ends the same."""
+
+    async def each(uow: UnitOfWork, event: Envelope, record: ConsumerRecord) -> None:
+        for upsert in upserts(event):
+            if upsert is not None:
+                await uow.connection.execute(upsert[0], *upsert[1])
+
+    async def batch(uow: UnitOfWork, items: BatchItems) -> list[tuple[int, Reject]]:
+        batched: dict[str, list[Sequence[Any]]] = {}
+        for event, _ in items:
+            for upsert in upserts(event):
+                if upsert is not None:
+                    batched.setdefault(upsert[0], []).append(upsert[1])
+        for statement, rows in batched.items():
+            await uow.connection.executemany(statement, rows)
+        return []
+
+    return BatchHandler(apply_batch=batch, each=each)
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,7 @@ EXAMPLES: list[ev.EventData] = [
         collaborator_id="col_1", product="piring", material="rotan sintetis", unit="g", quantity_per_piece=250,
         effective_from=JAKARTA_MORNING,
     ),
+    ev.RusunawaRegistered(rusunawa_id="rsw_1", name="Rusunawa Nagrak", ovop_product="anyaman piring"),
 ]
 
 

@@ -9,7 +9,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from aiokafka import ConsumerRecord
 
 from shared.contracts import Envelope, Topic
 from shared.contracts.events import (
@@ -31,8 +30,7 @@ from shared.contracts.events import (
     Withdrawn,
 )
 from shared.db import normalised
-from shared.eventstore import BatchHandler, Reject, UnitOfWork
-from shared.eventstore.consumer import BatchItems
+from shared.eventstore.consumer import upserting
 from shared.timeutil import to_wib
 
 #: The consumer group of the dashboard's read model; like the ledger's, it carries the topic prefix.
@@ -158,38 +156,12 @@ def iso_monday(moment: datetime) -> date:
     return day - timedelta(days=day.weekday())
 
 
-async def project(uow: UnitOfWork, event: Envelope, record: ConsumerRecord) -> None:
-    """The handler of the `payout-dashboard` consumer: fold one event into the read model.
-
-    Never refuses: events of other types are simply not counted, and a second QC verdict
-    or payout ending keeps the first (the ledger and production dead-letter those).
-    """
-    for upsert in (_upsert(event.data), _materials_upsert(event)):
-        if upsert is not None:
-            statement, arguments = upsert
-            await uow.connection.execute(statement, *arguments)
-
-
-async def project_batch(uow: UnitOfWork, items: BatchItems) -> list[tuple[int, Reject]]:
-    """`project` for a whole batch: one pipelined `executemany` per kind of upsert.
-
-    Each kind keeps the batch's order. Across kinds order does not matter: each upsert only
-    sets its own columns or fills empty ones (a piece's woven week and product override the
-    ones an inspection guessed, whichever came first), so any interleaving ends the same.
-    """
-    batched: dict[str, list[tuple[Any, ...]]] = {}
-    for event, _ in items:
-        for upsert in (_upsert(event.data), _materials_upsert(event)):
-            if upsert is not None:
-                statement, arguments = upsert
-                batched.setdefault(statement, []).append(arguments)
-    for statement, rows in batched.items():
-        await uow.connection.executemany(statement, rows)
-    return []
-
-
-#: The `payout-dashboard` consumer's handler.
-DASHBOARD_HANDLER = BatchHandler(apply_batch=project_batch, each=project)
+#: The `payout-dashboard` consumer's handler. Never refuses: events of other types are simply not
+#: counted, and a second QC verdict or payout ending keeps the first (the ledger and production
+#: dead-letter those). In a batch, a piece's woven week and product override the ones an inspection
+#: guessed, whichever came first, so any interleaving of the upserts ends the same.
+DASHBOARD_HANDLER = upserting(lambda event: (_upsert(event.data), _materials_upsert(event)))
+project, project_batch = DASHBOARD_HANDLER.each, DASHBOARD_HANDLER.apply_batch
 
 
 def _upsert(data: EventData) -> tuple[str, tuple[Any, ...]] | None:
