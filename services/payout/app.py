@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.payout import dashboard, messaging, projections
+from services.payout import dashboard, invoicing, messaging, projections
 from services.payout import handlers as command_side
 from services.payout.handlers import PayoutHandlers
 from services.payout.http import payout_router
+from services.payout.invoicing import InvoiceHandlers
+from services.payout.money_http import money_router
 from shared.service import ServiceRuntime, ServiceSettings, service_app
 from shared.web.access import Access
 
@@ -20,12 +22,15 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
     """The payout service, wired from `settings` (read from `ANYAM_*` when not given)."""
     settings = settings or PayoutSettings()
     runtime = ServiceRuntime(
-        name="payout", settings=settings, schema=[projections.install, command_side.install, dashboard.install],
+        name="payout", settings=settings,
+        schema=[projections.install, command_side.install, invoicing.install, dashboard.install],
         consumers=messaging.consumers(settings.topic_prefix),
     )
     handlers = PayoutHandlers()
     access = Access(settings)
     return service_app(
         runtime, title="Anyam payout", access=access,
-        routers=[payout_router(runtime, handlers, access), dashboard.dashboard_router(runtime, access)],
+        routers=[payout_router(runtime, handlers, access),
+                 money_router(runtime, handlers, InvoiceHandlers(), access),
+                 dashboard.dashboard_router(runtime, access)],
     )

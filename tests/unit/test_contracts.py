@@ -75,6 +75,10 @@ EXAMPLES: list[ev.EventData] = [
     ),
     ev.PayoutFailed(payout_id="po_2", artisan_id="res_1", amount_idr=15_000, reason="account-closed"),
     ev.PersonalDataErased(resident_id="res_1", erased_at=JAKARTA_MORNING, money_owed_idr=0),
+    ev.CollaboratorInvoiced(invoice_id="inv_1", collaborator_id="col_1", period_end=JAKARTA_MORNING,
+                            amount_idr=45_000, pieces=3),
+    ev.CollaboratorPaid(payment_id="cpay_1", invoice_id="inv_1", collaborator_id="col_1", amount_idr=20_000,
+                        received_at=JAKARTA_MORNING),
 ]
 
 
