@@ -10,6 +10,7 @@ from datetime import date, datetime
 import asyncpg
 
 from services.payout import domain, projections
+from services.payout.invoicing import CollaboratorAccount, collaborators_in
 from shared.timeutil import wib_now
 
 
@@ -85,6 +86,8 @@ class Dashboard:
     weeks: Sequence[WeekProduct]
     artisans: Sequence[ArtisanRow]
     runs: Sequence[RunRow]
+    #: What each collaborator was invoiced, paid and owes, from the ledger (issue 29).
+    collaborators: Sequence[CollaboratorAccount] = ()
 
     @property
     def products(self) -> list[str | None]:
@@ -143,6 +146,7 @@ async def read_dashboard(conn: asyncpg.Connection) -> Dashboard:
         runs=[RunRow(row["run_id"], row["period_end"], row["payouts"],
                      *(projections.whole_rupiah(row[f]) for f in ("scheduled_idr", "paid_idr", "failed_idr")))
               for row in run_rows],
+        collaborators=collaborators_in(accounts),
     )
 
 

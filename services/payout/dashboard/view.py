@@ -98,6 +98,14 @@ _TEXT: dict[str, tuple[str, str]] = {
     "earned": ("Pendapatan", "Earned"),
     "owed": ("Terutang", "Owed"),
     "paid_share": ("Dibayar / terutang", "Paid / owed"),
+    "collaborators": ("Tagihan kolaborator", "What collaborators owe"),
+    "collaborators_note": ("Biaya produk yang lolos QC: ditagih, dibayar, belum dibayar, dan belum ditagih.",
+                           "Fees for pieces that passed QC: invoiced, paid, outstanding, and not yet invoiced."),
+    "collaborator": ("Kolaborator (ID)", "Collaborator (id)"),
+    "invoiced": ("Ditagih", "Invoiced"),
+    "outstanding": ("Belum dibayar", "Outstanding"),
+    "not_invoiced": ("Belum ditagih", "Not yet invoiced"),
+    "owes": ("Total terutang", "Owes"),
     "empty": ("Belum ada data.", "No data yet."),
     "footer": ("Anyam — halaman ini bekerja tanpa internet: tanpa skrip, tanpa CDN.",
                "Anyam — this page works without internet: no scripts, no CDN."),
@@ -242,6 +250,7 @@ def render_dashboard(data: Dashboard, lang: str) -> str:
                  note=w("payouts_chart")),
         "</div>",
         _section("artisans", w("artisans"), _artisans(w, data), note=w("artisans_note")),
+        _section("collaborators", w("collaborators"), _collaborators(w, data), note=w("collaborators_note")),
         f'<footer>{_e(w("footer"))}</footer>',
     ))
     return _page(w, w("title"), body)
@@ -495,6 +504,21 @@ def _artisans(w: _Words, data: Dashboard) -> str:
             f'<td class="num">{_e(rupiah(sums[4]))}</td><td>{_paid_bar(w, sums[3], sums[4])}</td></tr>')
     return (f'<table class="compact"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
             f"<tfoot>{foot}</tfoot></table>")
+
+
+def _collaborators(w: _Words, data: Dashboard) -> str:
+    """Per collaborator, money in: what it was invoiced and paid, and what it still owes."""
+    if not data.collaborators:
+        return _empty(w)
+    keys = ("collaborator", "invoiced", "paid", "outstanding", "not_invoiced", "owes")
+    head = "".join(f"<th{'' if k == 'collaborator' else ' class=num'}>{_e(w(k))}</th>" for k in keys)
+    rows = "".join(
+        f'<tr data-collaborator="{_e(c.collaborator_id)}" data-invoiced="{c.invoiced_idr}" data-paid="{c.paid_idr}" '
+        f'data-owed="{c.owed_idr}"><td class="id">{_e(c.collaborator_id)}</td>'
+        + "".join(f'<td class="num">{_e(rupiah(v))}</td>' for v in (
+            c.invoiced_idr, c.paid_idr, c.outstanding_idr, c.not_invoiced_idr, c.owed_idr))
+        + "</tr>" for c in data.collaborators)
+    return f'<table class="compact"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 
 def _paid_bar(w: _Words, paid: int, owed: int) -> str:
