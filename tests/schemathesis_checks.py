@@ -12,7 +12,7 @@ The schemathesis command line loads this file from `SCHEMATHESIS_HOOKS` (see
 - `forbidden`: {label: value}, data no response may contain, in its body or
   its headers, in any usual encoding; `personal_data_readers`: the kinds that
   may read personal data where SPEC §10 lets them (staff, from
-  `GET /residents/{resident_id}/personal-data`);
+  `GET /residents/{resident_id}/personal-data`, and the bank file of `POST /bank-transfer-files`);
 - `tally`: a file to which one line per response is appended (kind, operation,
   status; no values), so a test can tell that every kind of caller was tried.
 
@@ -35,6 +35,10 @@ from urllib.parse import quote, quote_plus
 
 CONFIG_ENV = "ANYAM_FUZZ_CONFIG"
 PERSONAL_DATA = ("GET", "/residents/{resident_id}/personal-data")
+#: The bank's transfer file: artisans' accounts and names, for staff to send to the bank (docs/money.md).
+BANK_FILE = ("POST", "/bank-transfer-files")
+#: Where staff read personal data, and nowhere else.
+PERSONAL_DATA_READS = {PERSONAL_DATA, BANK_FILE}
 #: Open to anyone, token or not (SPEC §10); an artisan's page takes no token: its link is the key.
 OPEN = {("GET", "/health"), ("GET", "/saya/{secret}")}
 #: Narrower than "auditors read everything": personal data is for staff alone.
@@ -192,7 +196,7 @@ def install(config: Mapping[str, Any]) -> None:
         """No response carries personal data (but staff's own read of it) or another collaborator's data."""
         kind = kind_of(response)
         looked_for = dict(forbidden)
-        if kind in readers and (case.method.upper(), case.path) == PERSONAL_DATA:
+        if kind in readers and (case.method.upper(), case.path) in PERSONAL_DATA_READS:
             looked_for = {label: value for label, value in forbidden.items() if label not in personal}
         leaks = find_leaks(looked_for, response.content, response.headers)
         if leaks:

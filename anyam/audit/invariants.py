@@ -228,7 +228,8 @@ class LedgerRow:
 
     transaction_id: str
     kind: str
-    artisan_id: str
+    #: None for a collaborator's own transactions (invoiced, received), which touch no artisan.
+    artisan_id: str | None
     subject_id: str
     amount_idr: int
     event_id: str
@@ -340,7 +341,7 @@ def check_paid_within_earned(ledger: Iterable[LedgerRow], as_of: datetime | None
     in transit or paid never exceeds what was earned, and nothing is paid that was not scheduled."""
     by_artisan: dict[str, list[LedgerRow]] = defaultdict(list)
     for row in ledger:
-        if _in_cut(row.event_time, as_of):
+        if row.artisan_id is not None and _in_cut(row.event_time, as_of):
             by_artisan[row.artisan_id].append(row)
     violations = []
     for artisan_id in sorted(by_artisan):

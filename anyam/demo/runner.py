@@ -14,7 +14,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import httpx
@@ -205,6 +205,10 @@ async def run_demo(env: Mapping[str, str], scenario: Scenario, progress: Progres
             paid, failed = paid + week_paid, failed + week_failed
             await stack.settle(consumers)
 
+        progress(f"{COLLABORATOR} invoiced for its passed pieces; it pays in two parts")
+        await _invoice(stack, collaborator_id, scenario.runs[-1].period_end, tag)
+        await stack.settle(consumers)
+
         progress("Reading the ledger")
         artisans = await _summaries(stack, scenario, residents, woven)
         digest = (await stack.get("payout", "/ledger/digest"))["digest"]
@@ -345,6 +349,20 @@ async def _pay(stack: StackClients, run: PayoutRun, residents: Mapping[int | str
             }, key=f"{tag}-pay-{payout['payout_id']}")
             paid += 1
     return paid, failed
+
+
+async def _invoice(stack: StackClients, collaborator_id: str, period_end: datetime, tag: str) -> None:
+    """Money in (docs/money.md): the collaborator is invoiced for the period and pays it in two transfers."""
+    invoice = await stack.post("payout", "/collaborator-invoices", {
+        "collaborator_id": collaborator_id, "period_end": period_end.isoformat()}, key=f"{tag}-invoice")
+    # Received the moment it was invoiced: deterministic, so a re-run sends the very same requests.
+    first = invoice["amount_idr"] // 2
+    for part, amount in enumerate((first, invoice["amount_idr"] - first), start=1):
+        if amount == 0:
+            continue  # an invoice of 1 rupiah is paid in one part
+        await stack.post("payout", f"/collaborator-invoices/{invoice['invoice_id']}/payments", {
+            "amount_idr": amount, "received_at": invoice["invoiced_at"], "reference": f"TRF-IN-{tag}-{part}"},
+            key=f"{tag}-invoice-payment-{part}")
 
 
 async def _summaries(

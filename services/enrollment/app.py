@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from pydantic import Field, SecretStr
 
 from services.enrollment import personal_data
+from services.enrollment.bank_file import PayoutRuns, bank_file_router
 from services.enrollment.handlers import EnrollmentHandlers
 from services.enrollment.http import enrollment_router
 from services.enrollment.money import PayoutLedger
@@ -20,8 +21,9 @@ class EnrollmentSettings(ServiceSettings):
     )
     payout_url: str | None = Field(
         default=None,
-        description="Payout's HTTP base URL: erasure asks it what the resident is owed (with the auditor's "
-                    "token). Unset, erasure needs override_money_owed=true.",
+        description="Payout's HTTP base URL: erasure asks it what the resident is owed, and the bank file a run's "
+                    "payouts (with the auditor's token). Unset, erasure needs override_money_owed=true and no "
+                    "bank file can be written.",
     )
 
 
@@ -32,7 +34,10 @@ def create_app(settings: EnrollmentSettings | None = None) -> FastAPI:
     vault = PersonalDataVault(PersonalDataVault.master_key_from_setting(settings.personal_data_key.get_secret_value()))
     handlers = EnrollmentHandlers(vault=vault)
     access = Access(settings)
+    auditor_token = settings.auditor_token.get_secret_value()
     return service_app(
-        runtime, title="Anyam enrollment", access=access, routers=[enrollment_router(
-            runtime, handlers, access, PayoutLedger(settings.payout_url, settings.auditor_token.get_secret_value()))],
+        runtime, title="Anyam enrollment", access=access, routers=[
+            enrollment_router(runtime, handlers, access, PayoutLedger(settings.payout_url, auditor_token)),
+            bank_file_router(runtime, vault, access, PayoutRuns(settings.payout_url, auditor_token)),
+        ],
     )

@@ -5,10 +5,12 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from pydantic import Field
 
-from services.payout import artisan, dashboard, messaging, projections
+from services.payout import artisan, dashboard, invoicing, messaging, projections
 from services.payout import handlers as command_side
 from services.payout.handlers import PayoutHandlers
 from services.payout.http import payout_router
+from services.payout.invoicing import InvoiceHandlers
+from services.payout.money_http import money_router
 from shared.materials import DEFAULT_IDLE_WEEKS, MAX_IDLE_WEEKS, MIN_IDLE_WEEKS
 from shared.service import ServiceRuntime, ServiceSettings, service_app
 from shared.web.access import Access
@@ -34,7 +36,7 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
     settings = settings or PayoutSettings()
     runtime = ServiceRuntime(
         name="payout", settings=settings,
-        schema=[projections.install, command_side.install, dashboard.install, artisan.install],
+        schema=[projections.install, command_side.install, invoicing.install, dashboard.install, artisan.install],
         consumers=messaging.consumers(settings.topic_prefix),
     )
     handlers = PayoutHandlers()
@@ -47,6 +49,7 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
     return service_app(
         runtime, title="Anyam payout", access=access,
         routers=[payout_router(runtime, handlers, access),
+                 money_router(runtime, handlers, InvoiceHandlers(), access),
                  dashboard.dashboard_router(runtime, access, idle_weeks=settings.materials_idle_weeks),
                  artisan.artisan_router(runtime, access, page_url=page_url)],
     )

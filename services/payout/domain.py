@@ -9,9 +9,17 @@ naturally (a positive payable is money the programme owes her):
     payout-scheduled  artisan:<a>:payable       → artisan:<a>:in-transit   (scheduled)
     paid              artisan:<a>:in-transit    → artisan:<a>:paid         (paid)
     payout-failed     artisan:<a>:in-transit    → artisan:<a>:payable      (failed)
+    collaborator-invoiced  collaborator:<c>:receivable → collaborator:<c>:fees        (invoiced)
+    collaborator-paid      collaborator:<c>:paid       → collaborator:<c>:receivable  (received)
 
 `collaborator:<c>:fees` runs negative: it is the source of the artisans'
-earnings, the fees that collaborator owes for pieces that passed its QC.
+earnings, the fees that collaborator owes for pieces that passed its QC and
+were not invoiced yet. An invoice moves that debt to `collaborator:<c>:receivable`
+(negative by what its invoices still ask for), and each payment received moves
+it on to `collaborator:<c>:paid` (negative by everything it ever paid in). A
+collaborator's accounts are sources, as the artisans' are destinations: once
+everything invoiced is paid, its fees and receivable are 0 and its paid account
+is minus everything its artisans earned.
 
 Posting rules read nothing but the event itself (event-carried state: a
 `qc-passed` carries its amount and artisan), so the ledger is a function of the
@@ -32,7 +40,16 @@ from enum import StrEnum
 from typing import Any, NamedTuple, cast
 
 from shared.contracts import Envelope
-from shared.contracts.events import MAX_RUPIAH, EventData, Paid, PayoutFailed, PayoutScheduled, QcPassed
+from shared.contracts.events import (
+    MAX_RUPIAH,
+    CollaboratorInvoiced,
+    CollaboratorPaid,
+    EventData,
+    Paid,
+    PayoutFailed,
+    PayoutScheduled,
+    QcPassed,
+)
 from shared.domain import Conflict, NotFound, Refused
 from shared.timeutil import to_wib
 
@@ -63,6 +80,22 @@ def collaborator_fees(collaborator_id: str) -> str:
     return f"collaborator:{collaborator_id}:fees"
 
 
+def collaborator_receivable(collaborator_id: str) -> str:
+    """Invoiced and not yet paid: negative by what the collaborator's open invoices still ask for."""
+    return f"collaborator:{collaborator_id}:receivable"
+
+
+def collaborator_paid(collaborator_id: str) -> str:
+    """Everything the collaborator ever paid against its invoices, as a negative balance (a source)."""
+    return f"collaborator:{collaborator_id}:paid"
+
+
+def collaborator_accounts(collaborator_id: str) -> tuple[str, str, str]:
+    """The collaborator's three accounts, in the order its debt moves through them."""
+    return (collaborator_fees(collaborator_id), collaborator_receivable(collaborator_id),
+            collaborator_paid(collaborator_id))
+
+
 def artisan_accounts(artisan_id: str) -> tuple[str, str, str]:
     """The artisan's three accounts, in the order money moves through them."""
     return payable(artisan_id), in_transit(artisan_id), paid_account(artisan_id)
@@ -78,6 +111,8 @@ class Kind(StrEnum):
     SCHEDULED = "scheduled"
     PAID = "paid"
     FAILED = "failed"
+    INVOICED = "invoiced"
+    RECEIVED = "received"
 
 
 # Postings and transactions are NamedTuples rather than frozen dataclasses: as immutable, and
@@ -101,8 +136,10 @@ class LedgerTransaction(NamedTuple):
     event_id: str
     event_type: str
     event_time: datetime
-    artisan_id: str
-    #: The piece (earned) or the payout (the other kinds) the money is for.
+    #: The artisan whose accounts the transaction touches; None for a collaborator's own (invoiced, received).
+    artisan_id: str | None
+    #: The piece (earned), the payout (scheduled, paid, failed), the invoice (invoiced) or the payment
+    #: (received) the money is for.
     subject_id: str
     amount_idr: int
     #: Double entry as one transfer: `amount_idr` leaves `from_account` and arrives in `to_account`.
@@ -131,16 +168,22 @@ def transaction_id(kind: Kind, event_id: str) -> str:
 #: its kind, business key and subject, and the accounts the event's `amount_idr` flows from and to.
 #: Looked up by the data's exact type rather than matched class by class: the event models'
 #: metaclass is an ABCMeta, whose isinstance checks were a seventh of a replay's posting work.
-_POSTING_RULES: dict[type[EventData], Callable[[Any], tuple[Kind, str, str, str, str]]] = {
-    QcPassed: lambda d: (Kind.EARNED, f"piece:{d.piece_id}", d.piece_id,
+_POSTING_RULES: dict[type[EventData], Callable[[Any], tuple[Kind, str, str, str | None, str, str]]] = {
+    QcPassed: lambda d: (Kind.EARNED, f"piece:{d.piece_id}", d.piece_id, d.artisan_id,
                          collaborator_fees(d.collaborator_id), payable(d.artisan_id)),
-    PayoutScheduled: lambda d: (Kind.SCHEDULED, f"payout:{d.payout_id}:scheduled", d.payout_id,
+    PayoutScheduled: lambda d: (Kind.SCHEDULED, f"payout:{d.payout_id}:scheduled", d.payout_id, d.artisan_id,
                                 payable(d.artisan_id), in_transit(d.artisan_id)),
-    Paid: lambda d: (Kind.PAID, f"payout:{d.payout_id}:settled", d.payout_id,
+    Paid: lambda d: (Kind.PAID, f"payout:{d.payout_id}:settled", d.payout_id, d.artisan_id,
                      in_transit(d.artisan_id), paid_account(d.artisan_id)),
     # Shares the settlement key with `paid`: a payout ends one way, once.
-    PayoutFailed: lambda d: (Kind.FAILED, f"payout:{d.payout_id}:settled", d.payout_id,
+    PayoutFailed: lambda d: (Kind.FAILED, f"payout:{d.payout_id}:settled", d.payout_id, d.artisan_id,
                              in_transit(d.artisan_id), payable(d.artisan_id)),
+    # The collaborator's debt moves on: uninvoiced fees become an open invoice, an open invoice
+    # becomes money received. Neither touches an artisan's accounts.
+    CollaboratorInvoiced: lambda d: (Kind.INVOICED, f"invoice:{d.invoice_id}", d.invoice_id, None,
+                                     collaborator_receivable(d.collaborator_id), collaborator_fees(d.collaborator_id)),
+    CollaboratorPaid: lambda d: (Kind.RECEIVED, f"collaborator-payment:{d.payment_id}", d.payment_id, None,
+                                 collaborator_paid(d.collaborator_id), collaborator_receivable(d.collaborator_id)),
 }
 
 
@@ -167,15 +210,16 @@ def transaction_for(event: Envelope) -> LedgerTransaction | None:
     rule = _POSTING_RULES.get(type(event.data))
     if rule is None:
         return None
-    data = cast("QcPassed | PayoutScheduled | Paid | PayoutFailed", event.data)  # the types with a rule
-    kind, key, subject, source, destination = rule(data)
+    data = cast("QcPassed | PayoutScheduled | Paid | PayoutFailed | CollaboratorInvoiced | CollaboratorPaid",
+                event.data)  # the types with a rule
+    kind, key, subject, artisan_id, source, destination = rule(data)
     try:
         moment = to_wib(event.time)
     except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00, a moment before the year 1 in WIB
         raise Unpostable("its `time` is not a moment of the years 1 to 9999 in WIB (UTC+07:00)") from None
     # Positionally, in the fields' order: a replay makes one per money-moving event.
     return LedgerTransaction(transaction_id(kind, event.id), kind, key, event.id, event.type, moment,
-                             data.artisan_id, subject, data.amount_idr, source, destination)
+                             artisan_id, subject, data.amount_idr, source, destination)
 
 
 def balances(transactions: Iterable[LedgerTransaction], as_of: datetime | None = None) -> dict[str, int]:
@@ -471,3 +515,161 @@ def _fail(state: Payout, command: FailPayout) -> list[EventData]:
                                                  "refused, or leave it out for now.")
     return [PayoutFailed(payout_id=state.payout_id, artisan_id=state.artisan_id, amount_idr=state.amount_idr,
                          reason=command.reason)]
+
+
+# --- collaborator invoices: money in ---------------------------------------------------------
+#
+# Each period staff invoice a collaborator for the fees of its pieces that passed QC up to the period's
+# end and were never invoiced; the collaborator pays an invoice in one or more parts, never more than
+# it asks. docs/money.md tells the story; the postings are in docs/contract/ledger.md.
+
+
+@dataclass(frozen=True)
+class UninvoicedPiece:
+    """A passed piece whose fee no invoice asked for yet: its id, fee and the time it was earned."""
+
+    piece_id: str
+    amount_idr: int
+    earned_at: datetime
+
+
+@dataclass(frozen=True)
+class InvoiceCollaborator:
+    collaborator_id: str
+    period_end: datetime
+    now: datetime
+
+
+def invoice_id_for(collaborator_id: str, period_end: datetime) -> str:
+    """The invoice a period makes for a collaborator: derived, so that invoicing the same period again
+    answers the same invoice (as a payout's id derives from its run and artisan)."""
+    moment = to_wib(period_end).isoformat()
+    digest = hashlib.sha256(f"{collaborator_id}\x00{moment}".encode()).digest()
+    return "inv_" + base64.b32encode(digest).decode().rstrip("=")[:26]
+
+
+def plan_invoice(
+    command: InvoiceCollaborator, uninvoiced: Iterable[UninvoicedPiece]
+) -> tuple[CollaboratorInvoiced, tuple[str, ...]]:
+    """The invoice for the collaborator's pieces earned up to `period_end` and not yet invoiced, and the
+    pieces it covers.
+
+    Pieces are taken in the order they were earned while the total stays within `MAX_RUPIAH` (an amount's
+    bound, SPEC §5); any beyond wait for the next invoice. Refuses a period that has not ended and a
+    period with nothing to invoice (an invoice of 0 rupiah asks for nothing).
+    """
+    if command.period_end > command.now:
+        raise Refused("period-not-ended",
+                      "An invoice covers a period that has ended: period_end must not be later than now.")
+    period_end = to_wib(command.period_end)
+    chosen: list[str] = []
+    total = 0
+    for piece in sorted(uninvoiced, key=lambda p: (p.earned_at, p.piece_id)):
+        if piece.earned_at > period_end or piece.amount_idr <= 0:
+            continue  # after the period, or a fee of nothing (nothing to ask for)
+        if total + piece.amount_idr > MAX_RUPIAH:
+            break
+        chosen.append(piece.piece_id)
+        total += piece.amount_idr
+    if not chosen:
+        raise Refused("nothing-to-invoice",
+                      f"Collaborator {command.collaborator_id} has no passed piece up to "
+                      f"{period_end.isoformat()} that was not invoiced already.")
+    invoice = CollaboratorInvoiced(
+        invoice_id=invoice_id_for(command.collaborator_id, period_end), collaborator_id=command.collaborator_id,
+        period_end=period_end, amount_idr=total, pieces=len(chosen))
+    return invoice, tuple(chosen)
+
+
+@dataclass(frozen=True)
+class CollaboratorPayment:
+    """A payment received against an invoice; `reference` is the bank's, kept in payout's database only."""
+
+    payment_id: str
+    amount_idr: int
+    received_at: datetime
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """One invoice's state, folded from its own stream."""
+
+    invoice_id: str | None = None
+    collaborator_id: str | None = None
+    period_end: datetime | None = None
+    amount_idr: int = 0
+    pieces: int = 0
+    invoiced_at: datetime | None = None
+    payments: tuple[CollaboratorPayment, ...] = ()
+
+    @property
+    def exists(self) -> bool:
+        return self.invoice_id is not None
+
+    @property
+    def paid_idr(self) -> int:
+        return sum(p.amount_idr for p in self.payments)
+
+    @property
+    def outstanding_idr(self) -> int:
+        return self.amount_idr - self.paid_idr
+
+
+@dataclass(frozen=True)
+class RecordCollaboratorPayment:
+    invoice_id: str
+    #: A new payment's id (the handler draws it; a repeat of an earlier payment keeps that one's).
+    payment_id: str
+    amount_idr: int
+    received_at: datetime
+    #: The bank's reference for the transfer: what makes a repeat of the same payment recognisable.
+    reference: str
+    now: datetime
+
+
+def evolve_invoice(state: Invoice, event: Envelope) -> Invoice:
+    """The invoice after `event` (the envelope, for the time it was invoiced)."""
+    data: EventData = event.data
+    match data:
+        case CollaboratorInvoiced():
+            return Invoice(invoice_id=data.invoice_id, collaborator_id=data.collaborator_id,
+                           period_end=data.period_end, amount_idr=data.amount_idr, pieces=data.pieces,
+                           invoiced_at=to_wib(event.time))
+        case CollaboratorPaid():
+            payment = CollaboratorPayment(data.payment_id, data.amount_idr, data.received_at)
+            return replace(state, payments=(*state.payments, payment))
+    return state
+
+
+def decide_collaborator_payment(
+    state: Invoice, command: RecordCollaboratorPayment, earlier: CollaboratorPayment | None = None
+) -> list[EventData]:
+    """Record money received against an invoice. `earlier`: the payment already recorded with this bank
+    reference, if any: the same payment again is a no-op, another with its reference a conflict."""
+    if not state.exists:
+        raise NotFound("invoice-not-found", f"There is no invoice {command.invoice_id}.")
+    if earlier is not None:
+        if (earlier.amount_idr, earlier.received_at) == (command.amount_idr, command.received_at):
+            return []
+        raise Conflict("payment-reference-reused",
+                       f"A payment with this reference was already recorded on invoice {state.invoice_id} "
+                       f"({earlier.amount_idr} rupiah received {to_wib(earlier.received_at).isoformat()}); "
+                       "a bank reference names one transfer.")
+    if command.amount_idr <= 0:
+        raise Refused("amount-not-positive", "A payment received is at least 1 rupiah.")
+    if command.amount_idr > state.outstanding_idr:
+        raise Conflict("overpayment",
+                       f"Invoice {state.invoice_id} has {state.outstanding_idr} rupiah outstanding of "
+                       f"{state.amount_idr}; a payment of {command.amount_idr} would pay it more than it asks. "
+                       "Record what belongs to this invoice; any surplus is returned or kept outside the ledger.")
+    assert state.invoiced_at is not None and state.collaborator_id is not None
+    if command.received_at < state.invoiced_at:
+        raise Refused("received-before-invoiced",
+                      f"received_at is earlier than invoice {state.invoice_id} was made "
+                      f"({state.invoiced_at.isoformat()}); a payment pays an invoice that exists.")
+    if command.received_at > command.now + CLOCK_SKEW:
+        raise Refused("received-at-in-future", "received_at is in the future; give the moment the money arrived.")
+    return [CollaboratorPaid(payment_id=command.payment_id, invoice_id=state.invoice_id,
+                             collaborator_id=state.collaborator_id, amount_idr=command.amount_idr,
+                             received_at=to_wib(command.received_at))]

@@ -47,10 +47,14 @@ INSTALL_LOCK_KEY = 0x616E79616D01
 
 #: The check that bounds a transaction's amount (SPEC §5), by name: installs add it to ledgers made before it.
 _AMOUNT_BOUND = f"ledger_transactions_amount_idr_bounded CHECK (amount_idr <= {MAX_RUPIAH})"
+#: Every kind of transaction, as SQL: what the table's kind check allows.
+_KINDS = "(" + ", ".join(f"'{kind.value}'" for kind in domain.Kind) + ")"
 
 #: The two legs of a transfer row `t`, as postings `p(account, amount_idr)`: out of one account, into
 #: the other. The `ledger_postings` view and the reads below expand transfers with it.
 _LEGS = "LATERAL (VALUES (t.from_account, -t.amount_idr), (t.to_account, t.amount_idr)) AS p(account, amount_idr)"
+#: The same, for readers beside this module (e.g. `invoicing`).
+LEGS = _LEGS
 
 DDL = """
 -- Keys and ids compare as "C" (byte order): each posted event puts them into index entries, and
@@ -59,12 +63,13 @@ DDL = """
 -- digest sorts in anyway; equality is the same under any collation.
 CREATE TABLE IF NOT EXISTS ledger_transactions (
     transaction_id   text COLLATE "C" PRIMARY KEY,
-    kind             text        NOT NULL CHECK (kind IN ('earned', 'scheduled', 'paid', 'failed')),
+    kind             text        NOT NULL,
     business_key     text COLLATE "C" NOT NULL UNIQUE,
     event_id         text COLLATE "C" NOT NULL UNIQUE,
     event_type       text        NOT NULL,
     event_time       timestamptz NOT NULL,
-    artisan_id       text COLLATE "C" NOT NULL,
+    -- NULL for a collaborator's own transactions (invoiced, received), which touch no artisan's account.
+    artisan_id       text COLLATE "C",
     subject_id       text COLLATE "C" NOT NULL,
     amount_idr       bigint      NOT NULL CHECK (amount_idr >= 0),
     -- Double entry, one row per transaction: `amount_idr` leaves `from_account` and arrives in
@@ -81,8 +86,25 @@ CREATE TABLE IF NOT EXISTS ledger_transactions (
     logged_at        timestamptz,
     recorded_at      timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT ledger_transactions_between_two_accounts CHECK (from_account <> to_account),
+    CONSTRAINT ledger_transactions_kind_known CHECK (kind IN """ + _KINDS + """),
     CONSTRAINT """ + _AMOUNT_BOUND + """
 );
+-- Ledgers installed before collaborators were invoiced (issue 29): their kind check knew four kinds,
+-- and every transaction had an artisan. The check is replaced NOT VALID (the rows there already pass
+-- it), and a collaborator's transactions have no artisan.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'ledger_transactions'::regclass
+                   AND conname = 'ledger_transactions_kind_known') THEN
+        ALTER TABLE ledger_transactions DROP CONSTRAINT IF EXISTS ledger_transactions_kind_check;
+        ALTER TABLE ledger_transactions ADD CONSTRAINT ledger_transactions_kind_known
+            CHECK (kind IN """ + _KINDS + """) NOT VALID;
+    END IF;
+    IF (SELECT attnotnull FROM pg_attribute WHERE attrelid = 'ledger_transactions'::regclass
+        AND attname = 'artisan_id') THEN
+        ALTER TABLE ledger_transactions ALTER COLUMN artisan_id DROP NOT NULL;
+    END IF;
+END $$;
 -- Ledgers installed before their keys were "C" are brought over once: the rows stay as they are
 -- (text is text), each index on a changed column is rebuilt.
 DO $$
@@ -251,13 +273,20 @@ async def apply_event(conn: asyncpg.Connection, event: Envelope, *, source: Sour
     # A second event for what may happen only once. Both are keyed by the same artisan, so they
     # sit in one partition in a fixed order: "the first one wins" is the same in every replay.
     other = existing["event_id"] if existing is not None else "unknown"
-    earned = tx.kind is domain.Kind.EARNED
-    what = "piece" if earned else "payout"
+    what = _SUBJECTS[tx.kind]
     raise Reject(
-        "piece-already-posted" if earned else "payout-already-posted",  # each whole: the contract lists them
+        # Each reason whole: the contract lists them.
+        "piece-already-posted" if tx.kind is domain.Kind.EARNED
+        else "invoice-already-posted" if tx.kind in (domain.Kind.INVOICED, domain.Kind.RECEIVED)
+        else "payout-already-posted",
         f"{tx.event_type} {tx.event_id} is a second {tx.kind.value} for {what} {tx.subject_id}, "
         f"already posted from event {other}",
     )
+
+
+#: What a transaction of each kind is for, in a refusal's words.
+_SUBJECTS = {domain.Kind.EARNED: "piece", domain.Kind.SCHEDULED: "payout", domain.Kind.PAID: "payout",
+             domain.Kind.FAILED: "payout", domain.Kind.INVOICED: "invoice", domain.Kind.RECEIVED: "payment"}
 
 
 #: A batch some of which is in the ledger already (a redelivery, a second ending for one payout):

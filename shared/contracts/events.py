@@ -426,6 +426,37 @@ class PayoutFailed(EventData):
     data_version: ClassVar[int] = 2
 
 
+class CollaboratorInvoiced(EventData):
+    """Payout invoiced a collaborator for the fees of its passed pieces not invoiced before, up to
+    `period_end` (docs/money.md). Keyed by the collaborator, as production keys collaborator events:
+    an invoice's events then share one partition, in order."""
+
+    event_type: ClassVar[str] = "collaborator-invoiced"
+    topic: ClassVar[Topic] = Topic.PAYOUT
+    key_field: ClassVar[str] = "collaborator_id"
+
+    invoice_id: Id
+    collaborator_id: Id
+    period_end: WibTime
+    amount_idr: Rupiah
+    pieces: Count
+
+
+class CollaboratorPaid(EventData):
+    """Money a collaborator paid against one of its invoices was received. The bank's reference stays in
+    payout's database (it is free text and could hold an account number), as a payout's does."""
+
+    event_type: ClassVar[str] = "collaborator-paid"
+    topic: ClassVar[Topic] = Topic.PAYOUT
+    key_field: ClassVar[str] = "collaborator_id"
+
+    payment_id: Id
+    invoice_id: Id
+    collaborator_id: Id
+    amount_idr: Rupiah
+    received_at: WibTime
+
+
 #: Every event type of the catalog, by its CloudEvents `type`.
 EVENT_TYPES: dict[str, type[EventData]] = {
     model.event_type: model
@@ -448,5 +479,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         PayoutScheduled,
         Paid,
         PayoutFailed,
+        CollaboratorInvoiced,
+        CollaboratorPaid,
     )
 }

@@ -174,7 +174,8 @@ async def ledger(programme: Programme) -> dict[str, int]:
         accounts = (await http.get("/ledger/balances")).json()["accounts"]
     kind = {k: sum(v for a, v in accounts.items() if a.startswith("artisan:") and a.endswith(f":{k}"))
             for k in ("payable", "in-transit", "paid")}
-    return {"earned": -sum(v for a, v in accounts.items() if a.endswith(":fees")), "paid": kind["paid"],
+    # What the collaborators' accounts gave (fees, invoiced or paid since: docs/money.md) is what was earned.
+    return {"earned": -sum(v for a, v in accounts.items() if a.startswith("collaborator:")), "paid": kind["paid"],
             "owed": kind["payable"] + kind["in-transit"]}
 
 

@@ -44,7 +44,7 @@ def test_the_bound_is_one_trillion_rupiah_as_the_contract_says():
     # Every event type's money is bounded, not only the ones the attacker used.
     assert {type(e).event_type for e, _ in MONEY_FIELDS} == {
         "piece-rate-set", "piece-woven", "qc-passed", "payout-scheduled", "paid", "payout-failed",
-        "personal-data-erased"}
+        "personal-data-erased", "collaborator-invoiced", "collaborator-paid"}
 
 
 def record_with(example: ev.EventData, name: str, amount: int) -> bytes:

@@ -80,6 +80,10 @@ EXAMPLES: list[ev.EventData] = [
         effective_from=JAKARTA_MORNING,
     ),
     ev.RusunawaRegistered(rusunawa_id="rsw_1", name="Rusunawa Nagrak", ovop_product="anyaman piring"),
+    ev.CollaboratorInvoiced(invoice_id="inv_1", collaborator_id="col_1", period_end=JAKARTA_MORNING,
+                            amount_idr=45_000, pieces=3),
+    ev.CollaboratorPaid(payment_id="cpay_1", invoice_id="inv_1", collaborator_id="col_1", amount_idr=20_000,
+                        received_at=JAKARTA_MORNING),
 ]
 
 

@@ -7,7 +7,7 @@ waited for the run to commit before it could install its tables.
 
 from __future__ import annotations
 
-from services.payout import artisan, dashboard
+from services.payout import artisan, dashboard, invoicing
 from services.payout import handlers as payout_handlers
 from services.payout import projections as payout_projections
 from services.production import materials as production_materials
@@ -19,6 +19,7 @@ LOCKS = {
     "outbox relay leadership": schema.RELAY_LOCK_KEY,
     "ledger install": payout_projections.INSTALL_LOCK_KEY,
     "payout runs": payout_handlers.RUN_LOCK_KEY,
+    "collaborator invoices": invoicing.INVOICE_LOCK_KEY,
     "dashboard install": dashboard.INSTALL_LOCK_KEY,
     "artisan pages install": artisan.INSTALL_LOCK_KEY,
     "idempotency install": commands.INSTALL_LOCK_KEY,

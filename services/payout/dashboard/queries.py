@@ -10,6 +10,7 @@ from datetime import date, datetime
 import asyncpg
 
 from services.payout import domain, projections
+from services.payout.invoicing import CollaboratorAccount, collaborators_in
 from shared.contracts.events import same_label
 from shared.db import normalised
 from shared.materials import DEFAULT_IDLE_WEEKS, IssueFact, PieceFact, Reconciliation, UsageFact, reconcile
@@ -93,6 +94,8 @@ class Dashboard:
     places: Sequence[str] = ()
     #: Materials issued beside what the pieces needed, as of today (docs/materials.md).
     materials: Reconciliation | None = None
+    #: What each collaborator was invoiced, paid and owes, from the ledger (issue 29).
+    collaborators: Sequence[CollaboratorAccount] = ()
 
     @property
     def products(self) -> list[str | None]:
@@ -172,6 +175,7 @@ async def read_dashboard(
         rusunawa=rusunawa,
         places=sorted(registered),
         materials=reconcile(*materials, as_of=now.date(), idle_weeks=idle_weeks),
+        collaborators=collaborators_in(accounts),
     )
 
 

@@ -104,6 +104,14 @@ _TEXT: dict[str, tuple[str, str]] = {
     "earned": ("Pendapatan", "Earned"),
     "owed": ("Terutang", "Owed"),
     "paid_share": ("Dibayar / terutang", "Paid / owed"),
+    "collaborators": ("Tagihan kolaborator", "What collaborators owe"),
+    "collaborators_note": ("Biaya produk yang lolos QC: ditagih, dibayar, belum dibayar, dan belum ditagih.",
+                           "Fees for pieces that passed QC: invoiced, paid, outstanding, and not yet invoiced."),
+    "collaborator": ("Kolaborator (ID)", "Collaborator (id)"),
+    "invoiced": ("Ditagih", "Invoiced"),
+    "outstanding": ("Belum dibayar", "Outstanding"),
+    "not_invoiced": ("Belum ditagih", "Not yet invoiced"),
+    "owes": ("Total terutang", "Owes"),
     "empty": ("Belum ada data.", "No data yet."),
     "materials": ("Bahan baku: diterima dan terpakai", "Materials (bahan baku): issued and used"),
     "materials_note": ("Per kolaborator: bahan yang diberikan kepada perajin dan yang seharusnya terpakai untuk "
@@ -112,7 +120,6 @@ _TEXT: dict[str, tuple[str, str]] = {
                        "Per collaborator: materials issued to artisans, and what the pieces woven should have used "
                        "(usage per piece). Flagged: woven beyond the materials, and materials idle {} weeks with "
                        "nothing woven."),
-    "collaborator": ("Kolaborator (ID)", "Collaborator (id)"),
     "material": ("Bahan", "Material"),
     "issued": ("Diberikan", "Issued"),
     "expected_use": ("Seharusnya terpakai", "Expected use"),
@@ -269,6 +276,7 @@ def render_dashboard(data: Dashboard, lang: str) -> str:
         "</div>",
         _section("artisans", w("artisans"), _artisans(w, data), note=w("artisans_note")),
         _materials_section(w, data),
+        _section("collaborators", w("collaborators"), _collaborators(w, data), note=w("collaborators_note")),
         f'<footer>{_e(w("footer"))}</footer>',
     ))
     return _page(w, w("title"), body)
@@ -584,6 +592,21 @@ def _materials_section(w: _Words, data: Dashboard) -> str:
     else:
         flagged = f'<p class="empty" data-no-anomalies>{_e(w("no_anomalies"))}</p>'
     return _section("materials", w("materials"), table + flagged, note=w("materials_note", result.idle_weeks))
+
+
+def _collaborators(w: _Words, data: Dashboard) -> str:
+    """Per collaborator, money in: what it was invoiced and paid, and what it still owes."""
+    if not data.collaborators:
+        return _empty(w)
+    keys = ("collaborator", "invoiced", "paid", "outstanding", "not_invoiced", "owes")
+    head = "".join(f"<th{'' if k == 'collaborator' else ' class=num'}>{_e(w(k))}</th>" for k in keys)
+    rows = "".join(
+        f'<tr data-collaborator="{_e(c.collaborator_id)}" data-invoiced="{c.invoiced_idr}" data-paid="{c.paid_idr}" '
+        f'data-owed="{c.owed_idr}"><td class="id">{_e(c.collaborator_id)}</td>'
+        + "".join(f'<td class="num">{_e(rupiah(v))}</td>' for v in (
+            c.invoiced_idr, c.paid_idr, c.outstanding_idr, c.not_invoiced_idr, c.owed_idr))
+        + "</tr>" for c in data.collaborators)
+    return f'<table class="compact"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 
 def _paid_bar(w: _Words, paid: int, owed: int) -> str:
