@@ -12,17 +12,8 @@ import pytest
 
 from services.payout.artisan import links
 from services.payout.artisan.queries import ArtisanPage, Payslip, Piece, Share, allocate
-from services.payout.artisan.view import (
-    DEFECT_WORDS,
-    FAILURE_WORDS,
-    STYLE_HASH,
-    format_date,
-    format_moment,
-    format_short_date,
-    language,
-    render_not_found,
-    render_page,
-)
+from services.payout.artisan.view import DEFECT_WORDS, FAILURE_WORDS, STYLE_HASH, render_not_found, render_page
+from services.payout.pages import format_date, format_moment, format_short_date, language
 from services.payout.projections import StatementEntry
 from shared.contracts.codes import Defect, PayoutFailure
 from shared.money import rupiah

@@ -16,7 +16,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from services.payout.artisan import links
 from services.payout.artisan.queries import read_page
-from services.payout.artisan.view import STYLE_HASH, language, render_not_found, render_page
+from services.payout.artisan.view import STYLE_HASH, render_not_found, render_page
+from services.payout.pages import language
 from shared.domain import NotFound
 from shared.service import ServiceRuntime
 from shared.timeutil import to_wib, wib_now

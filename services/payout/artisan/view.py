@@ -14,14 +14,19 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
-from html import escape
+from datetime import date, timedelta
 
 from services.payout.artisan.queries import ArtisanPage, Payslip, Piece
+from services.payout.pages import e as _e
+from services.payout.pages import (
+    format_count,
+    format_date,
+    format_moment,
+    format_short_date,
+    glossed,
+)
 from shared.money import rupiah
 from shared.timeutil import to_wib
-
-LANGUAGES = ("id", "en")
 
 _TEXT: dict[str, tuple[str, str]] = {
     # key: (Bahasa Indonesia, English)
@@ -82,13 +87,6 @@ _TEXT: dict[str, tuple[str, str]] = {
                   "This link is unknown or was cancelled. Ask programme staff for a new card."),
 }
 
-_MONTHS = {
-    "id": ("Januari", "Februari", "Maret", "April", "Mei", "Juni", "Juli", "Agustus", "September", "Oktober",
-           "November", "Desember"),
-    "en": ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December"),
-}
-
 #: Every defect code (shared/contracts/codes.py) in words: (Bahasa Indonesia, English).
 DEFECT_WORDS: dict[str, tuple[str, str]] = {
     "loose-weave": ("anyaman longgar", "loose weave"),
@@ -123,45 +121,6 @@ METHOD_WORDS: dict[str, tuple[str, str]] = {
     "cash": ("Tunai", "Cash"),
 }
 
-#: The programme's words for its products stay as they are; English readers get a gloss.
-_GLOSS = {"piring": "plate", "tempat mangkuk": "bowl holder", "tas": "bag", "dompet": "wallet"}
-
-
-def _e(value: object) -> str:
-    return escape(str(value), quote=True)
-
-
-def language(lang: str | None) -> str:
-    """Bahasa Indonesia unless English is asked for; anything else falls back rather than failing."""
-    return lang if lang in LANGUAGES else "id"
-
-
-def format_date(day: date | datetime, lang: str) -> str:
-    """`12 Maret 2024`: a day as Jakarta writes it (a moment is first taken to WIB)."""
-    if isinstance(day, datetime):
-        day = to_wib(day).date()
-    return f"{day.day} {_MONTHS[lang][day.month - 1]} {day.year}"
-
-
-def format_short_date(day: date | datetime, lang: str) -> str:
-    """`12 Mar`: for lists where the year is plain from the context."""
-    if isinstance(day, datetime):
-        day = to_wib(day).date()
-    return f"{day.day} {_MONTHS[lang][day.month - 1][:3]}"
-
-
-def format_moment(moment: datetime, lang: str) -> str:
-    """`12 Maret 2024, 14.30 WIB`: Jakarta writes the clock with a dot, English with a colon."""
-    local = to_wib(moment)
-    separator = "." if lang == "id" else ":"
-    return f"{format_date(local, lang)}, {local.hour:02d}{separator}{local.minute:02d} WIB"
-
-
-def format_count(n: int, lang: str) -> str:
-    grouped = f"{n:,}"
-    return grouped.replace(",", ".") if lang == "id" else grouped
-
-
 class _Words:
     def __init__(self, lang: str) -> None:
         self.lang = lang
@@ -175,11 +134,7 @@ class _Words:
         return words[code][self._i] if code in words else code
 
     def product(self, product: str | None) -> str:
-        if product is None:
-            return "–"
-        if self.lang == "en" and product in _GLOSS:
-            return f"{product} ({_GLOSS[product]})"
-        return product
+        return "–" if product is None else glossed(product, self.lang)
 
 
 # --- the pages ---------------------------------------------------------------------------------------

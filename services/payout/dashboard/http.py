@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.payout.dashboard.queries import read_dashboard
 from services.payout.dashboard.view import render_dashboard, render_refusal
+from services.payout.pages import language
 from shared.materials import DEFAULT_IDLE_WEEKS
 from shared.service import ServiceRuntime
 from shared.web.access import AUDITOR, STAFF, Access, Principal
@@ -18,12 +19,6 @@ from shared.web.problems import Problem
 COOKIE = "anyam_token"
 #: A browser forgets the token after a working day, even if it is never closed.
 COOKIE_MAX_AGE = 12 * 60 * 60
-LANGUAGES = ("id", "en")
-
-
-def language(lang: str | None) -> str:
-    """Bahasa Indonesia unless English is asked for; anything else falls back rather than failing."""
-    return lang if lang in LANGUAGES else "id"
 
 
 def _plausible_token(token: str) -> bool:

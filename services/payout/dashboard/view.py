@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
-from html import escape
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
+from services.payout.pages import MONTHS, format_count, format_date, format_moment, glossed
+from services.payout.pages import e as _e
 from shared.contracts.events import same_label
 from shared.money import rupiah
 from shared.timeutil import to_wib
@@ -158,28 +159,12 @@ _TEXT: dict[str, tuple[str, str]] = {
                   "and auditors only."),
 }
 
-_MONTHS = {
-    "id": ("Januari", "Februari", "Maret", "April", "Mei", "Juni", "Juli", "Agustus", "September", "Oktober",
-           "November", "Desember"),
-    "en": ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December"),
-}
-_SHORT_MONTHS = {
-    "id": ("Jan", "Feb", "Mar", "Apr", "Mei", "Jun", "Jul", "Agu", "Sep", "Okt", "Nov", "Des"),
-    "en": ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
-}
-#: The programme's words for its products and skills stay as they are; English readers get a gloss.
-_GLOSS = {"piring": "plate", "tempat mangkuk": "bowl holder", "tas": "bag", "dompet": "wallet",
-          "menganyam": "weaving"}
+_SHORT_MONTHS = {lang: tuple(month[:3] for month in months) for lang, months in MONTHS.items()}
 
 #: Rattan brown for the first (usually the OVOP) product, then colours that stay apart in print too.
 _PALETTE = ("#a0522d", "#2a7f62", "#3b6ea5", "#b8860b", "#8e44ad", "#c2185b", "#00838f", "#6d4c41")
 _UNKNOWN_COLOUR = "#90a4ae"
 _SCHEDULED, _PAID, _FAILED = "#5b7083", "#2e7d32", "#c62828"
-
-
-def _e(value: object) -> str:
-    return escape(str(value), quote=True)
 
 
 class _Words:
@@ -200,8 +185,7 @@ class _Words:
         return self(key, self.count(n))
 
     def count(self, n: int) -> str:
-        grouped = f"{n:,}"
-        return grouped.replace(",", ".") if self.lang == "id" else grouped
+        return format_count(n, self.lang)
 
     def percent(self, part: int, whole: int, *, digits: int = 1) -> str:
         if whole == 0:
@@ -210,7 +194,7 @@ class _Words:
         return text.replace(".", ",") if self.lang == "id" else text
 
     def day(self, day: date) -> str:
-        return f"{day.day} {_MONTHS[self.lang][day.month - 1]} {day.year}"
+        return format_date(day, self.lang)
 
     def short_day(self, day: date) -> str:
         return f"{day.day} {_SHORT_MONTHS[self.lang][day.month - 1]}"
@@ -219,10 +203,7 @@ class _Words:
         return f"{self.short_day(day)} {day.year}"
 
     def moment(self, moment: datetime) -> str:
-        """A moment in WIB: Jakarta writes 23.59, English 23:59."""
-        local = to_wib(moment)
-        clock = f"{local.hour:02d}.{local.minute:02d}" if self.lang == "id" else f"{local.hour:02d}:{local.minute:02d}"
-        return f"{self.day(local.date())}, {clock} WIB"
+        return format_moment(moment, self.lang)
 
     def short_moment(self, moment: datetime) -> str:
         """`10 Mar 2024, 23.59 WIB`: for table cells that share half a page."""
@@ -241,11 +222,7 @@ class _Words:
 
     def term(self, word: str | None, unknown_key: str) -> str:
         """A product or skill as the programme names it, glossed in English: `piring (plate)`."""
-        if word is None:
-            return self(unknown_key)
-        if self.lang == "en" and word in _GLOSS:
-            return f"{word} ({_GLOSS[word]})"
-        return word
+        return self(unknown_key) if word is None else glossed(word, self.lang)
 
 
 def _week_key(monday: date) -> str:
