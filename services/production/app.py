@@ -12,6 +12,7 @@ from services.production import projections
 from services.production.handlers import ProductionHandlers
 from services.production.http import production_router
 from services.production.messaging import QC_CONSUMER, qc_submission_handler
+from services.production.piece_batches import piece_batch_router
 from shared.contracts import Topic
 from shared.eventstore import PostgresUnitOfWork
 from shared.service import ConsumerSpec, ServiceRuntime, ServiceSettings, service_app
@@ -69,5 +70,6 @@ def create_app(settings: ProductionSettings | None = None) -> FastAPI:
     access = Access(settings, collaborator_check=CollaboratorTokens(runtime, handlers).admits)
     router = production_router(runtime, handlers, access, rejections_per_minute=settings.qc_rejections_per_minute)
     return service_app(
-        runtime, title="Anyam production", access=access, routers=[router],
+        runtime, title="Anyam production", access=access,
+        routers=[router, piece_batch_router(runtime, handlers, access)],
     )
