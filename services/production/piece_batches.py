@@ -66,7 +66,8 @@ class RowResult(BaseModel):
     rate_idr: int | None = Field(default=None, description="The rate in force when it was woven, whole rupiah.")
     code: str | None = Field(default=None, description="`refused`: the problem's code, as `POST /pieces` gives it "
                                                        "(e.g. `not-trained`), or `invalid-row` / `malformed-row`.")
-    message: str | None = Field(default=None, description="`refused`: what is wrong, naming the field, never its value.")
+    message: str | None = Field(default=None,
+                                description="`refused`: what is wrong, naming the field, never its value.")
 
 
 class BatchAnswer(BaseModel):

@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 
 from shared.web.access import Principal
-from shared.web.commands import Action, Outcome, execute, fingerprint
+from shared.web.commands import Action, execute, fingerprint
 from shared.web.problems import Problem
 
 REUSED = "idempotency-key-reused"

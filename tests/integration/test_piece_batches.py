@@ -6,17 +6,21 @@ import time
 
 import pytest
 
+from services.production.app import ProductionSettings, create_app
 from services.production.handlers import ProductionHandlers
-from tests.integration.test_production import (  # noqa: F401 - `production` is the fixture
-    Production,
-    production,
-    train,
-    workshop,
-)
-from tests.services import client
+from tests.integration.test_production import Production, train, workshop
+from tests.services import client, new_tokens, serve, service_settings
 
 HEADER = "artisan_id,collaborator_id,product,woven_at"
 NIK = "3175099912870042"
+
+
+@pytest.fixture
+async def service(kafka_settings, database_url):
+    tokens = new_tokens()
+    app = create_app(ProductionSettings(**service_settings(kafka_settings, database_url, tokens, "service")))
+    async with serve(app) as url, client(url, tokens.staff) as staff:
+        yield Production(staff, tokens, url, app.state.runtime.pool, kafka_settings)
 
 
 async def upload(prod: Production, body: str | bytes, *, key: str | None = "upload-1",
@@ -33,9 +37,9 @@ async def pieces_woven(prod: Production) -> int:
         return await conn.fetchval("SELECT count(*) FROM event_store WHERE event_type = 'piece-woven'")
 
 
-async def test_an_upload_records_good_rows_refuses_bad_ones_and_a_retry_records_nothing_twice(production, tmp_path):
-    shop = await workshop(production, tmp_path)  # rates: Rp 10.000 from March, Rp 12.500 from April
-    await train(production, "res_ani")
+async def test_an_upload_records_good_rows_refuses_bad_ones_and_a_retry_records_nothing_twice(service, tmp_path):
+    shop = await workshop(service, tmp_path)  # rates: Rp 10.000 from March, Rp 12.500 from April
+    await train(service, "res_ani")
     col = shop.collaborator_id
     # As a spreadsheet saves it: a byte-order mark, CRLF, quotes, an empty row, columns in its own order.
     sheet = "\ufeff" + "\r\n".join([
@@ -52,7 +56,7 @@ async def test_an_upload_records_good_rows_refuses_bad_ones_and_a_retry_records_
         f'"2024-03-07T01:00:00Z","res_siti","{col}","piring"',                  # 11: UTC, in March
     ]) + "\r\n"
 
-    first = await upload(production, sheet)
+    first = await upload(service, sheet)
     assert first.status_code == 200, first.text
     answer = first.json()
     by_row = {result["row"]: result for result in answer["results"]}
@@ -69,29 +73,29 @@ async def test_an_upload_records_good_rows_refuses_bad_ones_and_a_retry_records_
     for n, artisan, woven_at in ((2, "res_siti", "2024-03-05T10:00:00+07:00"),
                                  (3, "res_ani", "2024-04-02T09:30:00+07:00"),
                                  (11, "res_siti", "2024-03-07T08:00:00+07:00")):
-        piece = (await production.staff.get(f"/pieces/{by_row[n]['piece_id']}")).json()
+        piece = (await service.staff.get(f"/pieces/{by_row[n]['piece_id']}")).json()
         assert (piece["artisan_id"], piece["collaborator_id"], piece["woven_at"]) == (artisan, col, woven_at)
-    assert await pieces_woven(production) == 3
+    assert await pieces_woven(service) == 3
 
     # The client timed out and sends the very same upload again: the same answer, nothing recorded twice.
-    retry = await upload(production, sheet)
+    retry = await upload(service, sheet)
     assert (retry.status_code, retry.json()) == (200, answer)
-    assert await pieces_woven(production) == 3
+    assert await pieces_woven(service) == 3
 
     # The same key for another upload: refused whole, before any row.
-    other = await upload(production, f"{HEADER}\nres_siti,{col},piring,2024-03-08 10:00\n")
+    other = await upload(service, f"{HEADER}\nres_siti,{col},piring,2024-03-08 10:00\n")
     assert (other.status_code, other.json()["code"]) == (422, "idempotency-key-reused")
-    assert await pieces_woven(production) == 3
+    assert await pieces_woven(service) == 3
     # Another key is another upload: its rows are new pieces.
-    again = await upload(production, sheet, key="upload-2")
+    again = await upload(service, sheet, key="upload-2")
     assert again.json()["recorded"] == 3
-    assert await pieces_woven(production) == 6
+    assert await pieces_woven(service) == 6
 
 
 async def test_an_upload_cut_off_half_way_is_finished_by_its_retry_without_recording_a_row_twice(
-    production, tmp_path, monkeypatch,
+    service, tmp_path, monkeypatch,
 ):
-    shop = await workshop(production, tmp_path)
+    shop = await workshop(service, tmp_path)
     sheet = HEADER + "\n" + "".join(f"{shop.artisan},{shop.collaborator_id},piring,2024-03-{day:02d} 10:00\n"
                                     for day in range(4, 12))  # rows 2 to 9
     weave = ProductionHandlers.weave
@@ -105,24 +109,24 @@ async def test_an_upload_cut_off_half_way_is_finished_by_its_retry_without_recor
         return await weave(self, uow, **piece)
 
     monkeypatch.setattr(ProductionHandlers, "weave", database_lost_at_the_sixth_row)
-    cut_off = await upload(production, sheet, key="week-10")
+    cut_off = await upload(service, sheet, key="week-10")
     assert (cut_off.status_code, cut_off.json()["code"]) == (503, "database-unavailable")
     # Rows are recorded four at a time, so the sixth began after two had finished; those in flight
     # when it failed were stopped, recorded or not, each row all or nothing in its own unit of work.
-    kept = await pieces_woven(production)
+    kept = await pieces_woven(service)
     assert 2 <= kept <= 5
 
     monkeypatch.setattr(ProductionHandlers, "weave", weave)
-    retry = await upload(production, sheet, key="week-10")
+    retry = await upload(service, sheet, key="week-10")
     assert retry.status_code == 200, retry.text
     assert (retry.json()["already_recorded"], retry.json()["recorded"]) == (kept, 8 - kept)
-    assert await pieces_woven(production) == 8
-    assert (await upload(production, sheet, key="week-10")).json() == retry.json()  # that answer now stands
-    assert await pieces_woven(production) == 8
+    assert await pieces_woven(service) == 8
+    assert (await upload(service, sheet, key="week-10")).json() == retry.json()  # that answer now stands
+    assert await pieces_woven(service) == 8
 
 
-async def test_an_upload_that_cannot_be_read_whole_is_refused_and_records_nothing(production, tmp_path):
-    shop = await workshop(production, tmp_path)
+async def test_an_upload_that_cannot_be_read_whole_is_refused_and_records_nothing(service, tmp_path):
+    shop = await workshop(service, tmp_path)
     good = f"{shop.artisan},{shop.collaborator_id},piring,2024-03-05 10:00"
     cases = {
         "json, not csv": (f'{{"artisan_id": "{shop.artisan}"}}', "application/json", 415, "unsupported-media-type"),
@@ -142,37 +146,37 @@ async def test_an_upload_that_cannot_be_read_whole_is_refused_and_records_nothin
         "over the body limit": (HEADER + "\n" + f"{good}\n" * 20_000, "text/csv", 413, "body-too-large"),
     }
     for name, (body, content_type, status, code) in cases.items():
-        response = await upload(production, body, key=f"bad-{name}", content_type=content_type)
+        response = await upload(service, body, key=f"bad-{name}", content_type=content_type)
         assert (response.status_code, response.json()["code"]) == (status, code), name
         assert response.headers["content-type"] == "application/problem+json", name
         assert NIK not in response.text, name
     # A key is required (without one a retry would record every row again); only staff may upload.
-    unkeyed = await upload(production, f"{HEADER}\n{good}\n", key=None)
+    unkeyed = await upload(service, f"{HEADER}\n{good}\n", key=None)
     assert (unkeyed.status_code, unkeyed.json()["code"]) == (422, "invalid-request")
     assert "Idempotency-Key" in unkeyed.text
-    async with client(production.url, None) as anonymous, \
-            client(production.url, production.tokens.auditor) as auditor, \
-            production.collaborator(shop.collaborator_id) as acme:
+    async with client(service.url, None) as anonymous, \
+            client(service.url, service.tokens.auditor) as auditor, \
+            service.collaborator(shop.collaborator_id) as acme:
         for caller, status in ((anonymous, 401), (auditor, 403), (acme, 403)):
             refused = await caller.post("/piece-batches", content=f"{HEADER}\n{good}\n",
                                         headers={"Content-Type": "text/csv", "Idempotency-Key": "x"})
             assert refused.status_code == status
-    assert await pieces_woven(production) == 0
+    assert await pieces_woven(service) == 0
 
 
 @pytest.mark.parametrize("rows", [2_000])
-async def test_the_largest_upload_records_every_row_once(production, tmp_path, rows):
-    shop = await workshop(production, tmp_path)
+async def test_the_largest_upload_records_every_row_once(service, tmp_path, rows):
+    shop = await workshop(service, tmp_path)
     sheet = HEADER + "\n" + "".join(
         f"{shop.artisan},{shop.collaborator_id},piring,2024-03-{1 + i % 28:02d} {8 + i % 9:02d}:{i % 60:02d}\n"
         for i in range(rows))
     started = time.monotonic()
-    async with client(production.url, production.tokens.staff) as staff:
+    async with client(service.url, service.tokens.staff) as staff:
         response = await staff.post("/piece-batches", content=sheet.encode(), timeout=300,
                                     headers={"Content-Type": "text/csv", "Idempotency-Key": "week-10"})
     elapsed = time.monotonic() - started
     answer = response.json()
     assert (answer["rows"], answer["recorded"], answer["refused"]) == (rows, rows, 0), answer["results"][:3]
     assert len({r["piece_id"] for r in answer["results"]}) == rows
-    assert await pieces_woven(production) == rows
+    assert await pieces_woven(service) == rows
     print(f"{rows} rows recorded in {elapsed:.1f} s")  # noqa: T201 - the figure docs/http.md quotes
