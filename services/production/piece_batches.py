@@ -100,7 +100,7 @@ def piece_batch_router(runtime: ServiceRuntime, handlers: ProductionHandlers, ac
         _require_csv(request.headers.get("content-type", ""))
         rows = parse_upload(await request.body())
         batch = Upload(runtime.pool, who, key, method=request.method, path=PATH,
-                       payload=[[row.number, row.fields] for row in rows])
+                       payload=[[row.number, row.fields, row.cells] for row in rows])  # every cell as sent
         if (stored := await batch.start([row.number for row in rows if row.piece is not None])) is not None:
             return JSONResponse(stored)
         return JSONResponse(await batch.finish(_answer(await _record_all(batch, handlers, rows))))

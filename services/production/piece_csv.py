@@ -85,9 +85,10 @@ class RowProblem:
 
 @dataclass(frozen=True)
 class Row:
-    """One data row: its number, its fields as written (trimmed), and its piece or why it cannot be one."""
+    """One data row: its number, its cells as written, its fields (trimmed), and its piece or why it cannot be one."""
 
     number: int
+    cells: tuple[str, ...]
     fields: dict[str, str]
     piece: PieceRow | None
     problem: RowProblem | None
@@ -142,17 +143,17 @@ def _header(record: list[str], number: int) -> list[str]:
 
 def _row(number: int, header: list[str], record: list[str]) -> Row:
     if len(record) != len(header):
-        return Row(number, {}, None, RowProblem(
+        return Row(number, tuple(record), {}, None, RowProblem(
             MALFORMED_ROW, f"Row {number} has {len(record)} fields; the header has {len(header)}."))
     fields = {name: cell.strip() for name, cell in zip(header, record, strict=True)}
     if too_long := [name for name in COLUMNS if len(fields[name]) > MAX_FIELD_CHARACTERS]:
-        return Row(number, {}, None, RowProblem(
+        return Row(number, tuple(record), {}, None, RowProblem(
             INVALID_ROW, f"`{too_long[0]}` is invalid: over {MAX_FIELD_CHARACTERS} characters."))
     try:
         piece = PieceRow.model_validate(fields)
     except ValidationError as exc:
-        return Row(number, fields, None, _problem_of(exc))
-    return Row(number, fields, piece, None)
+        return Row(number, tuple(record), fields, None, _problem_of(exc))
+    return Row(number, tuple(record), fields, piece, None)
 
 
 def _problem_of(exc: ValidationError) -> RowProblem:

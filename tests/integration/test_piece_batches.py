@@ -18,7 +18,7 @@ NIK = "3175099912870042"
 @pytest.fixture
 async def service(kafka_settings, database_url):
     tokens = new_tokens()
-    app = create_app(ProductionSettings(**service_settings(kafka_settings, database_url, tokens, "service")))
+    app = create_app(ProductionSettings(**service_settings(kafka_settings, database_url, tokens, "production")))
     async with serve(app) as url, client(url, tokens.staff) as staff:
         yield Production(staff, tokens, url, app.state.runtime.pool, kafka_settings)
 
