@@ -396,6 +396,10 @@ from anyam.deadletters.cli import dead_letters_app  # noqa: E402
 
 app.add_typer(dead_letters_app, name="dead-letters", help="Records the consumers refused: list, show, re-drive.")
 
+from anyam.pieces import pieces_app  # noqa: E402
+
+app.add_typer(pieces_app, name="pieces", help="Woven pieces: import a field officer's CSV, a result per row.")
+
 from anyam.audit.cli import replay_command, verify_command  # noqa: E402
 
 app.command("replay")(replay_command)

@@ -127,6 +127,14 @@ class StackClients:
             raise DemoFailed(f"{service} refused {path}: {response.status_code}", detail=response.text[:500])
         return response.json()
 
+    async def post_csv(self, service: str, path: str, text: str, *, key: str) -> dict:
+        """POST a CSV upload with its Idempotency-Key: a re-run sends the same rows and records none again."""
+        response = await self.http[service].post(path, content=text.encode(), headers={
+            "Content-Type": "text/csv; charset=utf-8", "Idempotency-Key": key})
+        if response.status_code >= 400:
+            raise DemoFailed(f"{service} refused {path}: {response.status_code}", detail=response.text[:500])
+        return response.json()
+
     async def get(self, service: str, path: str) -> dict:
         response = await self.http[service].get(path)
         response.raise_for_status()
@@ -196,7 +204,7 @@ async def run_demo(env: Mapping[str, str], scenario: Scenario, progress: Progres
             this_week = [w for w in scenario.weavings if w.woven_at <= run.period_end
                          and w.woven_at > run.period_end - timedelta(weeks=1)]
             progress(f"Week {week}: {len(this_week)} pieces woven and inspected; payout run {run.run_id}")
-            pieces = await _weave(stack, scenario, this_week, residents, collaborator_id, tag)
+            pieces = await _weave(stack, scenario, this_week, residents, collaborator_id, f"{tag}-pieces-{run.run_id}")
             for weaving in this_week:
                 woven[weaving.participant] = woven.get(weaving.participant, 0) + 1
             await _inspect(stack, producer, this_week, pieces, collaborator_id, key, tag)
@@ -293,15 +301,18 @@ async def _collaborate(
 
 async def _weave(
     stack: StackClients, scenario: Scenario, weavings: list[Weaving], residents: Mapping[int | str, str],
-    collaborator_id: str, tag: str,
+    collaborator_id: str, key: str,
 ) -> list[dict]:
-    pieces = await gather_bounded(
-        stack.post("production", "/pieces", {
-            "artisan_id": residents[w.participant], "collaborator_id": collaborator_id, "product": w.product,
-            "woven_at": w.woven_at.isoformat(),
-        }, key=f"{tag}-piece-{w.participant}-{w.woven_at.isoformat()}-{i}")
-        for i, w in enumerate(weavings)
-    )
+    """The week's pieces as the field officers record them: one CSV upload, a result per row."""
+    sheet = "artisan_id,collaborator_id,product,woven_at\r\n" + "".join(
+        f'{residents[w.participant]},{collaborator_id},"{w.product}",{w.woven_at.isoformat()}\r\n'
+        for w in weavings)
+    answer = await stack.post_csv("production", "/piece-batches", sheet, key=key)
+    pieces = answer["results"]
+    if len(pieces) != len(weavings) or answer["refused"]:
+        refused: dict = next((r for r in pieces if r["status"] == "refused"), {})
+        raise DemoFailed(f"production refused row {refused.get('row')} of the week's pieces: {refused.get('code')}",
+                         detail=refused.get("message", ""))
     for weaving, piece in zip(weavings, pieces, strict=True):
         expected = scenario.rate_at(weaving.product, weaving.woven_at)
         if piece["rate_idr"] != expected:

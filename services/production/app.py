@@ -12,6 +12,7 @@ from services.production import materials, projections
 from services.production.handlers import ProductionHandlers
 from services.production.http import production_router
 from services.production.messaging import QC_CONSUMER, qc_submission_handler
+from services.production.piece_batches import piece_batch_router
 from shared.contracts import Topic
 from shared.eventstore import PostgresUnitOfWork
 from shared.materials import DEFAULT_IDLE_WEEKS, MAX_IDLE_WEEKS, MIN_IDLE_WEEKS
@@ -76,5 +77,6 @@ def create_app(settings: ProductionSettings | None = None) -> FastAPI:
     router = production_router(runtime, handlers, access, rejections_per_minute=settings.qc_rejections_per_minute,
                                idle_weeks=settings.materials_idle_weeks)
     return service_app(
-        runtime, title="Anyam production", access=access, routers=[router],
+        runtime, title="Anyam production", access=access,
+        routers=[router, piece_batch_router(runtime, handlers, access)],
     )

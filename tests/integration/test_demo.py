@@ -24,8 +24,8 @@ from tests.kafka_reader import read_topic
 ANYAM = [sys.executable, "-m", "anyam.cli"]
 
 
-def anyam(*args: str, workdir: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+def anyam(*args: str, workdir: Path, timeout: float = 600, columns: int = 200) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1"}
     env = {k: v for k, v in env.items() if not k.startswith("ANYAM_")}  # the stack's own settings only
     return subprocess.run([*ANYAM, *args, "--workdir", str(workdir)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=Path(__file__).parents[2])
@@ -113,3 +113,26 @@ async def test_the_demo_runs_to_the_end_and_its_printed_totals_equal_the_ledgers
     for person in scenario.participants:
         for secret in (person.full_name, person.nik, person.phone, person.payout_account):
             assert secret not in logs, "personal data in the logs"
+
+    # A field officer's sheet through `anyam pieces import`: a table of each row, and the same file run
+    # again (after a timeout) records nothing twice and prints the same table.
+    resident = re.search(r"\bres_\w+", result.stdout)[0]
+    async with httpx.AsyncClient(headers=headers) as http:
+        statement = (await http.get(f"{env['ANYAM_PAYOUT_URL']}/artisans/{resident}/statement")).json()
+        piece_id = next(entry["piece_id"] for entry in statement["entries"] if entry.get("piece_id"))
+        collaborator_id = (await http.get(f"{env['ANYAM_PRODUCTION_URL']}/pieces/{piece_id}")).json()[
+            "collaborator_id"]
+    sheet = workdir / "week-14.csv"
+    sheet.write_text("artisan_id,collaborator_id,product,woven_at\n"
+                     f"{resident},{collaborator_id},piring,2024-03-30 10:00\n"
+                     f"{resident},col_nobody,piring,2024-03-30 10:00\n", encoding="utf-8")
+    imported = anyam("pieces", "import", str(sheet), workdir=workdir, columns=80)
+    assert imported.returncode == 1, imported.stdout + imported.stderr  # a row was refused
+    assert max(map(len, imported.stdout.splitlines())) <= 80, imported.stdout
+    recorded, refused = (next(line for line in imported.stdout.splitlines() if line.strip().startswith(str(n)))
+                         for n in (2, 3))
+    assert "recorded" in recorded and re.search(r"pc_\w+", recorded) and "Rp 17.500" in recorded  # the raise
+    assert "refused" in refused and "collaborator-not-found" in refused
+    assert "1 recorded now, 0 recorded before, 1 refused" in imported.stdout
+    again = anyam("pieces", "import", str(sheet), workdir=workdir, columns=80)
+    assert (again.returncode, again.stdout) == (1, imported.stdout)

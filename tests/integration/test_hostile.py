@@ -272,6 +272,14 @@ async def test_nik_or_phone_shaped_text_in_any_free_text_input_never_reaches_a_t
             answers[f"piece.product {n}"] = (await staff.post("/pieces", json={
                 "artisan_id": programme.residents[0], "collaborator_id": a.collaborator_id, "product": text,
                 "woven_at": "2024-03-05T10:00:00+07:00"})).status_code
+            # An upload answers 200 with a result per row: a row refused at the door counts as a 422.
+            sheet = ("artisan_id,collaborator_id,product,woven_at\n"
+                     f'{programme.residents[0]},{a.collaborator_id},"{text}",2024-03-05T10:00:00+07:00\n')
+            uploaded = await staff.post("/piece-batches", content=sheet.encode(), headers={
+                "Content-Type": "text/csv", "Idempotency-Key": f"pii-upload-{n}"})
+            (row,) = uploaded.json()["results"] if uploaded.status_code == 200 else [{}]
+            answers[f"piece-batch.product {n}"] = (
+                422 if (row.get("status"), row.get("code")) == ("refused", "invalid-row") else uploaded.status_code)
         async with client(urls["production"], a.token) as http:
             for field, value in (("inspector", text), ("defects", [text])):
                 data = {"submission_id": f"pii-{field}-{n}", "piece_id": a.pieces[0],
