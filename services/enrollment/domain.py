@@ -265,6 +265,12 @@ def same_rusunawa(one: str, other: str) -> bool:
     return " ".join(one.split()).casefold() == " ".join(other.split()).casefold()
 
 
+def rusunawa_key(name: str) -> str:
+    """What `same_rusunawa` compares of a name: two names are one place exactly when their keys are equal
+    (a list's rusunawa filter looks names up by it)."""
+    return " ".join(name.split()).casefold()
+
+
 def _rusunawa_override(state: Cohort, command: Enrol) -> dict[str, object]:
     """The added fields of an `enrolled` that crosses rusunawa (none when it does not); refuses a
     crossing without an override, and an override without a published reason or with nothing to override."""

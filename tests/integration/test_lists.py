@@ -1,0 +1,186 @@
+"""The list endpoints over real HTTP on PostgreSQL (and the broker the services start with): every item
+once, in order, across pages; each filter narrows; a cursor that is not the list's own is a 400; no
+personal data in `GET /residents`; collaborators see only their own pieces."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from services.enrollment.app import EnrollmentSettings
+from services.enrollment.app import create_app as enrollment_app
+from tests.services import client, new_personal_data_key, new_tokens, serve, service_settings
+
+FORGED_CURSORS = [
+    "not-base64!",  # not base64 at all
+    "e30",  # {} : not a list
+    base64.urlsafe_b64encode(json.dumps(["payouts", 3]).encode()).decode(),  # another list's
+    base64.urlsafe_b64encode(json.dumps(["cohorts", -1]).encode()).decode(),  # out of range
+    base64.urlsafe_b64encode(json.dumps(["cohorts", 2**63]).encode()).decode(),  # beyond bigint
+    base64.urlsafe_b64encode(json.dumps(["cohorts", "1"]).encode()).decode(),  # wrong type
+    base64.urlsafe_b64encode(json.dumps(["cohorts", True]).encode()).decode(),  # wrong type
+    base64.urlsafe_b64encode(b"\xff\xfe").decode(),  # not text
+    base64.urlsafe_b64encode(("[" * 5000).encode()).decode()[:390],  # deep nesting, cut short
+    "é" * 10,  # not ASCII
+]
+
+
+async def every_page(http: httpx.AsyncClient, path: str, limit: int, **params: Any) -> list[list[dict]]:
+    """The pages of a list, followed by `next_cursor` to the end."""
+    pages: list[list[dict]] = []
+    cursor = None
+    while True:
+        query = {**params, "limit": limit} | ({"cursor": cursor} if cursor else {})
+        response = await http.get(path, params=query)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == {"items", "next_cursor"}
+        pages.append(body["items"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+        assert len(pages) < 1000, "the cursor never ends"
+
+
+def flat(pages: Iterable[list[dict]]) -> list[dict]:
+    return [item for items in pages for item in items]
+
+
+async def assert_paged_once_in_order(http: httpx.AsyncClient, path: str, key: str, expected: list[str],
+                                     **params: Any) -> list[dict]:
+    """Paging with a small limit gives `expected` (ids under `key`), each once, in that order; pages full
+    but the last, and the same items as one big page."""
+    pages = await every_page(http, path, 3, **params)
+    items = flat(pages)
+    assert [item[key] for item in items] == expected
+    assert all(len(p) == 3 for p in pages[:-1]) and len(pages[-1]) <= 3
+    whole = await http.get(path, params={**params, "limit": 200})
+    assert whole.json() == {"items": items, "next_cursor": None}
+    return items
+
+
+async def assert_refuses_forged_cursors(http: httpx.AsyncClient, path: str) -> None:
+    for cursor in FORGED_CURSORS:
+        response = await http.get(path, params={"cursor": cursor})
+        assert response.status_code == 400, (cursor, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["code"] == "invalid-cursor"
+    too_long = await http.get(path, params={"cursor": "A" * 5000})
+    assert too_long.status_code == 400 and too_long.json()["code"] == "invalid-cursor"
+    for limit in (0, 201, -1, "ten"):
+        assert (await http.get(path, params={"limit": limit})).status_code == 422
+
+
+# --- enrollment -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def enrollment(kafka_settings, database_url):
+    tokens = new_tokens()
+    settings = EnrollmentSettings(**service_settings(kafka_settings, database_url, tokens, "enrollment"),
+                                  personal_data_key=new_personal_data_key())
+    async with serve(enrollment_app(settings)) as url, client(url, tokens.staff) as staff, \
+            client(url, tokens.auditor) as auditor, client(url, None) as anonymous:
+        yield staff, auditor, anonymous
+
+
+PEOPLE = [  # (name, NIK, phone, unit, account), one per resident
+    (f"Siti Rahayu {chr(65 + n)}", f"31750{n:011d}", f"08129{n:07d}", f"Blok C-{n}0{n}", f"BNI-99{n:08d}")
+    for n in range(8)
+]
+
+
+async def test_cohorts_and_residents_page_filter_and_never_show_personal_data(enrollment):
+    staff, auditor, anonymous = enrollment
+    homes = ["Marunda", "Nagrak"]
+    cohorts = []
+    for n in range(7):
+        response = await staff.post("/cohorts", json={
+            "rusunawa": homes[n % 2], "skill": "menganyam" if n < 5 else "menjahit", "product_focus": "piring",
+            "starts_on": f"2024-0{n % 3 + 2}-1{n}", "ends_on": "2024-05-30", "capacity": 5})
+        assert response.status_code == 201, response.text
+        cohorts.append(response.json()["cohort_id"])
+    residents = []
+    for n, (name, nik, phone, unit, account) in enumerate(PEOPLE):
+        response = await staff.post("/residents", json={
+            "rusunawa": homes[n % 2], "unit": unit, "full_name": name, "nik": nik, "phone": phone,
+            "payout_account": account})
+        assert response.status_code == 201, response.text
+        residents.append(response.json()["resident_id"])
+    marunda_cohort, nagrak_cohort = cohorts[0], cohorts[1]
+    # Marunda's residents (even n) in Marunda's first cohort; two complete, one withdraws.
+    for resident in residents[0::2]:
+        assert (await staff.post(f"/cohorts/{marunda_cohort}/enrolments",
+                                 json={"resident_id": resident})).status_code == 201
+    for resident in residents[0:3:2]:
+        assert (await staff.post(f"/cohorts/{marunda_cohort}/completions",
+                                 json={"resident_id": resident, "completed_on": "2024-02-20"})).status_code == 201
+    assert (await staff.post(f"/cohorts/{marunda_cohort}/withdrawals",
+                             json={"resident_id": residents[4], "reason": "moved-away"})).status_code == 201
+    assert (await staff.post(f"/cohorts/{nagrak_cohort}/enrolments",
+                             json={"resident_id": residents[1]})).status_code == 201
+    erased = await staff.delete(f"/residents/{residents[7]}/personal-data", params={"override_money_owed": "true"})
+    assert erased.status_code == 204
+
+    # Cohorts: every one once, in the order scheduled, for staff and auditor alike.
+    for http in (staff, auditor):
+        items = await assert_paged_once_in_order(http, "/cohorts", "cohort_id", cohorts)
+    first = items[0]
+    assert first == {"cohort_id": marunda_cohort, "rusunawa": "Marunda", "skill": "menganyam",
+                     "product_focus": "piring", "starts_on": "2024-02-10", "ends_on": "2024-05-30", "capacity": 5,
+                     "places_taken": 4, "enrolled": 4, "completed": 2, "withdrawn": 1}
+    assert items[1]["enrolled"] == 1 and items[2]["enrolled"] == 0
+    # Filters: rusunawa as enrolment compares it, skill, start dates; and together.
+    await assert_paged_once_in_order(staff, "/cohorts", "cohort_id", cohorts[0::2], rusunawa="  MARUNDA ")
+    await assert_paged_once_in_order(staff, "/cohorts", "cohort_id", cohorts[5:], skill="Menjahit")
+    february = [c["cohort_id"] for c in items if c["starts_on"].startswith("2024-02")]
+    assert len(february) == 3
+    await assert_paged_once_in_order(staff, "/cohorts", "cohort_id", february,
+                                     starts_from="2024-02-01", starts_to="2024-02-29")
+    await assert_paged_once_in_order(staff, "/cohorts", "cohort_id", [cohorts[1]],
+                                     rusunawa="nagrak", starts_from="2024-03-01", skill="menganyam")
+    await assert_paged_once_in_order(staff, "/cohorts", "cohort_id", [], rusunawa="Tambora")
+
+    # Residents: every one once, in the order registered, with no personal data anywhere in the answer.
+    for http in (staff, auditor):
+        items = await assert_paged_once_in_order(http, "/residents", "resident_id", residents)
+    assert set(items[0]) == {"resident_id", "rusunawa", "registered_at", "cohorts", "trained",
+                             "personal_data_erased"}
+    assert items[0]["cohorts"] == [marunda_cohort] and items[0]["trained"] is True
+    assert items[7]["personal_data_erased"] is True and items[3]["cohorts"] == []
+    assert datetime.fromisoformat(items[0]["registered_at"]).utcoffset() == timedelta(hours=7)
+    answers = [(await staff.get("/residents", params={"limit": limit})).text for limit in (1, 5, 200)]
+    for text in answers:
+        for name, nik, phone, unit, account in PEOPLE:
+            for secret in (name, nik, phone, phone[1:], unit, account, name.split()[0]):
+                assert secret not in text
+    await assert_paged_once_in_order(staff, "/residents", "resident_id", residents[1::2], rusunawa="nagrak")
+    await assert_paged_once_in_order(staff, "/residents", "resident_id", residents[0::2],
+                                     cohort_id=marunda_cohort)
+    await assert_paged_once_in_order(staff, "/residents", "resident_id", [residents[0], residents[2]],
+                                     trained="true")
+    await assert_paged_once_in_order(staff, "/residents", "resident_id", [residents[4], residents[6]],
+                                     trained="false", rusunawa="Marunda")
+    await assert_paged_once_in_order(staff, "/residents", "resident_id", [residents[7]], erased="true")
+    await assert_paged_once_in_order(staff, "/residents", "resident_id", [], cohort_id="coh_nothing")
+
+    # A resident registered while a client pages is on a later page, never a duplicate.
+    first_page = (await staff.get("/residents", params={"limit": 4})).json()
+    late = (await staff.post("/residents", json={"rusunawa": "Nagrak", "unit": "D-1", "full_name": "Late Comer",
+                                                  "nik": "3175099999999999"})).json()["resident_id"]
+    rest = flat(await every_page(staff, "/residents", 4, cursor=first_page["next_cursor"]))
+    assert [r["resident_id"] for r in first_page["items"] + rest] == [*residents, late]
+
+    for path in ("/cohorts", "/residents"):
+        await assert_refuses_forged_cursors(staff, path)
+        assert (await anonymous.get(path)).status_code == 401
+    bad = await staff.get("/cohorts", params={"starts_from": "2024-13-01"})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid-request"
+    assert (await staff.get("/residents", params={"trained": "maybe"})).status_code == 422
+    assert (await staff.get("/residents", params={"cohort_id": "coh\x00x"})).status_code == 422
