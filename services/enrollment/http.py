@@ -21,7 +21,7 @@ from shared.web.access import AUDITOR, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
 from shared.web.inputs import CommandBody, IdempotencyKey, LookupId, ShortLabel, ShortText, Text
 from shared.web.openapi import also_ok, problems
-from shared.web.pages import DEFAULT_LIMIT, Cursor, Limit, page
+from shared.web.pages import DEFAULT_LIMIT, Cursor, Limit, page, position_after
 
 Name = Text
 Short = ShortText
@@ -224,7 +224,7 @@ def enrollment_router(
         starts_to: Annotated[date | None, Query(description="Only cohorts starting on or before this day.")] = None,
         limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None, _: Principal = Depends(reader),
     ) -> JSONResponse:
-        after = projections.after(projections.COHORTS, cursor)
+        after = position_after(projections.COHORTS, cursor)
         rows = await projections.cohorts(
             runtime.pool, projections.CohortFilter(rusunawa, skill, starts_from, starts_to), after=after,
             limit=limit + 1)
@@ -241,7 +241,7 @@ def enrollment_router(
                                                          "was not (false).")] = None,
         limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None, _: Principal = Depends(reader),
     ) -> JSONResponse:
-        after = projections.after(projections.RESIDENTS, cursor)
+        after = position_after(projections.RESIDENTS, cursor)
         rows = await projections.residents(
             runtime.pool, projections.ResidentFilter(rusunawa, cohort_id, trained, erased), after=after,
             limit=limit + 1)

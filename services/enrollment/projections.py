@@ -17,10 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Annotated
 
 import asyncpg
-from pydantic import Field, TypeAdapter
 
 from services.enrollment.domain import rusunawa_key
 from shared import catchup
@@ -34,15 +32,15 @@ from shared.contracts.events import (
     Withdrawn,
 )
 from shared.timeutil import to_wib
-from shared.web.pages import decode_cursor
 
 COHORTS, RESIDENTS = "cohorts", "residents"
 _COHORT_EVENTS = {CohortScheduled.event_type, Enrolled.event_type, TrainingCompleted.event_type,
                   Withdrawn.event_type}
+#: The column of `cohort_list` that counts each kind of a cohort's later events.
+_COUNTED = {Enrolled.event_type: "enrolled", TrainingCompleted.event_type: "completed",
+            Withdrawn.event_type: "withdrawn"}
 _RESIDENT_EVENTS = {ResidentRegistered.event_type, Enrolled.event_type, TrainingCompleted.event_type,
                     PersonalDataErased.event_type}
-#: A list's cursor: the position of the last item's first event.
-_POSITION = TypeAdapter(tuple[Annotated[int, Field(ge=0, le=2**63 - 1)]])
 
 DDL = """
 CREATE TABLE IF NOT EXISTS cohort_list (
@@ -98,7 +96,7 @@ async def _apply_to_cohorts(conn: asyncpg.Connection, position: int, event: Enve
             rusunawa_key(data.skill), data.product_focus, data.starts_on, data.ends_on, data.capacity)
     elif isinstance(data, Enrolled | TrainingCompleted | Withdrawn):
         # Each is decided at most once per resident and cohort (the cohort's decider), so a count is a set's size.
-        column = {Enrolled: "enrolled", TrainingCompleted: "completed", Withdrawn: "withdrawn"}[type(data)]
+        column = _COUNTED[data.event_type]
         await conn.execute(f"UPDATE cohort_list SET {column} = {column} + 1 WHERE cohort_id = $1", data.cohort_id)
 
 
@@ -136,14 +134,6 @@ class ResidentFilter:
     cohort_id: str | None = None
     trained: bool | None = None
     erased: bool | None = None
-
-
-def after(list_name: str, cursor: str | None) -> int:
-    """The position a list's page starts after (0: the first page); 400 `invalid-cursor` for a bad cursor."""
-    if cursor is None:
-        return 0
-    (position,) = decode_cursor(list_name, cursor, _POSITION)
-    return position
 
 
 async def cohorts(pool: asyncpg.Pool, where: CohortFilter, *, after: int, limit: int) -> list[tuple[tuple[int], dict]]:

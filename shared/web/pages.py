@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from shared.web.problems import Problem
 
@@ -53,6 +53,15 @@ def decode_cursor(list_name: str, cursor: str, key: TypeAdapter[K]) -> K:
         return key.validate_json(json.dumps(document[1:]), strict=True)
     except (ValueError, binascii.Error, RecursionError, ValidationError):
         raise invalid_cursor() from None
+
+
+#: The key of a list in the order of the event store: a position (PostgreSQL's bigint, never negative).
+_POSITION = TypeAdapter(tuple[Annotated[int, Field(ge=0, le=2**63 - 1)]])
+
+
+def position_after(list_name: str, cursor: str | None) -> int:
+    """The event-store position a page of `list_name` starts after: 0 for the first page (no cursor)."""
+    return 0 if cursor is None else decode_cursor(list_name, cursor, _POSITION)[0]
 
 
 def invalid_cursor() -> Problem:

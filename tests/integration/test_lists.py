@@ -15,6 +15,15 @@ import pytest
 
 from services.enrollment.app import EnrollmentSettings
 from services.enrollment.app import create_app as enrollment_app
+from services.production.app import ProductionSettings
+from services.production.app import create_app as production_app
+from shared.contracts import Envelope, service_source
+from shared.contracts.events import PieceWoven
+from shared.contracts.provenance import signed_result
+from shared.contracts.signing import generate_private_key, public_key_b64
+from shared.eventstore import NO_STREAM, EventStore
+from shared.timeutil import WIB
+from shared.web.access import collaborator_token
 from tests.services import client, new_personal_data_key, new_tokens, serve, service_settings
 
 FORGED_CURSORS = [
@@ -184,3 +193,86 @@ async def test_cohorts_and_residents_page_filter_and_never_show_personal_data(en
     assert bad.status_code == 422 and bad.json()["code"] == "invalid-request"
     assert (await staff.get("/residents", params={"trained": "maybe"})).status_code == 422
     assert (await staff.get("/residents", params={"cohort_id": "coh\x00x"})).status_code == 422
+
+
+# --- production -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def production(kafka_settings, database_url):
+    tokens = new_tokens()
+    app = production_app(ProductionSettings(**service_settings(kafka_settings, database_url, tokens, "production")))
+    async with serve(app) as url, client(url, tokens.staff) as staff, client(url, tokens.auditor) as auditor, \
+            client(url, None) as anonymous:
+        yield staff, auditor, anonymous, url, tokens, EventStore(app.state.runtime.pool)
+
+
+async def test_pieces_page_filter_and_a_collaborator_lists_only_its_own(production):
+    staff, auditor, anonymous, url, tokens, store = production
+    key = generate_private_key()
+    collaborators = []
+    for name in ("PT Anyaman Marunda", "PT Anyaman Nagrak"):
+        response = await staff.post("/collaborators", json={"name": name, "public_key": public_key_b64(key),
+                                                            "valid_from": "2024-01-01T00:00:00+07:00"})
+        assert response.status_code == 201, response.text
+        collaborators.append(response.json()["collaborator_id"])
+    # Twelve pieces as production records them (woven, then maybe a signed QC result), two products, two
+    # artisans, a day apart: pieces 0, 3, 6, 9 pass, 1, 4, 7, 10 fail, the rest await QC.
+    production_source = service_source("production")
+    pieces = []
+    for n in range(12):
+        piece_id, artisan, collaborator = f"pc_list_{n:02d}", f"res_{n % 2}", collaborators[n % 2]
+        woven_at = datetime(2024, 3, 1 + n, 9, 0, tzinfo=WIB)
+        woven = PieceWoven(piece_id=piece_id, artisan_id=artisan, collaborator_id=collaborator,
+                           product="piring" if n < 8 else "tas", rate_idr=10_000 + n, woven_at=woven_at)
+        events = [Envelope.wrap(woven, source=production_source, time=woven_at)]
+        if n % 3 != 2:
+            result = signed_result(key, piece_id=piece_id, artisan_id=artisan, collaborator_id=collaborator,
+                                   inspected_at=woven_at + timedelta(hours=3), product=woven.product,
+                                   amount_idr=woven.rate_idr if n % 3 == 0 else None,
+                                   defects=() if n % 3 == 0 else ["loose-weave"])
+            events.append(Envelope.wrap(result, source=production_source, time=woven_at + timedelta(hours=3)))
+        await store.append(piece_id, NO_STREAM, events)
+        pieces.append(piece_id)
+
+    for http in (staff, auditor):
+        items = await assert_paged_once_in_order(http, "/pieces", "piece_id", pieces)
+    assert items[0] == {"piece_id": pieces[0], "artisan_id": "res_0", "collaborator_id": collaborators[0],
+                        "product": "piring", "rate_idr": 10_000, "woven_at": "2024-03-01T09:00:00+07:00",
+                        "status": "passed", "defects": []}
+    assert [item["status"] for item in items[:3]] == ["passed", "failed", "woven"]
+    assert items[1]["defects"] == ["loose-weave"]
+    await assert_paged_once_in_order(staff, "/pieces", "piece_id", pieces[1::2], artisan_id="res_1")
+    await assert_paged_once_in_order(staff, "/pieces", "piece_id", pieces[0::2], collaborator_id=collaborators[0])
+    await assert_paged_once_in_order(staff, "/pieces", "piece_id", pieces[8:], product="tas")
+    await assert_paged_once_in_order(staff, "/pieces", "piece_id", pieces[0::3], status="passed")
+    await assert_paged_once_in_order(staff, "/pieces", "piece_id", pieces[2::3], status="woven")
+    await assert_paged_once_in_order(staff, "/pieces", "piece_id", pieces[3:6],
+                                     woven_from="2024-03-04T09:00:00+07:00", woven_to="2024-03-06T02:00:00Z")
+    await assert_paged_once_in_order(staff, "/pieces", "piece_id", [pieces[4], pieces[10]],
+                                     status="failed", collaborator_id=collaborators[0], artisan_id="res_0")
+    # The list follows the store: a result recorded after the first read shows on the next.
+    late = signed_result(key, piece_id=pieces[2], artisan_id="res_0", collaborator_id=collaborators[0],
+                         inspected_at=datetime(2024, 3, 4, 9, 0, tzinfo=WIB), amount_idr=10_002)
+    await store.append(pieces[2], 1, [Envelope.wrap(late, source=production_source)])
+    await assert_paged_once_in_order(staff, "/pieces", "piece_id", [pieces[0], pieces[2], *pieces[3::3]],
+                                     status="passed")
+
+    # A collaborator lists its own pieces only: by default, and refused another's.
+    mine, theirs = collaborators
+    async with client(url, collaborator_token(tokens.secret, mine)) as collaborator:
+        await assert_paged_once_in_order(collaborator, "/pieces", "piece_id", pieces[0::2])
+        await assert_paged_once_in_order(collaborator, "/pieces", "piece_id", pieces[0::2], collaborator_id=mine)
+        await assert_paged_once_in_order(collaborator, "/pieces", "piece_id", pieces[8::2], product="tas")
+        refused = await collaborator.get("/pieces", params={"collaborator_id": theirs})
+        assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+    async with client(url, collaborator_token(tokens.secret, "col_nobody")) as stranger:
+        assert (await stranger.get("/pieces")).status_code == 401
+
+    await assert_refuses_forged_cursors(staff, "/pieces")
+    assert (await anonymous.get("/pieces")).status_code == 401
+    for params in ({"status": "lost"}, {"woven_from": "2024-03-01T09:00:00"}, {"woven_to": "yesterday"},
+                   {"woven_from": "1900-01-01T00:00:00+07:00"}, {"product": "x" * 51}, {"artisan_id": "a b"}):
+        bad = await staff.get("/pieces", params=params)
+        assert bad.status_code == 422, (params, bad.text)
+        assert bad.json()["code"] == "invalid-request"
