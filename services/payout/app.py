@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.payout import dashboard, messaging, projections
+from services.payout import dashboard, messaging, projections, queries
 from services.payout import handlers as command_side
 from services.payout.handlers import PayoutHandlers
 from services.payout.http import payout_router
@@ -20,7 +20,8 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
     """The payout service, wired from `settings` (read from `ANYAM_*` when not given)."""
     settings = settings or PayoutSettings()
     runtime = ServiceRuntime(
-        name="payout", settings=settings, schema=[projections.install, command_side.install, dashboard.install],
+        name="payout", settings=settings,
+        schema=[projections.install, command_side.install, queries.install, dashboard.install],
         consumers=messaging.consumers(settings.topic_prefix),
     )
     handlers = PayoutHandlers()

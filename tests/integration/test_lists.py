@@ -15,16 +15,20 @@ import pytest
 
 from services.enrollment.app import EnrollmentSettings
 from services.enrollment.app import create_app as enrollment_app
+from services.payout.app import PayoutSettings
+from services.payout.app import create_app as payout_app
+from services.payout.messaging import ledger_consumer
 from services.production.app import ProductionSettings
 from services.production.app import create_app as production_app
-from shared.contracts import Envelope, service_source
+from shared.contracts import Envelope, Topic, encode, service_source, topic_name
 from shared.contracts.events import PieceWoven
-from shared.contracts.provenance import signed_result
+from shared.contracts.provenance import TOPIC_OWNERS, signed_result
 from shared.contracts.signing import generate_private_key, public_key_b64
-from shared.eventstore import NO_STREAM, EventStore
+from shared.eventstore import NO_STREAM, EventStore, wait_until_caught_up
+from shared.kafka import start_producer
 from shared.timeutil import WIB
 from shared.web.access import collaborator_token
-from tests.services import client, new_personal_data_key, new_tokens, serve, service_settings
+from tests.services import attested_headers, client, new_personal_data_key, new_tokens, serve, service_settings
 
 FORGED_CURSORS = [
     "not-base64!",  # not base64 at all
@@ -276,3 +280,113 @@ async def test_pieces_page_filter_and_a_collaborator_lists_only_its_own(producti
         bad = await staff.get("/pieces", params=params)
         assert bad.status_code == 422, (params, bad.text)
         assert bad.json()["code"] == "invalid-request"
+
+
+# --- payout -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def payout(kafka_settings, database_url):
+    tokens = new_tokens()
+    app = payout_app(PayoutSettings(**service_settings(kafka_settings, database_url, tokens, "payout")))
+    async with serve(app) as url, client(url, tokens.staff) as staff, client(url, tokens.auditor) as auditor, \
+            client(url, None) as anonymous:
+        yield staff, auditor, anonymous, app.state.runtime.pool
+
+
+async def publish_passed_pieces(kafka_settings, pool, amounts: dict[str, list[tuple[int, datetime]]]) -> None:
+    """Publish, as production would, a passed piece per (amount, woven_at) of each artisan; wait until the
+    ledger has them."""
+    key = generate_private_key()
+    source = service_source("production")
+    events = []
+    for artisan, pieces in amounts.items():
+        for n, (amount, at) in enumerate(pieces):
+            piece_id = f"pc_{artisan}_{n}"
+            events.append(Envelope.wrap(PieceWoven(piece_id=piece_id, artisan_id=artisan, collaborator_id="col_a",
+                                                   product="piring", rate_idr=amount, woven_at=at),
+                                        source=source, time=at))
+            events.append(Envelope.wrap(signed_result(key, piece_id=piece_id, artisan_id=artisan,
+                                                      collaborator_id="col_a", inspected_at=at + timedelta(hours=1),
+                                                      amount_idr=amount), source=source, time=at))
+    producer = await start_producer(kafka_settings)
+    try:
+        for event in events:
+            record = encode(event)
+            await producer.send(topic_name(record.topic, kafka_settings.topic_prefix), record.value, key=record.key,
+                                headers=attested_headers(TOPIC_OWNERS[record.topic], record.value))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    await wait_until_caught_up(pool, ledger_consumer(kafka_settings.topic_prefix), kafka_settings,
+                               [Topic.PRODUCTION, Topic.PAYOUT], timeout=90)
+
+
+async def test_payouts_and_runs_page_in_the_order_runs_were_made_and_filter(payout, kafka_settings):
+    staff, auditor, anonymous, pool = payout
+    artisans = [f"res_{n}" for n in range(5)]
+    early, late = datetime(2024, 3, 5, 9, tzinfo=WIB), datetime(2024, 3, 20, 9, tzinfo=WIB)
+    await publish_passed_pieces(kafka_settings, pool, {
+        artisan: [(10_000 * (n + 1), early), (1_000 * (n + 1), late)] for n, artisan in enumerate(artisans)})
+    # Three runs: the first half of March, the second, and one with nothing left to pay; made in that order.
+    runs = []
+    for run_id, period_end, run_at in (("2024-03-a", "2024-03-15T23:59:59+07:00", "2024-03-16T10:00:00+07:00"),
+                                       ("2024-03-b", "2024-03-31T23:59:59+07:00", "2024-04-01T10:00:00+07:00"),
+                                       ("2024-03-c", "2024-03-31T23:59:59+07:00", "2024-04-02T10:00:00+07:00")):
+        response = await staff.post("/payout-runs", json={"run_id": run_id, "period_end": period_end,
+                                                          "run_at": run_at})
+        assert response.status_code == 201, response.text
+        runs.append(response.json())
+    assert [len(run["payouts"]) for run in runs] == [5, 5, 0]
+    first = sorted(p["payout_id"] for p in runs[0]["payouts"])
+    second = sorted(p["payout_id"] for p in runs[1]["payouts"])
+    paid, failed = first[0], first[1]
+    confirmed = await staff.post(f"/payouts/{paid}/confirmation", json={
+        "method": "bank-transfer", "reference": "TRF-77", "paid_at": "2024-03-17T10:00:00+07:00"})
+    assert confirmed.status_code == 201, confirmed.text
+    failure = await staff.post(f"/payouts/{failed}/failure", json={"reason": "account-closed",
+                                                                   "failed_at": "2024-03-17T11:00:00+07:00"})
+    assert failure.status_code == 201, failure.text
+
+    for http in (staff, auditor):
+        items = await assert_paged_once_in_order(http, "/payouts", "payout_id", first + second)
+    by_id = {item["payout_id"]: item for item in items}
+    assert by_id[paid]["status"] == "paid" and by_id[failed]["status"] == "failed"
+    assert by_id[first[2]] == {"payout_id": first[2], "run_id": "2024-03-a",
+                               "artisan_id": by_id[first[2]]["artisan_id"], "amount_idr": by_id[first[2]]["amount_idr"],
+                               "status": "scheduled", "scheduled_at": "2024-03-16T10:00:00+07:00"}
+    assert {by_id[p]["artisan_id"]: by_id[p]["amount_idr"] for p in first} == {
+        artisan: 10_000 * (n + 1) for n, artisan in enumerate(artisans)}
+    await assert_paged_once_in_order(staff, "/payouts", "payout_id", second, run_id="2024-03-b")
+    res_2 = [p for p in first + second if by_id[p]["artisan_id"] == "res_2"]
+    assert len(res_2) == 2
+    await assert_paged_once_in_order(staff, "/payouts", "payout_id", res_2, artisan_id="res_2")
+    await assert_paged_once_in_order(staff, "/payouts", "payout_id", [paid], status="paid")
+    await assert_paged_once_in_order(staff, "/payouts", "payout_id", [failed], status="failed", run_id="2024-03-a")
+    await assert_paged_once_in_order(staff, "/payouts", "payout_id", first[2:] + second, status="scheduled")
+    await assert_paged_once_in_order(staff, "/payouts", "payout_id", [], run_id="2024-03-c")
+
+    listed = await assert_paged_once_in_order(auditor, "/payout-runs", "run_id", ["2024-03-a", "2024-03-b",
+                                                                                   "2024-03-c"])
+    assert listed[0] == {"run_id": "2024-03-a", "period_end": "2024-03-15T23:59:59+07:00",
+                         "started_at": "2024-03-16T10:00:00+07:00", "payouts": 5, "total_idr": 150_000,
+                         "by_status": {"scheduled": 3, "paid": 1, "failed": 1}}
+    assert listed[1]["total_idr"] == runs[1]["total_idr"] == 15_000
+    assert listed[2] | {"started_at": None} == {"run_id": "2024-03-c", "period_end": "2024-03-31T23:59:59+07:00",
+                                                "started_at": None, "payouts": 0, "total_idr": 0,
+                                                "by_status": {"scheduled": 0, "paid": 0, "failed": 0}}
+    # One page of one run at a time: the cursor holds the run's time and id, and the next page follows it.
+    pages = await every_page(staff, "/payout-runs", 1)
+    assert [item["run_id"] for items in pages for item in items] == ["2024-03-a", "2024-03-b", "2024-03-c"]
+
+    for path in ("/payouts", "/payout-runs"):
+        await assert_refuses_forged_cursors(staff, path)
+        assert (await anonymous.get(path)).status_code == 401
+    cursor = (await staff.get("/payouts", params={"limit": 1})).json()["next_cursor"]
+    assert (await staff.get("/payout-runs", params={"cursor": cursor})).json()["code"] == "invalid-cursor"
+    for forged in (["payouts", "2024-03-16T10:00:00", "po_x"], ["payouts", "2024-03-16T10:00:00+07:00"],
+                   ["payouts", "2024-03-16T10:00:00+07:00", "po\u0000x"], ["payouts", "not a time", "po_x"]):
+        text = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode()
+        response = await staff.get("/payouts", params={"cursor": text})
+        assert response.status_code == 400 and response.json()["code"] == "invalid-cursor", forged
+    assert (await staff.get("/payouts", params={"status": "lost"})).status_code == 422
