@@ -21,7 +21,7 @@ from shared.web.access import AUDITOR, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
 from shared.web.inputs import CommandBody, IdempotencyKey, LookupId, ShortLabel, ShortText, Text
 from shared.web.openapi import also_ok, problems
-from shared.web.pages import DEFAULT_LIMIT, Cursor, Limit, page, position_after
+from shared.web.pages import DEFAULT_LIMIT, LIST_RESPONSES, Cursor, Limit, page, position_after
 
 Name = Text
 Short = ShortText
@@ -215,7 +215,7 @@ def enrollment_router(
             "withdrawn": sorted(cohort.withdrawn),
         })
 
-    @router.get("/cohorts", responses=problems(400),
+    @router.get("/cohorts", responses=LIST_RESPONSES,
                 summary="Cohorts, in the order they were scheduled (filters and pages: docs/http.md)")
     async def list_cohorts(
         rusunawa: RusunawaFilter = None,
@@ -230,7 +230,7 @@ def enrollment_router(
             limit=limit + 1)
         return JSONResponse(page(rows, limit, projections.COHORTS))
 
-    @router.get("/residents", responses=problems(400),
+    @router.get("/residents", responses=LIST_RESPONSES,
                 summary="Residents, in the order they were registered: ids and programme facts, no personal data")
     async def list_residents(
         rusunawa: RusunawaFilter = None,

@@ -20,7 +20,7 @@ from shared.web.access import AUDITOR, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
 from shared.web.inputs import CommandBody, Id, IdempotencyKey, LookupId, ShortLabel, Text
 from shared.web.openapi import also_ok, problems
-from shared.web.pages import DEFAULT_LIMIT, Cursor, Limit, page
+from shared.web.pages import DEFAULT_LIMIT, LIST_RESPONSES, Cursor, Limit, page
 
 
 def _plausible(moment: datetime) -> datetime:
@@ -117,7 +117,7 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
         async with runtime.pool.acquire() as conn:
             return JSONResponse(_payout_body(await handlers.payout(PostgresUnitOfWork(conn), payout_id)))
 
-    @router.get("/payouts", responses=problems(400),
+    @router.get("/payouts", responses=LIST_RESPONSES,
                 summary="Payouts, in the order their runs were made (filters and pages: docs/http.md)")
     async def list_payouts(
         run_id: Annotated[Id | None, Query(description="Only this run's payouts.")] = None,
@@ -131,7 +131,7 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
                                      limit=limit + 1)
         return JSONResponse(page(rows, limit, queries.PAYOUTS))
 
-    @router.get("/payout-runs", responses=problems(400),
+    @router.get("/payout-runs", responses=LIST_RESPONSES,
                 summary="Payout runs, in the order they were made, with their payouts' count and total")
     async def list_runs(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
                         _: Principal = Depends(reader)) -> JSONResponse:

@@ -26,7 +26,7 @@ from shared.web.access import AUDITOR, COLLABORATOR, MAX_CLOCK_SKEW_SECONDS, STA
 from shared.web.commands import Outcome, command_runner
 from shared.web.inputs import NAMES_A_THING, STORABLE, CommandBody, Id, IdempotencyKey, Label, Rupiah, line
 from shared.web.openapi import also_ok, problems
-from shared.web.pages import DEFAULT_LIMIT, Cursor, Limit, page, position_after
+from shared.web.pages import DEFAULT_LIMIT, LIST_RESPONSES, Cursor, Limit, page, position_after
 from shared.web.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -324,7 +324,7 @@ def production_router(
         return JSONResponse({"collaborator_id": collaborator_id,
                              "rejections": [rejection.as_json() for rejection in rejections]})
 
-    @router.get("/pieces", responses=problems(400),
+    @router.get("/pieces", responses=LIST_RESPONSES,
                 summary="Pieces, in the order recorded, with their QC verdict (a collaborator: its own only)")
     async def list_pieces(
         artisan_id: Annotated[Id | None, Query(description="Only this artisan's pieces.")] = None,

@@ -20,6 +20,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Query
 from pydantic import Field, TypeAdapter, ValidationError
 
+from shared.web.openapi import problem_response
 from shared.web.problems import Problem
 
 DEFAULT_LIMIT = 50
@@ -28,6 +29,10 @@ MAX_LIMIT = 200
 MAX_CURSOR_LENGTH = 400
 
 K = TypeVar("K", bound=tuple)
+
+#: `responses=` of a list route: a cursor it did not give is refused.
+LIST_RESPONSES: dict[int | str, dict[str, Any]] = {400: problem_response(
+    400, "The `cursor` is not one this list gave (code `invalid-cursor`): start again without it.")}
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page, 1 to {MAX_LIMIT}.")]
 Cursor = Annotated[str | None, Query(description=(
