@@ -33,8 +33,10 @@ CREATE TABLE IF NOT EXISTS read_model_checkpoints (
 );
 """
 
-#: Applies one event to a read model's table, in the catch-up's transaction: (connection, position, event).
-Apply = Callable[[asyncpg.Connection, int, Envelope], Awaitable[None]]
+#: Applies events to a read model's table, in the catch-up's transaction: (connection, [(position, event)]),
+#: the events in position order. Statements by batch (`executemany`), not by event: a first fill reads
+#: the whole history.
+Apply = Callable[[asyncpg.Connection, list[tuple[int, Envelope]]], Awaitable[None]]
 
 
 async def install(conn: asyncpg.Connection) -> None:
@@ -62,10 +64,10 @@ async def catch_up(pool: asyncpg.Pool, read_model: str, event_types: Collection[
                     """SELECT position, CASE WHEN event_type = ANY($2::text[]) THEN payload END AS payload
                        FROM event_store WHERE position > $1 ORDER BY position LIMIT $3""",
                     done, types, BATCH)
-                for row in rows:
-                    if row["payload"] is not None:
-                        await apply(conn, row["position"], decode(row["payload"]))
-                        applied += 1
+                events = [(row["position"], decode(row["payload"])) for row in rows if row["payload"] is not None]
+                if events:
+                    await apply(conn, events)
+                    applied += len(events)
                 if rows:
                     await conn.execute(
                         """INSERT INTO read_model_checkpoints (read_model, position) VALUES ($1, $2)

@@ -15,6 +15,7 @@ Rusunawa (and skill) filters compare as `domain.same_rusunawa` does: the tables 
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date
 
@@ -36,9 +37,6 @@ from shared.timeutil import to_wib
 COHORTS, RESIDENTS = "cohorts", "residents"
 _COHORT_EVENTS = {CohortScheduled.event_type, Enrolled.event_type, TrainingCompleted.event_type,
                   Withdrawn.event_type}
-#: The column of `cohort_list` that counts each kind of a cohort's later events.
-_COUNTED = {Enrolled.event_type: "enrolled", TrainingCompleted.event_type: "completed",
-            Withdrawn.event_type: "withdrawn"}
 _RESIDENT_EVENTS = {ResidentRegistered.event_type, Enrolled.event_type, TrainingCompleted.event_type,
                     PersonalDataErased.event_type}
 
@@ -85,36 +83,49 @@ async def install(pool: asyncpg.Pool) -> None:
 # --- keeping the lists ----------------------------------------------------------------------
 
 
-async def _apply_to_cohorts(conn: asyncpg.Connection, position: int, event: Envelope) -> None:
-    data = event.data
-    if isinstance(data, CohortScheduled):
-        await conn.execute(
+async def _apply_to_cohorts(conn: asyncpg.Connection, events: list[tuple[int, Envelope]]) -> None:
+    scheduled = [(d.cohort_id, position, d.rusunawa, rusunawa_key(d.rusunawa), d.skill, rusunawa_key(d.skill),
+                  d.product_focus, d.starts_on, d.ends_on, d.capacity)
+                 for position, event in events if isinstance(d := event.data, CohortScheduled)]
+    # Each is decided at most once per resident and cohort (the cohort's decider), so a count is a set's size.
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for _, event in events:
+        if isinstance(event.data, Enrolled | TrainingCompleted | Withdrawn):
+            counts[event.data.cohort_id][event.data.event_type] += 1
+    if scheduled:
+        await conn.executemany(
             """INSERT INTO cohort_list (cohort_id, position, rusunawa, rusunawa_key, skill, skill_key,
                                         product_focus, starts_on, ends_on, capacity)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (cohort_id) DO NOTHING""",
-            data.cohort_id, position, data.rusunawa, rusunawa_key(data.rusunawa), data.skill,
-            rusunawa_key(data.skill), data.product_focus, data.starts_on, data.ends_on, data.capacity)
-    elif isinstance(data, Enrolled | TrainingCompleted | Withdrawn):
-        # Each is decided at most once per resident and cohort (the cohort's decider), so a count is a set's size.
-        column = _COUNTED[data.event_type]
-        await conn.execute(f"UPDATE cohort_list SET {column} = {column} + 1 WHERE cohort_id = $1", data.cohort_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (cohort_id) DO NOTHING""", scheduled)
+    if counts:
+        await conn.executemany(
+            """UPDATE cohort_list SET enrolled = enrolled + $2, completed = completed + $3, withdrawn = withdrawn + $4
+               WHERE cohort_id = $1""",
+            [(cohort_id, n[Enrolled.event_type], n[TrainingCompleted.event_type], n[Withdrawn.event_type])
+             for cohort_id, n in counts.items()])
 
 
-async def _apply_to_residents(conn: asyncpg.Connection, position: int, event: Envelope) -> None:
-    data = event.data
-    if isinstance(data, ResidentRegistered):
-        await conn.execute(
+async def _apply_to_residents(conn: asyncpg.Connection, events: list[tuple[int, Envelope]]) -> None:
+    # A resident is registered before anything else happens to her: registrations first, then the rest
+    # (each kind in the events' order, so her cohorts are listed in the order she enrolled).
+    data = [(position, event.data) for position, event in events]
+    registered = [(d.resident_id, position, d.rusunawa, rusunawa_key(d.rusunawa), d.registered_at)
+                  for position, d in data if isinstance(d, ResidentRegistered)]
+    enrolled = [(d.resident_id, d.cohort_id) for _, d in data if isinstance(d, Enrolled)]
+    trained = [(d.resident_id,) for _, d in data if isinstance(d, TrainingCompleted)]
+    erased = [(d.resident_id,) for _, d in data if isinstance(d, PersonalDataErased)]
+    if registered:
+        await conn.executemany(
             """INSERT INTO resident_list (resident_id, position, rusunawa, rusunawa_key, registered_at)
-               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (resident_id) DO NOTHING""",
-            data.resident_id, position, data.rusunawa, rusunawa_key(data.rusunawa), data.registered_at)
-    elif isinstance(data, Enrolled):
-        await conn.execute(
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (resident_id) DO NOTHING""", registered)
+    if enrolled:
+        await conn.executemany(
             """UPDATE resident_list SET cohorts = array_append(cohorts, $2)
-               WHERE resident_id = $1 AND NOT $2 = ANY(cohorts)""", data.resident_id, data.cohort_id)
-    elif isinstance(data, TrainingCompleted):
-        await conn.execute("UPDATE resident_list SET trained = true WHERE resident_id = $1", data.resident_id)
-    elif isinstance(data, PersonalDataErased):
-        await conn.execute("UPDATE resident_list SET erased = true WHERE resident_id = $1", data.resident_id)
+               WHERE resident_id = $1 AND NOT $2 = ANY(cohorts)""", enrolled)
+    if trained:
+        await conn.executemany("UPDATE resident_list SET trained = true WHERE resident_id = $1", trained)
+    if erased:
+        await conn.executemany("UPDATE resident_list SET erased = true WHERE resident_id = $1", erased)
 
 
 # --- reading the lists ----------------------------------------------------------------------

@@ -248,19 +248,20 @@ CREATE INDEX IF NOT EXISTS piece_list_by_artisan ON piece_list (artisan_id, posi
 """
 
 
-async def _apply_to_pieces(conn: asyncpg.Connection, position: int, event: Envelope) -> None:
-    data = event.data
-    if isinstance(data, PieceWoven):
-        await conn.execute(
+async def _apply_to_pieces(conn: asyncpg.Connection, events: list[tuple[int, Envelope]]) -> None:
+    # A piece's result comes after its weaving (one stream), and it has one: the weavings first, then
+    # the results, is the events' own order.
+    woven = [(d.piece_id, position, d.artisan_id, d.collaborator_id, d.product, d.rate_idr, d.woven_at)
+             for position, event in events if isinstance(d := event.data, PieceWoven)]
+    results = [(d.piece_id, "passed" if isinstance(d, QcPassed) else "failed",
+                list(d.defects) if isinstance(d, QcFailed) else [])
+               for _, event in events if isinstance(d := event.data, QcPassed | QcFailed)]
+    if woven:
+        await conn.executemany(
             """INSERT INTO piece_list (piece_id, position, artisan_id, collaborator_id, product, rate_idr, woven_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (piece_id) DO NOTHING""",
-            data.piece_id, position, data.artisan_id, data.collaborator_id, data.product, data.rate_idr,
-            data.woven_at)
-    elif isinstance(data, QcPassed):
-        await conn.execute("UPDATE piece_list SET status = 'passed' WHERE piece_id = $1", data.piece_id)
-    elif isinstance(data, QcFailed):
-        await conn.execute("UPDATE piece_list SET status = 'failed', defects = $2 WHERE piece_id = $1",
-                           data.piece_id, list(data.defects))
+               VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (piece_id) DO NOTHING""", woven)
+    if results:
+        await conn.executemany("UPDATE piece_list SET status = $2, defects = $3 WHERE piece_id = $1", results)
 
 
 @dataclass(frozen=True)
