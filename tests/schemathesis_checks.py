@@ -46,6 +46,8 @@ STAFF_ONLY = {PERSONAL_DATA}
 #: What a collaborator may do, beyond nothing.
 OWN_REJECTIONS = ("GET", "/collaborators/{collaborator_id}/rejections")
 SUBMIT = ("POST", "/qc-submissions")
+#: The list of pieces: a collaborator's own only (the filter is forced; naming another's is refused).
+OWN_PIECES = ("GET", "/pieces")
 #: A web page for people, not an API: it refuses with an HTML page, and `?token=` is checked first.
 DASHBOARD = ("GET", "/dashboard")
 PROBLEM_CODES = {401: "unauthorized", 403: "forbidden", 405: "method-not-allowed"}
@@ -111,6 +113,9 @@ def acceptable_refusals(role: str, method: str, path: str, path_parameters: Mapp
             asked = str(path_parameters.get("collaborator_id", "")).strip()
             # Another's feed is refused; a malformed query is refused as such first, revealing nothing.
             return None if asked == own else {403, 422}
+        if operation == OWN_PIECES:
+            asked = query.get("collaborator_id")
+            return None if asked is None or str(asked) == own else {403, 422}
         return {403}
     raise ValueError(f"unknown role {role!r}")
 

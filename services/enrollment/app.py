@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from pydantic import Field, SecretStr
 
-from services.enrollment import personal_data
+from services.enrollment import personal_data, projections
 from services.enrollment.bank_file import PayoutRuns, bank_file_router
 from services.enrollment.handlers import EnrollmentHandlers
 from services.enrollment.http import enrollment_router
@@ -30,7 +30,7 @@ class EnrollmentSettings(ServiceSettings):
 def create_app(settings: EnrollmentSettings | None = None) -> FastAPI:
     """The enrollment service, wired from `settings` (read from `ANYAM_*` when not given)."""
     settings = settings or EnrollmentSettings()
-    runtime = ServiceRuntime(name="enrollment", settings=settings, schema=[personal_data.install])
+    runtime = ServiceRuntime(name="enrollment", settings=settings, schema=[personal_data.install, projections.install])
     vault = PersonalDataVault(PersonalDataVault.master_key_from_setting(settings.personal_data_key.get_secret_value()))
     handlers = EnrollmentHandlers(vault=vault)
     access = Access(settings)

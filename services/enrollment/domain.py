@@ -32,6 +32,7 @@ from shared.contracts.events import (
     RusunawaRegistered,
     TrainingCompleted,
     Withdrawn,
+    label_key,
     same_label,
 )
 from shared.domain import Conflict, NotFound, Refused
@@ -175,7 +176,7 @@ class Rusunawa:
 def rusunawa_id_for(name: str) -> str:
     """A rusunawa's id, derived from its name as people spell it (spacing and case aside), so that one
     place cannot be registered twice under two ids."""
-    digest = hashlib.sha256(" ".join(name.split()).casefold().encode()).digest()
+    digest = hashlib.sha256(label_key(name).encode()).digest()
     return "rsw_" + base64.b32encode(digest).decode().rstrip("=")[:26]
 
 
@@ -315,6 +316,11 @@ def _enrol(state: Cohort, command: Enrol) -> list[EventData]:
 
 #: Whether two rusunawa names are one place: spacing and letter case are how a name was typed.
 same_rusunawa = same_label
+
+
+#: What `same_rusunawa` compares of a name: two names are one place exactly when their keys are equal
+#: (a list's rusunawa filter looks names up by it).
+rusunawa_key = label_key
 
 
 def _rusunawa_override(state: Cohort, command: Enrol) -> dict[str, object]:

@@ -21,12 +21,16 @@ from shared.web.access import AUDITOR, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
 from shared.web.inputs import CommandBody, IdempotencyKey, LookupId, ShortLabel, ShortText, Text
 from shared.web.openapi import also_ok, problems
+from shared.web.pages import DEFAULT_LIMIT, LIST_RESPONSES, Cursor, Limit, page, position_after
 
 Name = Text
 Short = ShortText
 Id = LookupId
 Nik = Annotated[str, StringConstraints(pattern=rf"^{NIK_NUMBER}$")]
 Phone = Annotated[str, StringConstraints(pattern=rf"^{PHONE_NUMBER}$")]
+#: A list's rusunawa filter, compared as `domain.same_rusunawa` compares names (spacing and case aside).
+RusunawaFilter = Annotated[ShortText | None, Query(description=(
+    "Only this rusunawa's, compared as enrolment compares names: spacing and letter case aside."))]
 
 
 class RegisterResident(CommandBody):
@@ -239,6 +243,38 @@ def enrollment_router(
             "enrolled": sorted(cohort.enrolled), "completed": sorted(cohort.completed),
             "withdrawn": sorted(cohort.withdrawn),
         })
+
+    @router.get("/cohorts", responses=LIST_RESPONSES,
+                summary="Cohorts, in the order they were scheduled (filters and pages: docs/http.md)")
+    async def list_cohorts(
+        rusunawa: RusunawaFilter = None,
+        skill: Annotated[ShortText | None, Query(description="Only this skill's (spacing and case aside).")] = None,
+        starts_from: Annotated[date | None, Query(description="Only cohorts starting on or after this day.")] = None,
+        starts_to: Annotated[date | None, Query(description="Only cohorts starting on or before this day.")] = None,
+        limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None, _: Principal = Depends(reader),
+    ) -> JSONResponse:
+        after = position_after(projections.COHORTS, cursor)
+        rows = await projections.cohorts(
+            runtime.pool, projections.CohortFilter(rusunawa, skill, starts_from, starts_to), after=after,
+            limit=limit + 1)
+        return JSONResponse(page(rows, limit, projections.COHORTS))
+
+    @router.get("/residents", responses=LIST_RESPONSES,
+                summary="Residents, in the order they were registered: ids and programme facts, no personal data")
+    async def list_residents(
+        rusunawa: RusunawaFilter = None,
+        cohort_id: Annotated[Id | None, Query(description="Only residents enrolled in this cohort.")] = None,
+        trained: Annotated[bool | None, Query(description="Only those who completed a cohort (true) or "
+                                                          "have not (false).")] = None,
+        erased: Annotated[bool | None, Query(description="Only those whose personal data was erased (true) or "
+                                                         "was not (false).")] = None,
+        limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None, _: Principal = Depends(reader),
+    ) -> JSONResponse:
+        after = position_after(projections.RESIDENTS, cursor)
+        rows = await projections.residents(
+            runtime.pool, projections.ResidentFilter(rusunawa, cohort_id, trained, erased), after=after,
+            limit=limit + 1)
+        return JSONResponse(page(rows, limit, projections.RESIDENTS))
 
     return router
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from pydantic import Field
 
-from services.payout import artisan, dashboard, invoicing, messaging, projections
+from services.payout import artisan, dashboard, invoicing, messaging, projections, queries
 from services.payout import handlers as command_side
 from services.payout.handlers import PayoutHandlers
 from services.payout.http import payout_router
@@ -36,7 +36,8 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
     settings = settings or PayoutSettings()
     runtime = ServiceRuntime(
         name="payout", settings=settings,
-        schema=[projections.install, command_side.install, invoicing.install, dashboard.install, artisan.install],
+        schema=[projections.install, command_side.install, invoicing.install, queries.install, dashboard.install,
+                artisan.install],
         consumers=messaging.consumers(settings.topic_prefix),
     )
     handlers = PayoutHandlers()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, AwareDatetime, Field
 
-from services.payout import domain, projections
+from services.payout import domain, projections, queries
 from services.payout.handlers import PayoutHandlers, RunResult
 from shared.contracts.codes import PayoutFailure
 from shared.domain import NotFound
@@ -20,6 +20,7 @@ from shared.web.access import AUDITOR, STAFF, Access, Principal
 from shared.web.commands import Outcome, command_runner
 from shared.web.inputs import CommandBody, Id, IdempotencyKey, LookupId, ShortLabel, Text
 from shared.web.openapi import also_ok, problems
+from shared.web.pages import DEFAULT_LIMIT, LIST_RESPONSES, Cursor, Limit, page
 
 
 def _plausible(moment: datetime) -> datetime:
@@ -118,6 +119,28 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
     async def get_payout(payout_id: PathId, _: Principal = Depends(reader)) -> JSONResponse:
         async with runtime.pool.acquire() as conn:
             return JSONResponse(_payout_body(await handlers.payout(PostgresUnitOfWork(conn), payout_id)))
+
+    @router.get("/payouts", responses=LIST_RESPONSES,
+                summary="Payouts, in the order their runs were made (filters and pages: docs/http.md)")
+    async def list_payouts(
+        run_id: Annotated[Id | None, Query(description="Only this run's payouts.")] = None,
+        artisan_id: Annotated[Id | None, Query(description="Only this artisan's payouts.")] = None,
+        status: Annotated[Literal["scheduled", "paid", "failed"] | None, Query(description=(
+            "Only payouts that are `scheduled` (in transit), `paid` or `failed`."))] = None,
+        limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None, _: Principal = Depends(reader),
+    ) -> JSONResponse:
+        after = queries.key_after(queries.PAYOUTS, cursor)
+        rows = await queries.payouts(runtime.pool, queries.PayoutFilter(run_id, artisan_id, status), after=after,
+                                     limit=limit + 1)
+        return JSONResponse(page(rows, limit, queries.PAYOUTS))
+
+    @router.get("/payout-runs", responses=LIST_RESPONSES,
+                summary="Payout runs, in the order they were made, with their payouts' count and total")
+    async def list_runs(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
+                        _: Principal = Depends(reader)) -> JSONResponse:
+        after = queries.key_after(queries.RUNS, cursor)
+        rows = await queries.runs(runtime.pool, after=after, limit=limit + 1)
+        return JSONResponse(page(rows, limit, queries.RUNS))
 
     @router.get("/artisans/{artisan_id}/statement", responses=problems(404),
                 summary="An artisan's ledger entries and balances")

@@ -8,7 +8,7 @@ import binascii
 import json
 import logging
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -27,6 +27,7 @@ from shared.web.access import AUDITOR, COLLABORATOR, MAX_CLOCK_SKEW_SECONDS, STA
 from shared.web.commands import Outcome, command_runner
 from shared.web.inputs import NAMES_A_THING, STORABLE, CommandBody, Id, IdempotencyKey, Label, Rupiah, line
 from shared.web.openapi import also_ok, problems
+from shared.web.pages import DEFAULT_LIMIT, LIST_RESPONSES, Cursor, Limit, page, position_after
 from shared.web.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -376,6 +377,31 @@ def production_router(
             rejections = await projections.rejections_of(conn, collaborator_id, limit=limit)
         return JSONResponse({"collaborator_id": collaborator_id,
                              "rejections": [rejection.as_json() for rejection in rejections]})
+
+    @router.get("/pieces", responses=LIST_RESPONSES,
+                summary="Pieces, in the order recorded, with their QC verdict (a collaborator: its own only)")
+    async def list_pieces(
+        artisan_id: Annotated[Id | None, Query(description="Only this artisan's pieces.")] = None,
+        collaborator_id: Annotated[Id | None, Query(description=(
+            "Only pieces woven for this collaborator. A collaborator's token lists its own pieces only: "
+            "left out, it is the token's collaborator; another's is a 403."))] = None,
+        product: Annotated[Short | None, Query(description="Only pieces of this product.")] = None,
+        status: Annotated[Literal["woven", "passed", "failed"] | None, Query(description=(
+            "`woven`: no QC result yet; `passed` or `failed`: its final QC result."))] = None,
+        woven_from: Annotated[BusinessTime | None, Query(description=(
+            "Only pieces woven at or after this moment (RFC 3339 with an offset)."))] = None,
+        woven_to: Annotated[BusinessTime | None, Query(description=(
+            "Only pieces woven at or before this moment (RFC 3339 with an offset)."))] = None,
+        limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None, who: Principal = Depends(feedback_reader),
+    ) -> JSONResponse:
+        if who.role == COLLABORATOR:
+            if collaborator_id is not None and collaborator_id != who.collaborator_id:
+                raise Problem(403, "forbidden", "A collaborator may list only its own pieces.")
+            collaborator_id = who.collaborator_id
+        after = position_after(projections.PIECES, cursor)
+        where = projections.PieceFilter(artisan_id, collaborator_id, product, status, woven_from, woven_to)
+        rows = await projections.pieces(runtime.pool, where, after=after, limit=limit + 1)
+        return JSONResponse(page(rows, limit, projections.PIECES))
 
     @router.get("/pieces/{piece_id}", responses=problems(404),
                 summary="A piece: how it was woven and its final QC result, if any")

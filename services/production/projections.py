@@ -11,6 +11,8 @@
   its HTTP tokens were issued in vain (docs/tokens.md). Access control, not
   business history: written by `POST /collaborators/{id}/token-revocations`,
   published on no topic.
+- `piece_list`: the list of pieces (`GET /pieces`), kept from production's own event store and caught
+  up when read (`shared.catchup`), not by a consumer: see the section at the end.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import asyncpg
 from aiokafka import ConsumerRecord
 from cachetools import LRUCache
 
+from shared import catchup
 from shared.contracts import Envelope
-from shared.contracts.events import TrainingCompleted
+from shared.contracts.events import PieceWoven, QcFailed, QcPassed, TrainingCompleted
 from shared.eventstore import UnitOfWork
 from shared.timeutil import to_wib
 
@@ -62,6 +65,8 @@ async def install(pool: asyncpg.Pool) -> None:
     """Create the read models' tables if they are missing."""
     async with pool.acquire() as conn:
         await conn.execute(DDL)
+        await catchup.install(conn)
+        await conn.execute(PIECE_LIST_DDL)
 
 
 # --- trained residents --------------------------------------------------------------------
@@ -216,3 +221,73 @@ def _clean(text: str | None) -> str | None:
     if text is None:
         return None
     return text.replace("\x00", "\N{REPLACEMENT CHARACTER}").encode("utf-8", "replace").decode("utf-8")[:1000]
+
+
+# --- the list of pieces -------------------------------------------------------------------
+
+#: `GET /pieces`: per piece, how it was woven and its QC verdict, kept from the event store and caught up
+#: when read (`shared.catchup`); listed in the order the pieces were recorded (their `piece-woven`'s
+#: position in the store), which is the cursor's key.
+PIECES = "pieces"
+_PIECE_EVENTS = {PieceWoven.event_type, QcPassed.event_type, QcFailed.event_type}
+
+PIECE_LIST_DDL = """
+CREATE TABLE IF NOT EXISTS piece_list (
+    piece_id         text        PRIMARY KEY,
+    position         bigint      NOT NULL UNIQUE,
+    artisan_id       text        NOT NULL,
+    collaborator_id  text        NOT NULL,
+    product          text        NOT NULL,
+    rate_idr         bigint      NOT NULL,
+    woven_at         timestamptz NOT NULL,
+    status           text        NOT NULL DEFAULT 'woven' CHECK (status IN ('woven', 'passed', 'failed')),
+    defects          text[]      NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS piece_list_by_collaborator ON piece_list (collaborator_id, position);
+CREATE INDEX IF NOT EXISTS piece_list_by_artisan ON piece_list (artisan_id, position);
+"""
+
+
+async def _apply_to_pieces(conn: asyncpg.Connection, events: list[tuple[int, Envelope]]) -> None:
+    # A piece's result comes after its weaving (one stream), and it has one: the weavings first, then
+    # the results, is the events' own order.
+    woven = [(d.piece_id, position, d.artisan_id, d.collaborator_id, d.product, d.rate_idr, d.woven_at)
+             for position, event in events if isinstance(d := event.data, PieceWoven)]
+    results = [(d.piece_id, "passed" if isinstance(d, QcPassed) else "failed",
+                list(d.defects) if isinstance(d, QcFailed) else [])
+               for _, event in events if isinstance(d := event.data, QcPassed | QcFailed)]
+    if woven:
+        await conn.executemany(
+            """INSERT INTO piece_list (piece_id, position, artisan_id, collaborator_id, product, rate_idr, woven_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (piece_id) DO NOTHING""", woven)
+    if results:
+        await conn.executemany("UPDATE piece_list SET status = $2, defects = $3 WHERE piece_id = $1", results)
+
+
+@dataclass(frozen=True)
+class PieceFilter:
+    artisan_id: str | None = None
+    collaborator_id: str | None = None
+    product: str | None = None
+    status: str | None = None
+    woven_from: datetime | None = None
+    woven_to: datetime | None = None
+
+
+async def pieces(pool: asyncpg.Pool, where: PieceFilter, *, after: int, limit: int) -> list[tuple[tuple[int], dict]]:
+    """Up to `limit` pieces after position `after`, in the order recorded: (cursor key, item)."""
+    await catchup.catch_up(pool, PIECES, _PIECE_EVENTS, _apply_to_pieces)
+    rows = await pool.fetch(
+        """SELECT * FROM piece_list
+           WHERE position > $1 AND ($2::text IS NULL OR artisan_id = $2)
+             AND ($3::text IS NULL OR collaborator_id = $3) AND ($4::text IS NULL OR product = $4)
+             AND ($5::text IS NULL OR status = $5)
+             AND ($6::timestamptz IS NULL OR woven_at >= $6) AND ($7::timestamptz IS NULL OR woven_at <= $7)
+           ORDER BY position LIMIT $8""",
+        after, where.artisan_id, where.collaborator_id, where.product, where.status, where.woven_from,
+        where.woven_to, limit)
+    return [((row["position"],), {
+        "piece_id": row["piece_id"], "artisan_id": row["artisan_id"], "collaborator_id": row["collaborator_id"],
+        "product": row["product"], "rate_idr": row["rate_idr"], "woven_at": to_wib(row["woven_at"]).isoformat(),
+        "status": row["status"], "defects": list(row["defects"]),
+    }) for row in rows]

@@ -100,9 +100,14 @@ Text = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=ST
 Label = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=LABEL_PATTERN)]
 
 
+def label_key(label: str) -> str:
+    """What `same_label` compares of a label: spacing and letter case aside."""
+    return " ".join(label.split()).casefold()
+
+
 def same_label(one: str, other: str) -> bool:
     """Whether two labels name one thing (a rusunawa, a product): spacing and letter case are how it was typed."""
-    return " ".join(one.split()).casefold() == " ".join(other.split()).casefold()
+    return label_key(one) == label_key(other)
 InspectorCode = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=INSPECTOR_PATTERN)]
 
 

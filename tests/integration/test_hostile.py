@@ -337,6 +337,10 @@ def test_the_access_check_knows_who_may_do_what():
     assert refusal("collaborator:col_A", "GET", "/collaborators/{collaborator_id}/rejections",
                    {"collaborator_id": "col_B"}, {}) == {403, 422}
     assert refusal("collaborator:col_A", "POST", "/pieces", {}, {}) == {403}
+    assert refusal("collaborator:col_A", "GET", "/pieces", {}, {}) is None
+    assert refusal("collaborator:col_A", "GET", "/pieces", {}, {"collaborator_id": "col_A"}) is None
+    assert refusal("collaborator:col_A", "GET", "/pieces", {}, {"collaborator_id": "col_B"}) == {403, 422}
+    assert refusal("collaborator:col_A", "GET", "/pieces/{piece_id}", {"piece_id": "pc_1"}, {}) == {403}
     assert refusal("staff", "GET", "/dashboard", {}, {"token": "x"}) == {401}
     assert refusal("invalid", "TRACE", "/pieces/{piece_id}", {}, {}, declared_method="GET") == {405}
 
