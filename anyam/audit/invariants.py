@@ -568,9 +568,5 @@ def diff_balances(replayed: Mapping[str, int], live: Mapping[str, int]) -> list[
     return violations
 
 
-def artisan_of(account: str) -> str | None:
-    """The artisan an account belongs to (`artisan:<id>:<kind>`), or None for other accounts."""
-    if not account.startswith("artisan:"):
-        return None
-    artisan, _, kind = account.removeprefix("artisan:").rpartition(":")
-    return artisan if kind in ("payable", "in-transit", "paid") and artisan else None
+#: The artisan an account belongs to (`artisan:<id>:<kind>`), or None for other accounts.
+artisan_of = domain.artisan_of

@@ -101,6 +101,14 @@ def artisan_accounts(artisan_id: str) -> tuple[str, str, str]:
     return payable(artisan_id), in_transit(artisan_id), paid_account(artisan_id)
 
 
+def artisan_of(account: str) -> str | None:
+    """The artisan an account belongs to (`artisan:<id>:<kind>`), or None for other accounts."""
+    if not account.startswith("artisan:"):
+        return None
+    artisan, _, kind = account.removeprefix("artisan:").rpartition(":")
+    return artisan if kind in ("payable", "in-transit", "paid") and artisan else None
+
+
 # --- posting rules --------------------------------------------------------------------------
 
 

@@ -170,12 +170,22 @@ def payout_router(runtime: ServiceRuntime, handlers: PayoutHandlers, access: Acc
             ],
         })
 
-    @router.get("/ledger/balances", summary="Every account's balance as of a moment")
-    async def get_balances(as_of: AsOf = None, as_known_at: AsKnownAt = None,
-                           _: Principal = Depends(reader)) -> JSONResponse:
-        async with runtime.pool.acquire() as conn:
+    @router.get("/ledger/balances", summary="Every account's balance as of a moment (or one rusunawa's artisans')")
+    async def get_balances(
+        as_of: AsOf = None, as_known_at: AsKnownAt = None,
+        rusunawa: Annotated[ShortLabel | None, Query(
+            description="Only the accounts of the artisans registered in this rusunawa (default: every account).",
+        )] = None,
+        _: Principal = Depends(reader),
+    ) -> JSONResponse:
+        async with runtime.pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
             accounts = await projections.balances(conn, as_of, as_known_at)
-        return JSONResponse({"as_of": _iso(as_of), "as_known_at": _iso(as_known_at), "accounts": accounts})
+            if rusunawa is not None:
+                residents = await projections.residents_of(conn, rusunawa)
+                accounts = {account: balance for account, balance in accounts.items()
+                            if domain.artisan_of(account) in residents}
+        return JSONResponse({"as_of": _iso(as_of), "as_known_at": _iso(as_known_at), "rusunawa": rusunawa,
+                             "accounts": accounts})
 
     @router.get("/ledger/digest", summary="The ledger's SHA-256 digest as of a moment")
     async def get_digest(as_of: AsOf = None, as_known_at: AsKnownAt = None,
