@@ -30,9 +30,10 @@ from anyam.bench.history import generate_history
 from anyam.stack.processes import free_port
 from services.payout import domain, projections
 from services.payout.app import PayoutSettings, create_app
+from services.payout.dashboard import dashboard_consumer
 from services.payout.messaging import ledger_consumer
 from shared.contracts import Envelope, Topic, decode, encode, service_source, topic_name
-from shared.contracts.events import Paid, PayoutFailed, PieceWoven, QcPassed
+from shared.contracts.events import Paid, PayoutFailed, PieceWoven, QcPassed, ResidentRegistered
 from shared.contracts.provenance import TOPIC_OWNERS, signed_result, signing_key_text
 from shared.contracts.signing import generate_private_key
 from shared.eventstore import Reject, stored_offsets, wait_until_caught_up, wait_until_published
@@ -228,6 +229,39 @@ async def test_pieces_that_pass_qc_are_payable_and_a_run_and_its_confirmations_p
     middle = "2024-03-15T00:00:00+07:00"
     assert (await staff.get("/ledger/digest", params={"as_of": middle})).json()["digest"] == domain.ledger_digest(
         domain.digest_rows(expected_ledger(everything).values()), as_of=datetime.fromisoformat(middle))
+
+
+async def test_a_run_for_one_rusunawa_pays_only_its_residents_and_its_balances_are_theirs(
+    payout, producer, kafka_settings
+):
+    """Residents are in a rusunawa by where they registered (the enrollment topic); a run made for one
+    rusunawa schedules its residents' earnings only, and the others' stay payable for their own run."""
+    staff, _, _, db = payout
+    registered = [Envelope.wrap(ResidentRegistered(resident_id=artisan, rusunawa=place,
+                                                   registered_at=datetime(2024, 2, 1, tzinfo=WIB)),
+                                source=service_source("enrollment"))
+                  for artisan, place in (("res_000", "Rusunawa Nagrak"), ("res_001", "Rusunawa Marunda"))]
+    history = production_history(artisans=2, pieces=10)
+    await publish(producer, kafka_settings, [*registered, *history])
+    await caught_up(db, kafka_settings)
+    async with database(db) as pool:
+        await wait_until_caught_up(pool, dashboard_consumer(kafka_settings.topic_prefix), kafka_settings,
+                                   [Topic.ENROLLMENT], timeout=90)
+    owed = earned(history)
+
+    run = await staff.post("/payout-runs", json={"run_id": "nagrak-03", "period_end": PERIOD_END,
+                                                  "rusunawa": "rusunawa  NAGRAK"})
+    again = await staff.post("/payout-runs", json={"run_id": "nagrak-03", "period_end": PERIOD_END})
+    marunda = (await staff.get("/ledger/balances", params={"rusunawa": "Rusunawa Marunda"})).json()["accounts"]
+    await caught_up(db, kafka_settings, published=True)
+    nagrak = (await staff.get("/ledger/balances", params={"rusunawa": "Rusunawa Nagrak"})).json()["accounts"]
+
+    assert run.status_code == 201, run.text
+    assert {p["artisan_id"]: p["amount_idr"] for p in run.json()["payouts"]} == {"res_000": owed["res_000"]}
+    assert (again.status_code, again.json()["code"]) == (409, "run-id-reused")  # the same id for everyone
+    assert set(marunda) == {"artisan:res_001:payable"} and marunda["artisan:res_001:payable"] == owed["res_001"]
+    assert account_balances(nagrak, "res_000") == (0, owed["res_000"], 0)
+    assert all(account.startswith("artisan:res_000:") for account in nagrak)
 
 
 async def test_a_failed_payout_returns_to_payable_is_scheduled_again_and_is_paid_once(
