@@ -26,6 +26,7 @@ from tests.services import client, new_personal_data_key, new_tokens, serve, ser
 EXTRA = {
     ("POST", "/qc-submissions"): {"collaborator"},
     ("GET", "/collaborators/{collaborator_id}/rejections"): {"collaborator"},
+    ("GET", "/pieces"): {"collaborator"},  # its own pieces only (the filter is forced)
 }
 #: Narrower than the default. Personal data is not in SPEC §9's catalogue of reads: it is ours to
 #: add, and auditors audit money, so reading someone's NIK and phone is for staff alone.
@@ -33,8 +34,8 @@ STAFF_ONLY = {("GET", "/residents/{resident_id}/personal-data")}
 #: Bodies other than `{}`: staff's revocation of the collaborator's tokens must not refuse the token
 #: this table goes on to use, so it revokes only tokens issued before any of this test's.
 BODIES = {("POST", "/collaborators/{collaborator_id}/token-revocations"): {"revoked_before": "2024-01-01T00:00:00Z"}}
-#: Open to anyone, token or not (SPEC §10).
-OPEN = {("GET", "/health")}
+#: Open to anyone, token or not (SPEC §10); an artisan's page takes no token: its link is the key.
+OPEN = {("GET", "/health"), ("GET", "/saya/{secret}")}
 
 
 def allowed(method: str, path: str, role: str) -> bool:
