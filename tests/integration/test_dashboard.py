@@ -349,11 +349,14 @@ async def test_the_page_holds_no_personal_data_and_loads_nothing_from_anywhere(p
             for value in (person.full_name, person.nik, person.phone, person.payout_account, person.unit):
                 assert value not in page
 
-        # Offline: no address anywhere, no resource to fetch; the only links are the language switch.
+        # Offline: no address anywhere, no resource to fetch; the only links are the language switch and,
+        # with two rusunawa, the page scoped to each.
         assert "http://" not in page and "https://" not in page and "//" not in page
         assert not re.search(r"\b(src|srcset|action|data|poster)\s*=", page)
         assert "url(" not in page and "@import" not in page and "<script" not in page and "<link" not in page
-        assert {e["href"] for e in elements(page, "href")} <= {"?lang=en", "?lang=id"}
+        places = [scenario.programme.rusunawa for scenario in programme.scenarios]
+        assert {e["href"] for e in elements(page, "href")} <= {
+            "?lang=en", "?lang=id", *(f"?lang={lang}&rusunawa={place}" for lang in ("en", "id") for place in places)}
         assert "default-src 'none'" in response.headers["content-security-policy"]
 
 
