@@ -280,10 +280,11 @@ def demo(
     broker: BrokerOption = None,
     brokers: BrokersOption = 3,
 ) -> None:
-    """Run the Nagrak programme end to end on the embedded stack (starting it if needed) and show the result."""
+    """Run the demo's programmes (Rusunawa Nagrak and Marunda) end to end on the embedded stack (starting it
+    if needed) and show the result."""
     from anyam.demo.report import print_result
     from anyam.demo.runner import run_demo
-    from anyam.demo.scenario import nagrak
+    from anyam.demo.scenario import programmes
 
     inspection = inspect_stack(workdir)
     if inspection.state is not StackState.RUNNING:
@@ -293,7 +294,7 @@ def demo(
                         brokers=brokers))
         inspection = inspect_stack(workdir)
     with console.status("running the programme…") as spinner:
-        result = asyncio.run(run_demo(inspection.env, nagrak(seed), progress=lambda line: spinner.update(line)))
+        result = asyncio.run(run_demo(inspection.env, programmes(seed), progress=lambda line: spinner.update(line)))
     print_result(console, result)
     _verify_after_demo(inspection.env)
     console.print(f"Dashboard (this machine only; the link holds the read-only auditor token): "

@@ -1,16 +1,15 @@
-"""Printing the demo's outcome for people: a table per artisan, rupiah as Jakarta writes them."""
+"""Printing the demo's outcome for people: per rusunawa a table per artisan, rupiah as Jakarta writes them."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
-from anyam.demo.runner import DemoResult
-from anyam.demo.scenario import RUSUNAWA
+from anyam.demo.runner import DemoResult, ProgrammeResult
 from shared.money import rupiah
 
 
-def summary_table(result: DemoResult) -> Table:
+def summary_table(result: ProgrammeResult) -> Table:
     """Per artisan: pieces woven and passed, earned, paid and still owed; totals in the footer.
 
     Residents appear by their opaque id only: a console is a log, and logs hold no personal data.
@@ -18,7 +17,7 @@ def summary_table(result: DemoResult) -> Table:
     narrow terminal (80 columns) it is the ids that fold onto a second line; no outer edge, to leave
     the ids as much room as there is.
     """
-    table = Table(title=f"Rusunawa {RUSUNAWA}: the programme so far", show_footer=True, title_justify="left",
+    table = Table(title=f"Rusunawa {result.rusunawa}: the programme so far", show_footer=True, title_justify="left",
                   show_edge=False, pad_edge=False)
     totals = result.totals
     table.add_column("artisan", footer="total", overflow="fold")
@@ -37,8 +36,14 @@ def summary_table(result: DemoResult) -> Table:
 
 
 def print_result(console: Console, result: DemoResult) -> None:
-    """The table, then the run's facts in a few lines."""
-    console.print(summary_table(result))
+    """A table per rusunawa, a line per rusunawa with its craft and OVOP product, then the run's facts."""
+    for programme in result.programmes:
+        console.print(summary_table(programme))
+    for programme in result.programmes:
+        part = programme.totals
+        console.print(f"Rusunawa {programme.rusunawa}: {programme.skill}, OVOP product {programme.ovop_product}; "
+                      f"{len(programme.artisans)} artisans, {part.pieces_passed} of {part.pieces_woven} pieces "
+                      f"passed, {rupiah(part.earned_idr)} earned.")
     totals = result.totals
     console.print(
         f"{totals.pieces_passed} of {totals.pieces_woven} pieces passed QC; "

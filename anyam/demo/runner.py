@@ -1,4 +1,4 @@
-"""`anyam demo`: the Nagrak programme driven end to end through the services' public doors.
+"""`anyam demo`: the programmes (Nagrak, Marunda) driven end to end through the services' public doors.
 
 Staff work over HTTP; the collaborator publishes signed QC results onto
 Kafka, as a collaborator's IT would. Between steps the demo waits on real
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -21,22 +21,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from anyam.demo.scenario import (
-    COHORT_ENDS,
-    COHORT_STARTS,
-    COLLABORATOR,
-    MATERIALS,
-    OPENING_RATES,
-    OVOP_PRODUCT,
-    RAISE,
-    RATES_FROM,
-    ROTAN_PER_PIECE,
-    RUSUNAWA,
-    SKILL,
-    PayoutRun,
-    Scenario,
-    Weaving,
-)
+from anyam.demo.scenario import PayoutRun, Scenario, Weaving
 from anyam.stack import stackfile as keys
 from anyam.stack.errors import StackError
 from anyam.stack.principals import onboard_collaborator
@@ -66,14 +51,36 @@ class ArtisanSummary:
     owed_idr: int
 
 
+def _total(artisans: Iterable[ArtisanSummary]) -> ArtisanSummary:
+    artisans = tuple(artisans)
+    return ArtisanSummary(
+        "total", *(sum(getattr(a, f) for a in artisans)
+                   for f in ("pieces_woven", "pieces_passed", "earned_idr", "paid_idr", "owed_idr")),
+    )
+
+
 @dataclass(frozen=True)
-class DemoResult:
+class ProgrammeResult:
+    """One rusunawa's programme at the end of the demo: its cohort, its collaborator, its residents."""
+
+    rusunawa: str
+    skill: str
+    ovop_product: str
     artisans: tuple[ArtisanSummary, ...]
     collaborator_id: str
     cohort_id: str
-    ledger_digest: str
     payouts_paid: int
     payouts_failed: int
+
+    @property
+    def totals(self) -> ArtisanSummary:
+        return _total(self.artisans)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    programmes: tuple[ProgrammeResult, ...]
+    ledger_digest: str
     seconds: float
     #: Artisans flagged by production's materials reconciliation, per anomaly (docs/materials.md).
     materials_flagged: Mapping[str, int] = field(default_factory=dict)
@@ -81,11 +88,26 @@ class DemoResult:
     artisan_page: tuple[str, str] | None = None
 
     @property
+    def artisans(self) -> tuple[ArtisanSummary, ...]:
+        """Every programme's artisans, the first programme's first."""
+        return tuple(a for programme in self.programmes for a in programme.artisans)
+
+    @property
+    def collaborator_id(self) -> str:
+        """The first programme's collaborator (Nagrak's)."""
+        return self.programmes[0].collaborator_id
+
+    @property
+    def payouts_paid(self) -> int:
+        return sum(p.payouts_paid for p in self.programmes)
+
+    @property
+    def payouts_failed(self) -> int:
+        return sum(p.payouts_failed for p in self.programmes)
+
+    @property
     def totals(self) -> ArtisanSummary:
-        return ArtisanSummary(
-            "total", *(sum(getattr(a, f) for a in self.artisans)
-                       for f in ("pieces_woven", "pieces_passed", "earned_idr", "paid_idr", "owed_idr")),
-        )
+        return _total(self.artisans)
 
 
 @dataclass
@@ -178,58 +200,73 @@ def consumers_of(prefix: str) -> list[tuple[str, str, tuple[Topic, ...]]]:
     ]
 
 
-async def run_demo(env: Mapping[str, str], scenario: Scenario, progress: Progress = lambda _: None) -> DemoResult:
-    """Run `scenario` on the stack `env` describes; returns what the services say happened."""
+async def run_demo(
+    env: Mapping[str, str], scenarios: Scenario | Sequence[Scenario], progress: Progress = lambda _: None
+) -> DemoResult:
+    """Run `scenarios` (one programme per rusunawa, one after another) on the stack `env` describes;
+    returns what the services say happened."""
     started = time.monotonic()
+    scenarios = (scenarios,) if isinstance(scenarios, Scenario) else tuple(scenarios)
     stack = StackClients(env)
     await stack.open()
-    producer: AIOKafkaProducer | None = None
     consumers = consumers_of(stack.kafka.topic_prefix)
-    tag = f"demo-{scenario.seed}"
     try:
-        progress(f"Bimtek {SKILL.capitalize()} at Rusunawa {RUSUNAWA}: {len(scenario.participants)} residents")
-        residents = await _train(stack, scenario, tag)
-        cohort_id = residents.pop("_cohort")
-        await stack.settle(consumers)
+        results = [await _run_programme(stack, env, scenario, consumers, progress) for scenario in scenarios]
+        progress("Reading the ledger")
+        digest = (await stack.get("payout", "/ledger/digest"))["digest"]
+        reconciliation = await stack.get("production", "/materials/reconciliation")
+        flagged = {kind: len({a["artisan_id"] for a in reconciliation["anomalies"] if a["kind"] == kind})
+                   for kind in ("woven-beyond-materials", "idle-materials")}
+        page = await _artisan_page(stack, scenarios[0], results[0][1])
+        return DemoResult(tuple(result for result, _ in results), digest, time.monotonic() - started, flagged,
+                          artisan_page=page)
+    finally:
+        await stack.close()
 
-        progress(f"Collaborator {COLLABORATOR}: key, piece rates, materials")
-        key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"{tag}-collaborator".encode()).digest())
-        collaborator_id = await _collaborate(stack, scenario, residents, key, tag)
-        # The collaborator publishes its QC results as itself: a principal that may write qc-submissions only.
-        producer = await start_producer((await onboard_collaborator(env, collaborator_id)).kafka)
 
+async def _run_programme(
+    stack: StackClients, env: Mapping[str, str], scenario: Scenario,
+    consumers: list[tuple[str, str, tuple[Topic, ...]]], progress: Progress,
+) -> tuple[ProgrammeResult, Mapping[int | str, str]]:
+    """One rusunawa's programme: Bimtek, collaborator, then each week's pieces, QC and payout run."""
+    programme = scenario.programme
+    tag = f"demo-{scenario.seed}{programme.tag}"
+    progress(f"Bimtek {programme.skill.capitalize()} at Rusunawa {programme.rusunawa}: "
+             f"{len(scenario.participants)} residents")
+    residents = await _train(stack, scenario, tag)
+    cohort_id = residents.pop("_cohort")
+    await stack.settle(consumers)
+
+    progress(f"Collaborator {programme.collaborator}: key, piece rates, materials")
+    key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"{tag}-collaborator".encode()).digest())
+    collaborator_id = await _collaborate(stack, scenario, residents, key, tag)
+    # The collaborator publishes its QC results as itself: a principal that may write qc-submissions only.
+    producer = await start_producer((await onboard_collaborator(env, collaborator_id)).kafka)
+    try:
         paid = failed = 0
         woven: dict[int, int] = {}  # pieces production accepted, per participant
         for week, run in enumerate(scenario.runs, start=1):
             this_week = [w for w in scenario.weavings if w.woven_at <= run.period_end
                          and w.woven_at > run.period_end - timedelta(weeks=1)]
-            progress(f"Week {week}: {len(this_week)} pieces woven and inspected; payout run {run.run_id}")
+            progress(f"{programme.rusunawa} week {week}: {len(this_week)} pieces made and inspected; "
+                     f"payout run {run.run_id}")
             pieces = await _weave(stack, scenario, this_week, residents, collaborator_id, f"{tag}-pieces-{run.run_id}")
             for weaving in this_week:
                 woven[weaving.participant] = woven.get(weaving.participant, 0) + 1
-            await _inspect(stack, producer, this_week, pieces, collaborator_id, key, tag)
+            await _inspect(stack, producer, scenario, this_week, pieces, collaborator_id, key)
             await stack.settle(consumers)
-            week_paid, week_failed = await _pay(stack, run, residents, tag)
+            week_paid, week_failed = await _pay(stack, scenario, run, residents, tag)
             paid, failed = paid + week_paid, failed + week_failed
             await stack.settle(consumers)
 
-        progress(f"{COLLABORATOR} invoiced for its passed pieces; it pays in two parts")
+        progress(f"{programme.collaborator} invoiced for its passed pieces; it pays in two parts")
         await _invoice(stack, collaborator_id, scenario.runs[-1].period_end, tag)
         await stack.settle(consumers)
-
-        progress("Reading the ledger")
-        artisans = await _summaries(stack, scenario, residents, woven)
-        digest = (await stack.get("payout", "/ledger/digest"))["digest"]
-        reconciliation = await stack.get("production", "/materials/reconciliation")
-        flagged = {kind: len({a["artisan_id"] for a in reconciliation["anomalies"] if a["kind"] == kind})
-                   for kind in ("woven-beyond-materials", "idle-materials")}
-        page = await _artisan_page(stack, scenario, residents)
-        return DemoResult(tuple(artisans), collaborator_id, cohort_id, digest, paid, failed,
-                          time.monotonic() - started, flagged, artisan_page=page)
     finally:
-        if producer is not None:
-            await producer.stop()
-        await stack.close()
+        await producer.stop()
+    artisans = await _summaries(stack, scenario, residents, woven)
+    return ProgrammeResult(programme.rusunawa, programme.skill, programme.ovop_product, tuple(artisans),
+                           collaborator_id, cohort_id, paid, failed), residents
 
 
 async def gather_bounded(jobs: Iterable[Awaitable], limit: int = 8) -> list:
@@ -243,27 +280,29 @@ async def gather_bounded(jobs: Iterable[Awaitable], limit: int = 8) -> list:
 
 
 async def _train(stack: StackClients, scenario: Scenario, tag: str) -> dict[int | str, str]:
-    people = scenario.participants
+    people, programme = scenario.participants, scenario.programme
     registered = await gather_bounded(
         stack.post("enrollment", "/residents", {
-            "rusunawa": RUSUNAWA, "unit": p.unit, "full_name": p.full_name, "nik": p.nik, "phone": p.phone,
+            "rusunawa": programme.rusunawa, "unit": p.unit, "full_name": p.full_name, "nik": p.nik, "phone": p.phone,
             "payout_account": p.payout_account,
         }, key=f"{tag}-resident-{p.index}")
         for p in people
     )
     residents: dict[int | str, str] = {p.index: r["resident_id"] for p, r in zip(people, registered, strict=True)}
-    await stack.post("enrollment", "/rusunawa", {"name": RUSUNAWA, "ovop_product": OVOP_PRODUCT},
-                     key=f"{tag}-rusunawa")
+    await stack.post("enrollment", "/rusunawa",
+                     {"name": programme.rusunawa, "ovop_product": programme.ovop_product}, key=f"{tag}-rusunawa")
     cohort = await stack.post("enrollment", "/cohorts", {
-        "rusunawa": RUSUNAWA, "skill": SKILL, "product_focus": OVOP_PRODUCT, "starts_on": COHORT_STARTS.isoformat(),
-        "ends_on": COHORT_ENDS.isoformat(), "capacity": len(people),
+        "rusunawa": programme.rusunawa, "skill": programme.skill, "product_focus": programme.ovop_product,
+        "starts_on": programme.cohort_starts.isoformat(), "ends_on": programme.cohort_ends.isoformat(),
+        "capacity": len(people),
     }, key=f"{tag}-cohort")
     cohort_id = cohort["cohort_id"]
     await gather_bounded(stack.post("enrollment", f"/cohorts/{cohort_id}/enrolments",
                                     {"resident_id": residents[p.index]}, key=f"{tag}-enrol-{p.index}")
                          for p in people)
+    completed_on = programme.cohort_ends.isoformat()
     await gather_bounded(stack.post("enrollment", f"/cohorts/{cohort_id}/completions",
-                                    {"resident_id": residents[p.index], "completed_on": COHORT_ENDS.isoformat()},
+                                    {"resident_id": residents[p.index], "completed_on": completed_on},
                                     key=f"{tag}-complete-{p.index}") for p in people)
     residents["_cohort"] = cohort_id
     return residents
@@ -272,29 +311,31 @@ async def _train(stack: StackClients, scenario: Scenario, tag: str) -> dict[int 
 async def _collaborate(
     stack: StackClients, scenario: Scenario, residents: Mapping[int | str, str], key: Ed25519PrivateKey, tag: str
 ) -> str:
+    programme = scenario.programme
     # The key signs for the programme from its first day (the demo records March 2024 today).
     collaborator = await stack.post("production", "/collaborators",
-                                    {"name": COLLABORATOR, "public_key": public_key_b64(key),
-                                     "valid_from": RATES_FROM.isoformat()}, key=f"{tag}-collab")
+                                    {"name": programme.collaborator, "public_key": public_key_b64(key),
+                                     "valid_from": programme.rates_from.isoformat()}, key=f"{tag}-collab")
     collaborator_id = collaborator["collaborator_id"]
-    raised_product, raised_rate, raised_from = RAISE
-    rates = [(product, rate, RATES_FROM) for product, rate in OPENING_RATES.items()]
-    rates.append((raised_product, raised_rate, raised_from))
+    rates = [(product, rate, programme.rates_from) for product, rate in programme.opening_rates.items()]
+    if programme.raise_ is not None:
+        rates.append(programme.raise_)
     for product, rate, effective_from in rates:
         await stack.post("production", f"/collaborators/{collaborator_id}/rates",
                          {"product": product, "rate_idr": rate, "effective_from": effective_from.isoformat()},
                          key=f"{tag}-rate-{product}-{effective_from.date()}")
-    for product, grams in ROTAN_PER_PIECE.items():
+    for product, quantity in programme.usage_per_piece.items():
+        material, _, unit = programme.materials[0]
         await stack.post("production", f"/collaborators/{collaborator_id}/material-usages",
-                         {"product": product, "material": MATERIALS[0][0], "unit": MATERIALS[0][2],
-                          "quantity_per_piece": grams, "effective_from": RATES_FROM.isoformat()},
+                         {"product": product, "material": material, "unit": unit,
+                          "quantity_per_piece": quantity, "effective_from": programme.rates_from.isoformat()},
                          key=f"{tag}-usage-{product}")
     await gather_bounded(
         stack.post("production", "/material-issues", {
             "artisan_id": residents[p.index], "collaborator_id": collaborator_id, "material": material,
             "quantity": quantity, "unit": unit,
         }, key=f"{tag}-materials-{p.index}-{material}")
-        for p in scenario.participants for material, quantity, unit in MATERIALS
+        for p in scenario.participants for material, quantity, unit in programme.materials
     )
     return collaborator_id
 
@@ -321,8 +362,8 @@ async def _weave(
 
 
 async def _inspect(
-    stack: StackClients, producer: AIOKafkaProducer, weavings: list[Weaving], pieces: list[dict], collaborator_id: str,
-    key: Ed25519PrivateKey, tag: str,
+    stack: StackClients, producer: AIOKafkaProducer, scenario: Scenario, weavings: list[Weaving], pieces: list[dict],
+    collaborator_id: str, key: Ed25519PrivateKey,
 ) -> None:
     """The collaborator's QC, signed with its own key and published straight onto `qc-submissions`."""
     topic = topic_name(Topic.QC_SUBMISSIONS, stack.kafka.topic_prefix)
@@ -331,7 +372,7 @@ async def _inspect(
         data = signed(key, {
             "submission_id": f"qc-{piece['piece_id']}", "piece_id": piece["piece_id"],
             "collaborator_id": collaborator_id, "result": "passed" if weaving.passes else "failed",
-            "inspector": "qc-nusantara-02", "inspected_at": weaving.inspected_at.isoformat(),
+            "inspector": scenario.programme.inspector, "inspected_at": weaving.inspected_at.isoformat(),
             "defects": list(weaving.defects),
         })
         value = submission_event(data, time=weaving.inspected_at)
@@ -340,10 +381,14 @@ async def _inspect(
     await asyncio.gather(*deliveries)
 
 
-async def _pay(stack: StackClients, run: PayoutRun, residents: Mapping[int | str, str], tag: str) -> tuple[int, int]:
+async def _pay(
+    stack: StackClients, scenario: Scenario, run: PayoutRun, residents: Mapping[int | str, str], tag: str
+) -> tuple[int, int]:
     # At the programme's dates, not today's: the ledger as of any day of March 2024 shows what was
-    # paid by then, and a re-run of the demo sends the very same requests.
-    body = {"run_id": run.run_id, "period_end": run.period_end.isoformat(), "run_at": run.run_at.isoformat()}
+    # paid by then, and a re-run of the demo sends the very same requests. Each run pays its own
+    # rusunawa's residents only.
+    body = {"run_id": run.run_id, "period_end": run.period_end.isoformat(), "run_at": run.run_at.isoformat(),
+            "rusunawa": scenario.programme.rusunawa}
     result = await stack.post("payout", "/payout-runs", body, key=f"{tag}-{run.run_id}")
     failing = {residents[i] for i in run.failing_participants}
     paid = failed = 0

@@ -24,7 +24,7 @@ import asyncpg
 import httpx
 import pytest
 
-from anyam.demo.scenario import MATERIALS, OVOP_PRODUCT, ROTAN_PER_PIECE, RUSUNAWA, Scenario, nagrak
+from anyam.demo.scenario import MATERIALS, ROTAN_PER_PIECE, Scenario, nagrak, programmes
 from anyam.stack import read_stack_env
 from anyam.stack import stackfile as keys
 from services.payout import dashboard, projections
@@ -65,7 +65,14 @@ pytestmark = pytest.mark.timeout(900)  # the first test also waits for the modul
 @dataclass(frozen=True)
 class Programme:
     env: dict[str, str]
+    #: Nagrak's, the larger programme (the materials are its alone).
     scenario: Scenario
+    #: Every rusunawa's programme the demo ran: Nagrak's, then Marunda's.
+    scenarios: tuple[Scenario, ...]
+
+    @property
+    def participants(self) -> list:
+        return [p for scenario in self.scenarios for p in scenario.participants]
 
     @property
     def url(self) -> str:
@@ -96,7 +103,7 @@ async def programme(tmp_path_factory):
         assert f"{env['ANYAM_PAYOUT_URL']}/dashboard?token=" in line, demo.stdout[-2000:]
         assert env[keys.TOKEN_SECRET] not in demo.stdout and env[keys.STAFF_TOKEN] not in demo.stdout
         await _dashboard_caught_up(env)
-        yield Programme(env, nagrak(SEED, PARTICIPANTS))
+        yield Programme(env, nagrak(SEED, PARTICIPANTS), programmes(SEED))
     finally:
         await asyncio.to_thread(anyam, "down", workdir=workdir)
 
@@ -185,7 +192,8 @@ def iso_week(moment) -> str:
 
 
 async def assert_shows_the_programme(page: str, programme: Programme) -> None:
-    scenario = programme.scenario
+    scenarios = programme.scenarios
+    weavings = [w for scenario in scenarios for w in scenario.weavings]
     money = await ledger(programme)
     assert money["earned"] > 0 and money["earned"] == money["paid"] + money["owed"]
 
@@ -195,30 +203,33 @@ async def assert_shows_the_programme(page: str, programme: Programme) -> None:
     (total,) = elements(page, "data-artisan-total")
     assert (int(total["data-earned"]), int(total["data-paid"]), int(total["data-owed"])) == (
         money["earned"], money["paid"], money["owed"])
-    assert len(elements(page, "data-artisan")) == len(scenario.participants)
+    assert len(elements(page, "data-artisan")) == len(programme.participants)
 
-    # Pieces woven and passed, per product and per product and ISO week, as the scenario wove them.
-    woven, passed = Counter(w.product for w in scenario.weavings), Counter(w.product for w in scenario.weavings
-                                                                           if w.passes)
+    # Pieces made and passed, per product and per product and ISO week, as the scenarios made them (the
+    # two rusunawa's products are distinct).
+    woven, passed = Counter(w.product for w in weavings), Counter(w.product for w in weavings if w.passes)
     for product, count in woven.items():
         row = one(page, "data-product-total", product)
         assert (int(row["data-woven"]), int(row["data-passed"])) == (count, passed[product]), product
-    weekly = Counter((iso_week(w.woven_at), w.product) for w in scenario.weavings)
+    weekly = Counter((iso_week(w.woven_at), w.product) for w in weavings)
     shown = {(e["data-week"], e["data-product"]): int(e["data-woven"]) for e in elements(page, "data-week")}
     assert shown == dict(weekly)
-    assert int(one(page, "data-kpi", "woven")["data-value"]) == len(scenario.weavings)
+    assert int(one(page, "data-kpi", "woven")["data-value"]) == len(weavings)
 
-    # The cohort: 25 enrolled, 25 completed; Nagrak's one product.
-    (cohort,) = elements(page, "data-cohort")
-    assert cohort["data-rusunawa"] == RUSUNAWA
-    assert (cohort["data-capacity"], cohort["data-enrolled"], cohort["data-completed"], cohort["data-withdrawn"]) \
-        == ("25", "25", "25", "0")
-    assert one(page, "data-ovop", OVOP_PRODUCT)["data-rusunawa"] == RUSUNAWA
+    # The cohorts: Nagrak's 25 and Marunda's 6, each all enrolled and completed; each rusunawa's one product.
+    cohorts = {e["data-rusunawa"]: e for e in elements(page, "data-cohort")}
+    assert set(cohorts) == {scenario.programme.rusunawa for scenario in scenarios} == {"Nagrak", "Marunda"}
+    for scenario in scenarios:
+        cohort, size = cohorts[scenario.programme.rusunawa], str(len(scenario.participants))
+        assert (cohort["data-capacity"], cohort["data-enrolled"], cohort["data-completed"],
+                cohort["data-withdrawn"]) == (size, size, size, "0")
+        assert one(page, "data-ovop", scenario.programme.ovop_product)["data-rusunawa"] == scenario.programme.rusunawa
 
     # Payouts over time: every weekly run, the bounced transfer among them.
     runs = {e["data-run"]: e for e in elements(page, "data-run")}
-    assert list(runs) == [run.run_id for run in scenario.runs]
-    for run in scenario.runs:
+    every_run = sorted((run for scenario in scenarios for run in scenario.runs), key=lambda r: (r.period_end, r.run_id))
+    assert list(runs) == [run.run_id for run in every_run]
+    for run in every_run:
         failed = int(runs[run.run_id]["data-failed"])
         assert (failed > 0) == bool(run.failing_participants), run.run_id
     assert sum(int(r["data-paid"]) for r in runs.values()) == money["paid"]
@@ -335,15 +346,18 @@ async def test_the_page_holds_no_personal_data_and_loads_nothing_from_anywhere(p
     for response in pages:
         page = response.text
         assert not re.search(r"(?<!\d)\d{16}(?!\d)", page), "a 16-digit number, like a NIK"
-        for person in programme.scenario.participants:
+        for person in programme.participants:
             for value in (person.full_name, person.nik, person.phone, person.payout_account, person.unit):
                 assert value not in page
 
-        # Offline: no address anywhere, no resource to fetch; the only links are the language switch.
+        # Offline: no address anywhere, no resource to fetch; the only links are the language switch and,
+        # with two rusunawa, the page scoped to each.
         assert "http://" not in page and "https://" not in page and "//" not in page
         assert not re.search(r"\b(src|srcset|action|data|poster)\s*=", page)
         assert "url(" not in page and "@import" not in page and "<script" not in page and "<link" not in page
-        assert {e["href"] for e in elements(page, "href")} <= {"?lang=en", "?lang=id"}
+        places = [scenario.programme.rusunawa for scenario in programme.scenarios]
+        assert {e["href"] for e in elements(page, "href")} <= {
+            "?lang=en", "?lang=id", *(f"?lang={lang}&rusunawa={place}" for lang in ("en", "id") for place in places)}
         assert "default-src 'none'" in response.headers["content-security-policy"]
 
 
@@ -351,11 +365,54 @@ async def test_each_artisans_row_is_her_ledger_statement(programme):
     async with programme.http(programme.auditor) as http:
         page = (await http.get("/dashboard")).text
         rows = elements(page, "data-artisan")
-        assert len(rows) == PARTICIPANTS
+        assert len(rows) == len(programme.participants)
         for row in rows:
             balances = (await http.get(f"/artisans/{row['data-artisan']}/statement")).json()["balances"]
             assert (int(row["data-earned"]), int(row["data-paid"]), int(row["data-owed"])) == (
                 balances["earned_idr"], balances["paid_idr"], balances["payable_idr"] + balances["in_transit_idr"])
+
+
+def earned_by_rates(scenario: Scenario) -> int:
+    """What the scenario's passed pieces earn at the rates its collaborator set (the raise included)."""
+    return sum(scenario.rate_at(w.product, w.woven_at) for w in scenario.weavings if w.passes)
+
+
+async def test_the_dashboard_scoped_to_each_rusunawa_shows_its_cohort_product_artisans_and_runs_only(programme):
+    async with programme.http(programme.auditor) as http:
+        accounts = (await http.get("/ledger/balances")).json()["accounts"]
+        for scenario in programme.scenarios:
+            place, others = scenario.programme, [s for s in programme.scenarios if s is not scenario]
+            response = await http.get("/dashboard", params={"rusunawa": place.rusunawa})
+            assert response.status_code == 200
+            page = response.text
+
+            # Its own cohort and OVOP product, none of the other rusunawa's.
+            (cohort,) = elements(page, "data-cohort")
+            size = str(len(scenario.participants))
+            assert (cohort["data-rusunawa"], cohort["data-capacity"], cohort["data-completed"]) == (
+                place.rusunawa, size, size)
+            assert [(e["data-ovop"], e["data-rusunawa"]) for e in elements(page, "data-ovop")] == [
+                (place.ovop_product, place.rusunawa)]
+
+            # Its residents, its products and its runs only; its earnings are its pieces at its collaborator's rates.
+            rows = elements(page, "data-artisan")
+            assert len(rows) == len(scenario.participants)
+            assert sum(int(row["data-earned"]) for row in rows) == earned_by_rates(scenario) > 0
+            assert {e["data-product-total"] for e in elements(page, "data-product-total")} == {
+                w.product for w in scenario.weavings}
+            assert int(one(page, "data-kpi", "woven")["data-value"]) == len(scenario.weavings)
+            assert [e["data-run"] for e in elements(page, "data-run")] == [run.run_id for run in scenario.runs]
+            for other in others:
+                assert not {run.run_id for run in other.runs} & {e["data-run"] for e in elements(page, "data-run")}
+                assert other.programme.ovop_product not in {e["data-product-total"]
+                                                            for e in elements(page, "data-product-total")}
+
+    # The ledger holds earnings from both collaborators: each one's fees account is the source of exactly what
+    # its programme's passed pieces earned.
+    fees = sorted(-v for account, v in accounts.items() if account.startswith("collaborator:") and
+                  account.endswith(":fees"))
+    assert fees == sorted(earned_by_rates(scenario) for scenario in programme.scenarios)
+    assert len(fees) == 2 and all(f > 0 for f in fees)
 
 
 # --- the read model on its own ------------------------------------------------------------------------------

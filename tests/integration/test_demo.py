@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from anyam.demo.scenario import MATERIALS, ROTAN_PER_PIECE, nagrak
+from anyam.demo.scenario import MATERIALS, ROTAN_PER_PIECE, nagrak, programmes
 from anyam.stack import read_stack_env
 from anyam.stack.stackfile import stack_kafka_settings
 from shared.contracts import ALL_TOPICS, EVENT_TOPICS, topic_name
@@ -47,13 +47,18 @@ async def test_the_demo_runs_to_the_end_and_its_printed_totals_equal_the_ledgers
     result = anyam("demo", "--seed", "7", workdir=workdir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    footer = re.search(r"total\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(Rp [\d.]+)\s*│\s*(Rp [\d.]+)\s*│\s*(Rp [\d.]+)",
-                       result.stdout)
-    assert footer, result.stdout[-3000:]
-    woven, passed, earned, paid, owed = int(footer[1]), int(footer[2]), *(money(footer[i]) for i in (3, 4, 5))
+    # One table per rusunawa, in the order they ran (Nagrak, then Marunda), each with its own totals.
+    footers = re.findall(r"total\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(Rp [\d.]+)\s*│\s*(Rp [\d.]+)\s*│\s*(Rp [\d.]+)",
+                         result.stdout)
+    scenarios = programmes(7)
+    assert len(footers) == len(scenarios) == 2, result.stdout[-3000:]
+    for footer, programme in zip(footers, scenarios, strict=True):
+        assert int(footer[0]) == len(programme.weavings) and int(footer[1]) == sum(w.passes for w in programme.weavings)
+        assert f"Rusunawa {programme.programme.rusunawa}: the programme so far" in result.stdout
+        assert f"Rusunawa {programme.programme.rusunawa}: {programme.programme.skill}, OVOP product " \
+               f"{programme.programme.ovop_product};" in result.stdout
+    earned, paid, owed = (sum(money(footer[i]) for footer in footers) for i in (2, 3, 4))
     scenario = nagrak(7)
-    assert woven == len(scenario.weavings)
-    assert passed == sum(w.passes for w in scenario.weavings)
 
     env = read_stack_env(workdir / "stack.env")
     headers = {"Authorization": f"Bearer {env['ANYAM_AUDITOR_TOKEN']}"}
@@ -75,7 +80,7 @@ async def test_the_demo_runs_to_the_end_and_its_printed_totals_equal_the_ledgers
     assert f"Ledger digest: {digest}" in result.stdout
     # Every passed piece was paid by the last weekly run: the programme owes nothing at the end.
     assert owed == 0 and paid == earned > 0
-    assert rupiah(earned) in result.stdout
+    assert all(rupiah(money(footer[2])) in result.stdout for footer in footers)
     # The demo ends with the auditor's verify, which passed (a failure would have exited non-zero).
     assert "the live ledger equals the replay and every invariant holds" in result.stdout
     assert f"Replayed ledger digest: {digest}" in result.stdout
@@ -110,7 +115,7 @@ async def test_the_demo_runs_to_the_end_and_its_printed_totals_equal_the_ledgers
     # No personal data in any log of the run: the services' logs, the broker's, and what the demo printed.
     logs = result.stdout + result.stderr + "".join(p.read_text(errors="replace") for p in workdir.glob("*.log"))
     assert list(workdir.glob("*.log")), "the stack wrote no logs to search"
-    for person in scenario.participants:
+    for person in (p for programme in scenarios for p in programme.participants):
         for secret in (person.full_name, person.nik, person.phone, person.payout_account):
             assert secret not in logs, "personal data in the logs"
 

@@ -7,13 +7,13 @@ import random
 from rich.console import Console
 
 from anyam.demo.report import summary_table
-from anyam.demo.runner import ArtisanSummary, DemoResult
+from anyam.demo.runner import ArtisanSummary, ProgrammeResult
 from shared.money import rupiah
 
 ULID_LETTERS = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-def programme(artisans: int = 25, seed: int = 2024) -> DemoResult:
+def programme(artisans: int = 25, seed: int = 2024) -> ProgrammeResult:
     """A programme as large as the demo's, with ids as enrollment makes them and amounts past ten million."""
     rng = random.Random(seed)
     rows = []
@@ -23,10 +23,10 @@ def programme(artisans: int = 25, seed: int = 2024) -> DemoResult:
         rows.append(ArtisanSummary(
             "res_" + "".join(rng.choice(ULID_LETTERS) for _ in range(26)),
             rng.randint(10, 40), rng.randint(5, 10), earned, paid, earned - paid))
-    return DemoResult(tuple(rows), "col_x", "coh_x", "0" * 64, 20, 1, 1.0)
+    return ProgrammeResult("Nagrak", "menganyam", "piring", tuple(rows), "col_x", "coh_x", 20, 1)
 
 
-def rendered(result: DemoResult, width: int) -> str:
+def rendered(result: ProgrammeResult, width: int) -> str:
     console = Console(width=width, record=True, color_system=None)
     console.print(summary_table(result))
     return console.export_text()
