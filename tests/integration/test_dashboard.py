@@ -407,12 +407,15 @@ async def test_the_dashboard_scoped_to_each_rusunawa_shows_its_cohort_product_ar
                 assert other.programme.ovop_product not in {e["data-product-total"]
                                                             for e in elements(page, "data-product-total")}
 
-    # The ledger holds earnings from both collaborators: each one's fees account is the source of exactly what
-    # its programme's passed pieces earned.
-    fees = sorted(-v for account, v in accounts.items() if account.startswith("collaborator:") and
-                  account.endswith(":fees"))
-    assert fees == sorted(earned_by_rates(scenario) for scenario in programme.scenarios)
-    assert len(fees) == 2 and all(f > 0 for f in fees)
+    # The ledger holds earnings from both collaborators: each one's accounts (fees, receivable once invoiced,
+    # paid once it paid) are together the source of exactly what its programme's passed pieces earned.
+    by_collaborator: dict[str, int] = {}
+    for account, balance in accounts.items():
+        if account.startswith("collaborator:"):
+            owner = account.rpartition(":")[0]
+            by_collaborator[owner] = by_collaborator.get(owner, 0) - balance
+    assert sorted(by_collaborator.values()) == sorted(earned_by_rates(scenario) for scenario in programme.scenarios)
+    assert len(by_collaborator) == 2 and all(f > 0 for f in by_collaborator.values())
 
 
 # --- the read model on its own ------------------------------------------------------------------------------
