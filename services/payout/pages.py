@@ -3,6 +3,7 @@ numbers, dates and the programme's words as their readers write them. Bahasa Ind
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime
 from html import escape
 
@@ -64,3 +65,23 @@ def glossed(word: str, lang: str) -> str:
     if lang == "en" and word in GLOSS:
         return f"{word} ({GLOSS[word]})"
     return word
+
+
+class Words:
+    """A page's words in its language: `words(key, *args)` from its table of (Bahasa Indonesia, English)."""
+
+    def __init__(self, lang: str, text: Mapping[str, tuple[str, str]]) -> None:
+        self.lang = lang
+        self._i = 0 if lang == "id" else 1
+        self._text = text
+
+    def __call__(self, key: str, *args: object) -> str:
+        text = self._text[key][self._i]
+        return text.format(*args) if args else text
+
+    def has(self, key: str) -> bool:
+        return key in self._text
+
+    def pick(self, words: Mapping[str, tuple[str, str]], code: str) -> str:
+        """`code` in words from `words` (a code list's table); the code itself when it has none."""
+        return words[code][self._i] if code in words else code

@@ -17,14 +17,15 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 
 from services.payout.artisan.queries import ArtisanPage, Payslip, Piece
-from services.payout.pages import e as _e
 from services.payout.pages import (
+    Words,
     format_count,
     format_date,
     format_moment,
     format_short_date,
     glossed,
 )
+from services.payout.pages import e as _e
 from shared.money import rupiah
 from shared.timeutil import to_wib
 
@@ -121,17 +122,11 @@ METHOD_WORDS: dict[str, tuple[str, str]] = {
     "cash": ("Tunai", "Cash"),
 }
 
-class _Words:
+
+
+class _Words(Words):
     def __init__(self, lang: str) -> None:
-        self.lang = lang
-        self._i = 0 if lang == "id" else 1
-
-    def __call__(self, key: str, *args: object) -> str:
-        text = _TEXT[key][self._i]
-        return text.format(*args) if args else text
-
-    def pick(self, words: dict[str, tuple[str, str]], code: str) -> str:
-        return words[code][self._i] if code in words else code
+        super().__init__(lang, _TEXT)
 
     def product(self, product: str | None) -> str:
         return "–" if product is None else glossed(product, self.lang)

@@ -18,7 +18,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-from services.payout.pages import MONTHS, format_count, format_date, format_moment, glossed
+from services.payout.pages import MONTHS, Words, format_count, format_date, format_moment, glossed
 from services.payout.pages import e as _e
 from shared.contracts.events import same_label
 from shared.money import rupiah
@@ -167,20 +167,15 @@ _UNKNOWN_COLOUR = "#90a4ae"
 _SCHEDULED, _PAID, _FAILED = "#5b7083", "#2e7d32", "#c62828"
 
 
-class _Words:
+class _Words(Words):
     """The page's language: its words, and numbers and dates as its readers write them."""
 
     def __init__(self, lang: str) -> None:
-        self.lang = lang
-        self._i = 0 if lang == "id" else 1
-
-    def __call__(self, key: str, *args: object) -> str:
-        text = _TEXT[key][self._i]
-        return text.format(*args) if args else text
+        super().__init__(lang, _TEXT)
 
     def many(self, key: str, n: int) -> str:
         """`key` with the count `n`; English says "1 cohort" but "2 cohorts", Indonesian never inflects."""
-        if self.lang == "en" and n == 1 and f"{key}_one" in _TEXT:
+        if self.lang == "en" and n == 1 and self.has(f"{key}_one"):
             key = f"{key}_one"
         return self(key, self.count(n))
 
