@@ -29,7 +29,7 @@ from anyam.audit.verify import verify
 from services.enrollment.app import EnrollmentSettings
 from services.enrollment.app import create_app as enrollment_app
 from services.enrollment.domain import today_in_wib
-from services.payout import dashboard, domain, projections
+from services.payout import artisan, dashboard, domain, projections
 from shared.contracts import Envelope, Topic, encode, service_source, topic_name
 from shared.contracts.events import MAX_RUPIAH, QcPassed
 from shared.eventstore import wait_until_caught_up, wait_until_published
@@ -79,12 +79,18 @@ async def dead_letters(kafka_settings) -> list[DeadLetter]:
     return [DeadLetter.from_record(r.key, r.value, r.headers) for r in records]
 
 
+#: Payout's read models beside the ledger: each reads `production` and refuses what cannot be decoded.
+READ_MODELS = ((dashboard.dashboard_consumer, dashboard.DASHBOARD_TOPICS),
+               (artisan.artisan_consumer, artisan.ARTISAN_TOPICS))
+
+
 async def all_caught_up(db: str, kafka_settings, *, published: bool = False) -> None:
-    """The ledger and the dashboard's read model have both applied everything (after the relay, with `published`)."""
+    """The ledger and the read models (dashboard, artisans' pages) have all applied everything (after the
+    relay, with `published`)."""
     await caught_up(db, kafka_settings, published=published)
     async with database(db) as pool:
-        await wait_until_caught_up(pool, dashboard.dashboard_consumer(kafka_settings.topic_prefix), kafka_settings,
-                                   dashboard.DASHBOARD_TOPICS, timeout=90)
+        for consumer, topics in READ_MODELS:
+            await wait_until_caught_up(pool, consumer(kafka_settings.topic_prefix), kafka_settings, topics, timeout=90)
 
 
 async def test_amounts_over_one_trillion_are_dead_lettered_and_every_read_run_and_audit_stays_honest(
@@ -105,11 +111,12 @@ async def test_amounts_over_one_trillion_are_dead_lettered_and_every_read_run_an
         await publish(producer, kafka_settings, honest[4:])  # the consumers carried on past the forgeries
         await all_caught_up(database_url, kafka_settings)
 
-        # Each forgery is dead-lettered by both of payout's consumers, naming the field; nothing else is.
+        # Each forgery is dead-lettered by each of payout's consumers, naming the field; nothing else is.
         letters = await dead_letters(kafka_settings)
         by_event = {(json.loads(letter.value)["id"], letter.consumer): letter for letter in letters}
         consumers = {letter.consumer for letter in letters}
-        assert len(consumers) == 2 and len(letters) == len(by_event) == 2 * len(HOSTILE)
+        readers = 1 + len(READ_MODELS)  # the ledger, and each read model
+        assert len(consumers) == readers and len(letters) == len(by_event) == readers * len(HOSTILE)
         assert {event_id for event_id, _ in by_event} == set(forged)
         for letter in letters:
             assert letter.reason in REFUSED_AS, (forged[json.loads(letter.value)["id"]], letter.reason, letter.detail)
