@@ -72,7 +72,8 @@ class PayoutRuns:
         """The run's scheduled payouts; a `Problem` when payout is not configured, unreachable, knows no
         such run, or answers anything else (a file must never be written from a guess)."""
         if self._url is None:
-            raise Problem(503, "payout-not-configured",
+            # This deployment's state, not an outage: as erasure's `money-unknown`, a conflict to resolve.
+            raise Problem(409, "payout-not-configured",
                           "Enrollment does not know where payout is (ANYAM_PAYOUT_URL); no bank file can be written.")
         try:
             async with httpx.AsyncClient(base_url=self._url, timeout=TIMEOUT_SECONDS, transport=self._transport,
@@ -146,7 +147,7 @@ def bank_file_router(runtime: ServiceRuntime, vault: PersonalDataVault, access: 
             200: {"description": "The bank's CSV (docs/money.md). `Anyam-Withheld-Count`: payouts left out; "
                                  "`Anyam-Withheld`: up to 100 of them as `payout_id=reason`.",
                   "content": {"text/csv": {"schema": {"type": "string"}}}},
-            **problems(404, 503)},
+            **problems(404, 409, 503)},
         response_class=Response,
         summary="Write the bank's bulk-transfer file for a payout run's scheduled payouts (staff only)",
     )

@@ -124,7 +124,7 @@ def _refusals_of(
     if any(_can_be_invalid(p) for p in parameters) or "requestBody" in operation:
         refusals.add(422)
     if "requestBody" in operation:
-        refusals.add(413)
+        refusals |= {400, 413}  # a body that cannot be parsed as sent; one over the limit
     if any(p["in"] == "header" and p["name"] == "Idempotency-Key" for p in parameters):
         refusals |= {400, 409, 422}  # an empty key; `busy`; a key reused for another request
     if (method, path) not in _NO_DATABASE or (guarded and guard_reads_database):

@@ -203,7 +203,8 @@ async def test_no_registered_name_nik_or_phone_appears_in_any_byte_on_the_enroll
 
     events = await enrollment_events(kafka_settings, db)
 
-    assert {e["type"] for e in events} == {"resident-registered", "cohort-scheduled", "enrolled", "training-completed"}
+    assert {e["type"] for e in events} == {"rusunawa-registered", "resident-registered", "cohort-scheduled", "enrolled",
+                                           "training-completed"}
     everything = b"".join(e["_raw"] + e["_key"].encode() for e in events)
     for n in range(5):
         for secret in (NAMES[n % len(NAMES)], nik(n), phone(n), f"BRI-{n:010d}", f"A-{n}"):

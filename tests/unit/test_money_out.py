@@ -132,4 +132,4 @@ async def test_no_file_is_written_from_an_answer_that_is_not_a_run(answer, statu
 async def test_without_payout_configured_there_is_no_bank_file():
     with pytest.raises(Problem) as refused:
         await PayoutRuns(None, "t").scheduled("run_1")
-    assert (refused.value.status, refused.value.code) == (503, "payout-not-configured")
+    assert (refused.value.status, refused.value.code) == (409, "payout-not-configured")
