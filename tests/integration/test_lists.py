@@ -113,6 +113,8 @@ PEOPLE = [  # (name, NIK, phone, unit, account), one per resident
 async def test_cohorts_and_residents_page_filter_and_never_show_personal_data(enrollment):
     staff, auditor, anonymous = enrollment
     homes = ["Marunda", "Nagrak"]
+    for home in homes:  # cohorts belong to a registered rusunawa
+        assert (await staff.post("/rusunawa", json={"name": home, "ovop_product": "piring"})).status_code == 201
     cohorts = []
     for n in range(7):
         response = await staff.post("/cohorts", json={

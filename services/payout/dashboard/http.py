@@ -6,6 +6,7 @@ from urllib.parse import quote, unquote, urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import TypeAdapter, ValidationError
 
 from services.payout.dashboard.queries import read_dashboard
 from services.payout.dashboard.view import render_dashboard, render_refusal
@@ -14,11 +15,25 @@ from shared.materials import DEFAULT_IDLE_WEEKS
 from shared.service import ServiceRuntime
 from shared.web.access import AUDITOR, STAFF, Access, Principal
 from shared.web.inputs import ShortLabel
+from shared.web.openapi import problems
 from shared.web.problems import Problem
 
 COOKIE = "anyam_token"
 #: A browser forgets the token after a working day, even if it is never closed.
 COOKIE_MAX_AGE = 12 * 60 * 60
+
+
+_LABEL = TypeAdapter(ShortLabel)
+
+
+def _scope(rusunawa: str | None) -> str | None:
+    """The rusunawa the page is asked for, as a label; 422 when it cannot name one."""
+    if rusunawa is None:
+        return None
+    try:
+        return _LABEL.validate_python(rusunawa)
+    except ValidationError:
+        raise Problem(422, "invalid-request", "`rusunawa` must be a rusunawa's name (a short label).") from None
 
 
 def _plausible_token(token: str) -> bool:
@@ -68,13 +83,15 @@ def dashboard_router(runtime: ServiceRuntime, access: Access, *, idle_weeks: int
                    401: {"description": "No valid token (an HTML page saying how to open it)",
                          "content": {"text/html": {"schema": {"type": "string"}}}},
                    403: {"description": "A collaborator's token (an HTML page)",
-                         "content": {"text/html": {"schema": {"type": "string"}}}}},
+                         "content": {"text/html": {"schema": {"type": "string"}}}},
+                   **problems(422)},
     )
     async def dashboard(
         request: Request,
         lang: str | None = Query(None, description="`id` (Bahasa Indonesia, the default) or `en`."),
-        rusunawa: ShortLabel | None = Query(None, description="Only this rusunawa: its cohorts, and the pieces, "
-                                            "money and runs of the residents who live there (default: all)."),
+        # Checked after the token (`_scope`): who may not see the page learns nothing of what it would refuse.
+        rusunawa: str | None = Query(None, description="Only this rusunawa (a registered name): its cohorts, and "
+                                     "the pieces, money and runs of the residents who live there (default: all)."),
         token: str | None = Query(None, description="A staff or auditor token, for a link opened in a browser: "
                                   "it is moved into an HttpOnly cookie and the browser is redirected without it."),
     ) -> Response:
@@ -108,7 +125,7 @@ def dashboard_router(runtime: ServiceRuntime, access: Access, *, idle_weeks: int
             return refusal(403, lang, clear_cookie=False)
 
         async with runtime.pool.acquire() as conn:
-            data = await read_dashboard(conn, rusunawa, idle_weeks=idle_weeks)
+            data = await read_dashboard(conn, _scope(rusunawa), idle_weeks=idle_weeks)
         return _secure_headers(HTMLResponse(render_dashboard(data, lang)))
 
     return router
