@@ -251,8 +251,8 @@ def production_router(
         day = as_of or wib_now().date()
         if not EARLIEST_YEAR <= day.year <= LATEST_YEAR:
             raise Problem(422, "invalid-as-of", f"as_of must lie in the years {EARLIEST_YEAR} to {LATEST_YEAR}.")
+        await materials.catch_up(runtime.pool)
         async with runtime.pool.acquire() as conn:
-            await materials.catch_up(conn)
             usages, issues, pieces = await materials.facts(conn, collaborator_id=collaborator_id,
                                                            artisan_id=artisan_id)
         return JSONResponse(reconciliation_json(reconcile(usages, issues, pieces, as_of=day,

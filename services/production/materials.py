@@ -2,11 +2,9 @@
 
 Production wrote every fact the reconciliation needs (usages, issues, pieces, QC results) into its
 own event store, so the read model follows the store, not a topic: `catch_up` folds the events
-appended since it last looked, by position, in one transaction with its checkpoint. Positions are
-handed out in commit order (shared/eventstore/schema.py), so a position seen means every earlier one
-is committed and none is skipped. It runs before every read, so a read sees every command already
-answered (read your writes); an advisory lock keeps two readers from folding the same events at once,
-and every write is an idempotent upsert besides.
+appended since it last looked, as every read model kept from the event store does (`shared.catchup`:
+by position, with its checkpoint, under its lock). It runs before every read, so a read sees every
+command already answered (read your writes); every write is an idempotent upsert besides.
 
 The rules live in `shared.materials.reconcile`; this module only gathers its facts.
 """
@@ -18,21 +16,16 @@ from typing import Any
 
 import asyncpg
 
-from shared.contracts import decode
+from shared import catchup
+from shared.contracts import Envelope
 from shared.contracts.events import MaterialsIssued, MaterialUsageSet, PieceWoven, QcPassed
 from shared.materials import IssueFact, PieceFact, UsageFact
 
-#: Serialises catching up (its own key: tests/unit/test_lock_keys.py).
-CATCH_UP_LOCK_KEY = 0x616E79616D11
-#: Events folded per round trip while catching up.
-BATCH = 5_000
+#: The read model's name for its checkpoint and lock (`shared.catchup`).
+MATERIALS = "materials"
 _TYPES = [model.event_type for model in (MaterialUsageSet, MaterialsIssued, PieceWoven, QcPassed)]
 
 DDL = """
-CREATE TABLE IF NOT EXISTS materials_checkpoint (
-    only_row  boolean PRIMARY KEY DEFAULT true CHECK (only_row),
-    position  bigint  NOT NULL
-);
 CREATE TABLE IF NOT EXISTS material_usages (
     collaborator_id    text        NOT NULL,
     product            text        NOT NULL,
@@ -74,6 +67,7 @@ _UPSERTS = {
 
 async def install(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
+        await catchup.install(conn)
         await conn.execute(DDL)
 
 
@@ -93,34 +87,20 @@ def _arguments(data: Any, time: datetime) -> tuple[Any, ...]:
     raise TypeError(type(data).__name__)
 
 
-async def catch_up(conn: asyncpg.Connection) -> int:
+async def catch_up(pool: asyncpg.Pool) -> int:
     """Fold the events appended since the last catch-up; returns how many were folded."""
-    folded = 0
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", CATCH_UP_LOCK_KEY)
-        start = await conn.fetchval("SELECT position FROM materials_checkpoint") or 0
-        end = await conn.fetchval("SELECT coalesce(max(position), 0) FROM event_store")
-        while start < end:
-            rows = await conn.fetch(
-                """SELECT position, payload FROM event_store
-                   WHERE position > $1 AND position <= $2 AND event_type = ANY($3)
-                   ORDER BY position LIMIT $4""",
-                start, end, _TYPES, BATCH)
-            batched: dict[str, list[tuple[Any, ...]]] = {}
-            for row in rows:
-                event = decode(row["payload"])
-                statement = _UPSERTS[type(event.data)]
-                batched.setdefault(statement, []).append(_arguments(event.data, event.time))
-            # Kinds in the order of `_UPSERTS`: a piece is in its table before its QC result marks it.
-            for statement in _UPSERTS.values():
-                if statement in batched:
-                    await conn.executemany(statement, batched[statement])
-            folded += len(rows)
-            start = rows[-1]["position"] if len(rows) == BATCH else end
-        await conn.execute(
-            """INSERT INTO materials_checkpoint (position) VALUES ($1)
-               ON CONFLICT (only_row) DO UPDATE SET position = excluded.position""", end)
-    return folded
+    return await catchup.catch_up(pool, MATERIALS, _TYPES, _fold)
+
+
+async def _fold(conn: asyncpg.Connection, events: list[tuple[int, Envelope]]) -> None:
+    batched: dict[str, list[tuple[Any, ...]]] = {}
+    for _, event in events:
+        statement = _UPSERTS[type(event.data)]
+        batched.setdefault(statement, []).append(_arguments(event.data, event.time))
+    # Kinds in the order of `_UPSERTS`: a piece is in its table before its QC result marks it.
+    for statement in _UPSERTS.values():
+        if statement in batched:
+            await conn.executemany(statement, batched[statement])
 
 
 async def facts(

@@ -10,7 +10,6 @@ from __future__ import annotations
 from services.payout import artisan, dashboard, invoicing
 from services.payout import handlers as payout_handlers
 from services.payout import projections as payout_projections
-from services.production import materials as production_materials
 from shared.eventstore import schema
 from shared.web import commands
 
@@ -23,7 +22,6 @@ LOCKS = {
     "dashboard install": dashboard.INSTALL_LOCK_KEY,
     "artisan pages install": artisan.INSTALL_LOCK_KEY,
     "idempotency install": commands.INSTALL_LOCK_KEY,
-    "production's materials read model catching up": production_materials.CATCH_UP_LOCK_KEY,
 }
 
 
